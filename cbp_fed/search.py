@@ -1,0 +1,141 @@
+"""User-side gradient-free search over the task vector z, behind ask/tell (pycma underneath).
+
+One CMA-ES iteration is ``ask() -> score through the black box -> tell(fitness)``; because the
+optimiser only asks and is told, an iteration can span a Flower round trip, and its whole state
+travels as bytes (``to_bytes`` / ``from_bytes``) into ``context.state``.
+
+The budget is counted in model calls: one call = one candidate z scored on the user's training
+batch (the BBT convention), so a popsize-10 generation spends 10 calls.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+
+import cma
+import numpy as np
+
+LOSSES = ("ce", "hinge")
+FINAL = ("mean", "best")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """CMA-ES settings.
+
+    popsize: candidates per generation. sigma0: initial step size (z is unit-scale by construction
+    of the projections). budget: model calls in total. diagonal: separable CMA-ES (O(r) state
+    instead of O(r^2); for large r or many users). bound: clip z to [-bound, bound] (0 = none).
+    loss: "ce" (cross-entropy over the label words) or "hinge" (multi-class margin).
+    final: which z the user keeps: the distribution "mean" or the "best" candidate seen.
+    """
+
+    popsize: int = 10
+    sigma0: float = 1.0
+    budget: int = 200
+    diagonal: bool = False
+    bound: float = 5.0
+    loss: str = "ce"
+    final: str = "mean"
+
+    def __post_init__(self):
+        if self.popsize < 2:
+            raise ValueError(f"popsize must be >= 2, got {self.popsize}")
+        if not self.sigma0 > 0:
+            raise ValueError(f"sigma0 must be > 0, got {self.sigma0}")
+        if self.budget < self.popsize:
+            raise ValueError(f"budget ({self.budget} calls) is below one generation (popsize {self.popsize})")
+        if self.bound < 0:
+            raise ValueError(f"bound must be >= 0, got {self.bound}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.final not in FINAL:
+            raise ValueError(f"final must be one of {FINAL}, got {self.final!r}")
+
+
+class CMASearch:
+    """CMA-ES over z in R^r with a call budget.
+
+    Args:
+        x0: ``(r,)`` start (z0 of the domain, or zeros).
+        config: ``SearchConfig``. seed: makes the whole search reproducible.
+    """
+
+    def __init__(self, x0: np.ndarray, config: SearchConfig, seed: int):
+        self.config = config
+        options = {"popsize": config.popsize, "seed": seed + 1, "verbose": -9, "CMA_diagonal": config.diagonal,
+                   "tolfun": 0, "tolflatfitness": 10**9, "tolx": 0, "tolstagnation": 10**9}
+        if config.bound:
+            options["bounds"] = [-config.bound, config.bound]
+        self.es = cma.CMAEvolutionStrategy(np.asarray(x0, dtype=float), config.sigma0, options)
+        self.calls = 0
+        self._asked: np.ndarray | None = None
+
+    @property
+    def done(self) -> bool:
+        """True when another generation would exceed the budget."""
+        return self.calls + self.config.popsize > self.config.budget
+
+    def ask(self) -> np.ndarray:
+        """Next population, ``(popsize, r)`` float32."""
+        if self._asked is not None:
+            raise RuntimeError("ask() called twice without tell()")
+        self._asked = np.asarray(self.es.ask(), dtype=float)
+        return self._asked.astype(np.float32)
+
+    def tell(self, fitness: np.ndarray) -> None:
+        """Fitness ``(popsize,)`` of the last population (lower is better)."""
+        if self._asked is None:
+            raise RuntimeError("tell() without ask()")
+        fitness = np.asarray(fitness, dtype=float)
+        if fitness.shape != (len(self._asked),) or not np.isfinite(fitness).all():
+            raise ValueError(f"fitness must be {len(self._asked)} finite values, got {fitness}")
+        self.es.tell(list(self._asked), list(fitness))
+        self.calls += len(self._asked)
+        self._asked = None
+
+    @property
+    def result(self) -> np.ndarray:
+        """The customised vector ``(r,)`` float32: the distribution mean or the best candidate."""
+        x = self.es.mean if self.config.final == "mean" or self.es.result.xbest is None else self.es.result.xbest
+        return np.asarray(x, dtype=np.float32)
+
+    @property
+    def best_fitness(self) -> float:
+        return float(self.es.result.fbest) if self.es.result.xbest is not None else float("inf")
+
+    def to_bytes(self) -> bytes:
+        """Whole optimiser state (pycma object, counters); full r=500 ~4 MB, diagonal ~0.2 MB."""
+        return pickle.dumps((self.config, self.es, self.calls, self._asked))
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "CMASearch":
+        """Inverse of ``to_bytes``; only for state this user wrote itself (pickle)."""
+        search = cls.__new__(cls)
+        search.config, search.es, search.calls, search._asked = pickle.loads(blob)
+        return search
+
+
+def fitness(scores: np.ndarray, labels: np.ndarray, loss: str = "ce", margin: float = 1.0) -> np.ndarray:
+    """Loss of each candidate on the batch (lower is better).
+
+    Args:
+        scores: ``(k, n, C)`` label-word logits. labels: ``(n,)`` private labels in [0, C).
+        loss: "ce" = mean cross-entropy of softmax over the C words; "hinge" = mean multi-class
+        margin loss max(0, margin - (s_y - max_{c != y} s_c)).
+    Returns:
+        ``(k,)`` float64.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    true = np.take_along_axis(scores, labels[None, :, None], axis=2)[..., 0]  # (k, n)
+    if loss == "ce":
+        top = scores.max(axis=2, keepdims=True)
+        logsumexp = top[..., 0] + np.log(np.exp(scores - top).sum(axis=2))
+        return (logsumexp - true).mean(axis=1)
+    if loss == "hinge":
+        others = scores.copy()
+        np.put_along_axis(others, labels[None, :, None].repeat(len(scores), 0), -np.inf, axis=2)
+        return np.maximum(0.0, margin - (true - others.max(axis=2))).mean(axis=1)
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")

