@@ -17,9 +17,9 @@ import importlib.util
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -108,9 +108,16 @@ def _build_tiny_random(target: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("smollm2-135m"))
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
     tmp = target.with_name(target.name + ".partial")
@@ -189,7 +196,7 @@ class FrozenLM:
         self._token_cache: dict[str, list[int]] = {}
 
     @classmethod
-    def load(cls, name: str = "smollm2-135m", dtype: str = "auto", device: str = "cpu") -> "FrozenLM":
+    def load(cls, name: str = "smollm2-135m", dtype: str = "auto", device: str = "cpu") -> FrozenLM:
         """Load by registry name, local folder or hub id. ``dtype``: auto | fp32 | bf16."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -227,7 +234,7 @@ class FrozenLM:
             return query_ids
         passage_ids = self.tokenize(passage)
         room = max_tokens - len(query_ids)
-        return (passage_ids[len(passage_ids) - room:] if room > 0 else []) + query_ids
+        return (passage_ids[len(passage_ids) - room :] if room > 0 else []) + query_ids
 
     def label_token_ids(self, label_words: Sequence[str]) -> torch.Tensor:
         """First token id of each label word, ``(C,)``; words that share a first token are an error."""
@@ -268,7 +275,7 @@ class FrozenLM:
         table = self._embedding(flat).to(self.dtype)
         rows, offset = [], 0
         for b, ids in enumerate(token_ids):
-            tok = table[offset:offset + n_prefix + len(ids)]
+            tok = table[offset : offset + n_prefix + len(ids)]
             offset += n_prefix + len(ids)
             rows.append(torch.cat([tok[:n_prefix], prompts[b].to(self.dtype), tok[n_prefix:]]))
         embeds = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_side=self.padding_side)
@@ -279,7 +286,9 @@ class FrozenLM:
         else:
             mask = (columns[None] < lengths[:, None]).long()
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-        hidden = self.model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
+        hidden = self.model.model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids
+        ).last_hidden_state
         if self.padding_side == "left":
             return hidden[:, -1]
         return hidden[torch.arange(B, device=self.device), lengths - 1]
@@ -302,6 +311,10 @@ def describe(lm: FrozenLM) -> dict:
     """The backbone's identity as a generator checkpoint records it: the name it was loaded by and,
     to tell models apart whatever they are called, architecture, sizes and a hash of the embeddings."""
     sample = lm._embedding.weight[:256].detach().float().cpu().numpy().round(4).tobytes()
-    return {"name": lm.name, "architecture": type(lm.model).__name__, "hidden_size": lm.d,
-            "vocab_size": lm.model.config.vocab_size, "embedding_sha256": hashlib.sha256(sample).hexdigest()[:16]}
-
+    return {
+        "name": lm.name,
+        "architecture": type(lm.model).__name__,
+        "hidden_size": lm.d,
+        "vocab_size": lm.model.config.vocab_size,
+        "embedding_sha256": hashlib.sha256(sample).hexdigest()[:16],
+    }

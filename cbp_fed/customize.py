@@ -79,7 +79,11 @@ def build_source(config: CustomizeConfig, lm: FrozenLM) -> tuple[torch.nn.Module
         source = ProjectedPrompt(instruction_embedding(lm, config.bbt_t), config.bbt_r, config.seed, lm.embedding_std())
         return source, np.zeros(config.bbt_r, np.float32), {"bbt_r": config.bbt_r, "bbt_t": config.bbt_t}
     gen, meta = load_generator(config.generator, lm)
-    info = {"generator": config.generator, "generator_domain": meta["domain"], "generator_data": meta["data"]["fingerprint"]}
+    info = {
+        "generator": config.generator,
+        "generator_domain": meta["domain"],
+        "generator_data": meta["data"]["fingerprint"],
+    }
     return gen, gen.z0.detach().cpu().numpy(), info
 
 
@@ -100,18 +104,27 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         test = scores_of(z_final[None], split.test)[0]
         train = scores_of(z_final[None], split.train)[0]
         labels = [ex.label for ex in split.test]
-        return {"test_accuracy": accuracy(test, labels),
-                "test_accuracy_calibrated": accuracy(calibrated(test, train), labels),
-                "test_predicted_share": np.bincount(test.argmax(1), minlength=len(task.label_words)).tolist()}
+        return {
+            "test_accuracy": accuracy(test, labels),
+            "test_accuracy_calibrated": accuracy(calibrated(test, train), labels),
+            "test_predicted_share": np.bincount(test.argmax(1), minlength=len(task.label_words)).tolist(),
+        }
 
     train_labels = np.array([ex.label for ex in split.train])
     curve, search = [], None
     if config.method in SEARCHING:
-        search = CMASearch(z, SearchConfig(config.popsize, config.sigma0, config.budget, config.diagonal,
-                                           loss=config.loss), config.seed)
+        search = CMASearch(
+            z,
+            SearchConfig(config.popsize, config.sigma0, config.budget, config.diagonal, loss=config.loss),
+            config.seed,
+        )
         pending = sorted(config.checkpoints)
-        columns = (TextColumn(f"{config.method} {config.task} seed {config.seed}"), BarColumn(),
-                   TextColumn("{task.completed}/{task.total} calls, best loss {task.fields[best]:.3f}"), TimeElapsedColumn())
+        columns = (
+            TextColumn(f"{config.method} {config.task} seed {config.seed}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} calls, best loss {task.fields[best]:.3f}"),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, disable=not progress) as bar:
             job = bar.add_task("search", total=config.budget, best=float("nan"))
             while not search.done:
@@ -125,18 +138,28 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
     dev = scores_of(z[None], split.dev)[0]
     test_labels = [ex.label for ex in split.test]
     return {
-        "task": config.task, "domain": task.domain, "method": config.method, "seed": config.seed,
-        "budget": config.budget if search else 0, "calls_used": search.calls if search else 0,
-        "backbone": lm.name, "dtype": str(lm.dtype).removeprefix("torch."),
-        "train_size": len(split.train), "dev_size": len(split.dev), "test_size": len(split.test),
+        "task": config.task,
+        "domain": task.domain,
+        "method": config.method,
+        "seed": config.seed,
+        "budget": config.budget if search else 0,
+        "calls_used": search.calls if search else 0,
+        "backbone": lm.name,
+        "dtype": str(lm.dtype).removeprefix("torch."),
+        "train_size": len(split.train),
+        "dev_size": len(split.dev),
+        "test_size": len(split.test),
         **final,
         "dev_accuracy": accuracy(dev, [ex.label for ex in split.dev]),
         "majority_rate": max(Counter(test_labels).values()) / len(test_labels),
         "best_train_loss": search.best_fitness if search else None,
         "curve": curve,
-        "calls_total": box.meter.calls, "eval_calls": box.meter.calls - (search.calls if search else 0),
-        "tokens_scored": box.meter.tokens, "forward_seconds": round(box.meter.seconds, 2),
+        "calls_total": box.meter.calls,
+        "eval_calls": box.meter.calls - (search.calls if search else 0),
+        "tokens_scored": box.meter.tokens,
+        "forward_seconds": round(box.meter.seconds, 2),
         "wall_seconds": round(time.time() - started, 2),
         "z_norm": float(np.linalg.norm(z)) if z.size else 0.0,
-        "config": asdict(config), **source_info,
+        "config": asdict(config),
+        **source_info,
     }

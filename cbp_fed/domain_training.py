@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import time
 from collections import defaultdict
@@ -83,8 +84,8 @@ def evaluate_pool(lm: FrozenLM, gen: PromptGenerator, groups: dict, max_tokens: 
     with torch.no_grad():
         for task, exs in groups.values():
             for i in range(0, len(exs), batch_size):
-                _, c = _batch_loss(lm, gen, task, exs[i:i + batch_size], max_tokens)
-                correct, total = correct + c, total + len(exs[i:i + batch_size])
+                _, c = _batch_loss(lm, gen, task, exs[i : i + batch_size], max_tokens)
+                correct, total = correct + c, total + len(exs[i : i + batch_size])
     return correct / max(total, 1)
 
 
@@ -98,20 +99,29 @@ def train_generator(lm: FrozenLM, config: SDTConfig, progress: bool = True) -> t
     started = time.time()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    pool = domain_pool(config.domain, config.seed, config.pool_size + config.eval_size)
+    drawn = domain_pool(config.domain, config.seed, config.pool_size + config.eval_size)
+    pool = [(task, ex) for task, ex in drawn if len(lm.tokenize(ex.query)) <= config.max_tokens]
     rng.shuffle(pool)
-    train_groups, eval_groups = _by_task(pool[config.eval_size:]), _by_task(pool[:config.eval_size])
+    train_groups, eval_groups = _by_task(pool[config.eval_size :]), _by_task(pool[: config.eval_size])
     gen = PromptGenerator(lm.d, config.r, config.m, config.t, config.a_seed, lm.embedding_std()).to(lm.device)
     optimiser = torch.optim.AdamW(gen.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=config.steps, pct_start=0.1)
+    warmup = max(1, config.steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to zero
+        optimiser, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / config.steps)))
+    )
     accuracy_before = evaluate_pool(lm, gen, eval_groups, config.max_tokens)
     names = list(train_groups)
     weights = [len(train_groups[n][1]) for n in names]
     curve = []
-    columns = (TextColumn("SDT {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"), TimeRemainingColumn())
+    columns = (
+        TextColumn("SDT {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, disable=not progress) as bar:
         job = bar.add_task(config.domain, total=config.steps, loss=float("nan"))
-        for step in range(config.steps):
+        for _ in range(config.steps):
             task, exs = train_groups[rng.choices(names, weights)[0]]
             loss, _ = _batch_loss(lm, gen, task, rng.sample(exs, min(config.batch_size, len(exs))), config.max_tokens)
             optimiser.zero_grad()
@@ -119,7 +129,7 @@ def train_generator(lm: FrozenLM, config: SDTConfig, progress: bool = True) -> t
             torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
             optimiser.step()
             schedule.step()
-            curve.append(round(float(loss), 4))
+            curve.append(round(loss.item(), 4))
             bar.update(job, advance=1, loss=sum(curve[-20:]) / len(curve[-20:]))
     gen.eval()
     meta = {
@@ -128,10 +138,19 @@ def train_generator(lm: FrozenLM, config: SDTConfig, progress: bool = True) -> t
         "dims": {"d": lm.d, "r": config.r, "m": config.m, "t": config.t},
         "projection": {"a_seed": config.a_seed, "embed_std": gen.embed_std},
         "domain": config.domain,
-        "data": {"fingerprint": fingerprint(pool), "train_examples": len(pool) - config.eval_size,
-                 "eval_examples": config.eval_size, "tasks": {n: len(e) for n, (_, e) in train_groups.items()}},
-        "training": {**asdict(config), "optimiser": "AdamW + one-cycle", "dtype": str(lm.dtype),
-                     "seconds": round(time.time() - started, 1)},
+        "data": {
+            "fingerprint": fingerprint(pool),
+            "dropped_query_too_long": len(drawn) - len(pool),
+            "train_examples": len(pool) - config.eval_size,
+            "eval_examples": config.eval_size,
+            "tasks": {n: len(e) for n, (_, e) in train_groups.items()},
+        },
+        "training": {
+            **asdict(config),
+            "optimiser": "AdamW, linear warm-up + cosine decay",
+            "dtype": str(lm.dtype),
+            "seconds": round(time.time() - started, 1),
+        },
         "eval_accuracy": {"before": accuracy_before, "after": evaluate_pool(lm, gen, eval_groups, config.max_tokens)},
         "loss_curve": curve,
     }
@@ -152,7 +171,9 @@ def load_generator(folder: str | Path, lm: FrozenLM) -> tuple[PromptGenerator, d
     folder = Path(folder)
     meta_path, weights_path = folder / "generator.json", folder / "generator.safetensors"
     if not meta_path.exists() or not weights_path.exists():
-        raise FileNotFoundError(f"{folder} is not a generator checkpoint (needs generator.json and generator.safetensors)")
+        raise FileNotFoundError(
+            f"{folder} is not a generator checkpoint (needs generator.json and generator.safetensors)"
+        )
     meta = json.loads(meta_path.read_text())
     if meta.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint version {meta.get('version')} in {folder}; this code reads {CHECKPOINT_VERSION}")

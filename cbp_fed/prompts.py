@@ -20,9 +20,9 @@ from torch import nn
 
 
 def random_projection(rows: int, r: int, seed: int, embed_std: float) -> torch.Tensor:
-    """``(rows, r)`` Gaussian matrix with entry std ``embed_std / sqrt(r)``: ``A z`` ~ embedding spread for z ~ N(0, I)."""
+    """``(rows, r)`` Gaussian, entry std ``embed_std / sqrt(r)``: ``A z`` has the embedding spread for z ~ N(0, I)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(rows, r, generator=generator) * (embed_std / r ** 0.5)
+    return torch.randn(rows, r, generator=generator) * (embed_std / r**0.5)
 
 
 class PromptGenerator(nn.Module):

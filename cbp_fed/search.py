@@ -64,8 +64,16 @@ class CMASearch:
 
     def __init__(self, x0: np.ndarray, config: SearchConfig, seed: int):
         self.config = config
-        options = {"popsize": config.popsize, "seed": seed + 1, "verbose": -9, "CMA_diagonal": config.diagonal,
-                   "tolfun": 0, "tolflatfitness": 10**9, "tolx": 0, "tolstagnation": 10**9}
+        options = {
+            "popsize": config.popsize,
+            "seed": seed + 1,
+            "verbose": -9,
+            "CMA_diagonal": config.diagonal,
+            "tolfun": 0,
+            "tolflatfitness": 10**9,
+            "tolx": 0,
+            "tolstagnation": 10**9,
+        }
         if config.bound:
             options["bounds"] = [-config.bound, config.bound]
         self.es = cma.CMAEvolutionStrategy(np.asarray(x0, dtype=float), config.sigma0, options)
@@ -110,7 +118,7 @@ class CMASearch:
         return pickle.dumps((self.config, self.es, self.calls, self._asked))
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "CMASearch":
+    def from_bytes(cls, blob: bytes) -> CMASearch:
         """Inverse of ``to_bytes``; only for state this user wrote itself (pickle)."""
         search = cls.__new__(cls)
         search.config, search.es, search.calls, search._asked = pickle.loads(blob)

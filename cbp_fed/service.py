@@ -14,8 +14,8 @@ large batches. It counts calls (one call = one candidate scored on its batch, as
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -73,8 +73,14 @@ class BlackBox:
         token_budget: padded tokens per forward chunk (memory/speed trade-off).
     """
 
-    def __init__(self, lm: FrozenLM, source: torch.nn.Module, max_tokens: int = 256,
-                 token_budget: int = 8192, limits: Limits = Limits()):
+    def __init__(
+        self,
+        lm: FrozenLM,
+        source: torch.nn.Module,
+        max_tokens: int = 256,
+        token_budget: int = 8192,
+        limits: Limits = Limits(),
+    ):
         self.lm, self.source = lm, source
         self.max_tokens, self.token_budget, self.limits = max_tokens, token_budget, limits
         self.meter = Meter()
@@ -130,14 +136,20 @@ class BlackBox:
             for q, ids in zip(queries, encoded)
         ]  # each (k, n, t, d)
         t = self.source.t
-        pairs = [(len(ids[e]) + t, u, c, e) for u, (q, ids) in enumerate(zip(queries, encoded))
-                 for c in range(q.z.shape[0]) for e in range(len(ids))]
+        pairs = [
+            (len(ids[e]) + t, u, c, e)
+            for u, (q, ids) in enumerate(zip(queries, encoded))
+            for c in range(q.z.shape[0])
+            for e in range(len(ids))
+        ]
         pairs.sort(reverse=True)
         hidden = torch.empty(len(pairs), self.lm.d, dtype=self.lm.dtype, device=self.lm.device)
         for chunk in self._chunks([p[0] + len(self.lm.prefix_ids) for p in pairs]):
             rows = [pairs[i] for i in chunk]
             batch_prompts = torch.stack([prompts[u][c, e] for _, u, c, e in rows])
-            hidden[chunk[0]:chunk[-1] + 1] = self.lm.last_hidden(batch_prompts, [encoded[u][e] for _, u, _, e in rows])
+            hidden[chunk[0] : chunk[-1] + 1] = self.lm.last_hidden(
+                batch_prompts, [encoded[u][e] for _, u, _, e in rows]
+            )
             self.meter.forwards += 1
         scores = [torch.empty(q.z.shape[0], len(ids), len(q.label_words)) for q, ids in zip(queries, encoded)]
         order = torch.tensor([[u, c, e] for _, u, c, e in pairs]) if pairs else torch.empty(0, 3, dtype=torch.long)
@@ -155,7 +167,7 @@ class BlackBox:
         """Split consecutive indices of length-sorted (descending) rows into chunks whose padded size
         ``rows x longest`` stays within the token budget (a single over-long row gets its own chunk)."""
         chunks, current = [], []
-        for i, length in enumerate(lengths):
+        for i in range(len(lengths)):
             if current and (len(current) + 1) * lengths[current[0]] > self.token_budget:
                 chunks.append(current)
                 current = []

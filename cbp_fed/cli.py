@@ -1,0 +1,178 @@
+"""`cbp-fed`: prepare, sdt, customize, report.
+
+cbp-fed prepare                          convert the bundled models, check every task loads
+cbp-fed sdt --domain commonsense --out runs/gen-commonsense
+cbp-fed customize --task boolq --method cbp --generator runs/gen-commonsense --budget 200 --seed 0 --out runs/x
+cbp-fed report runs/*/summary.json --out table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def _prepare(args) -> None:
+    from .backbone import FrozenLM
+    from .tasks import load_task, task_names
+
+    for name in args.backbone:
+        lm = FrozenLM.load(name)
+        console.print(
+            f"backbone {name}: {lm.dtype}, hidden {lm.d}, loss on plain English "
+            f"{lm.lm_loss('The cat sat on the mat and looked out of the window at the rain.'):.2f} nats/token"
+        )
+    table = Table("task", "domain", "rows", "label words")
+    for name in task_names():
+        task = load_task(name)
+        table.add_row(name, task.domain, str(len(task.examples)), " ".join(repr(w) for w in task.label_words))
+    console.print(table)
+
+
+def _sdt(args) -> None:
+    from .backbone import FrozenLM
+    from .domain_training import SDTConfig, save_generator, train_generator
+
+    config = SDTConfig(
+        domain=args.domain,
+        r=args.r,
+        m=args.m,
+        t=args.t,
+        a_seed=args.a_seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        pool_size=args.pool_size,
+        eval_size=args.eval_size,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+    )
+    lm = FrozenLM.load(args.backbone, args.dtype)
+    gen, meta = train_generator(lm, config)
+    save_generator(gen, meta, args.out)
+    acc = meta["eval_accuracy"]
+    console.print(
+        f"SDT {args.domain}: held-out pool accuracy {acc['before']:.3f} -> {acc['after']:.3f} "
+        f"in {meta['training']['seconds']:.0f} s; saved to {args.out}"
+    )
+
+
+def _customize(args) -> None:
+    from .customize import CustomizeConfig, customize
+
+    config = CustomizeConfig(
+        task=args.task,
+        method=args.method,
+        seed=args.seed,
+        budget=args.budget,
+        popsize=args.popsize,
+        sigma0=args.sigma0,
+        diagonal=args.diagonal,
+        loss=args.loss,
+        backbone=args.backbone,
+        dtype=args.dtype,
+        generator=args.generator,
+        shots_per_class=args.shots,
+        n_test=args.n_test,
+        max_tokens=args.max_tokens,
+        checkpoints=tuple(int(c) for c in args.checkpoints.split(",") if c),
+    )
+    summary = customize(config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(
+        f"{args.method} on {args.task} (seed {args.seed}): test accuracy {summary['test_accuracy']:.3f} "
+        f"(calibrated {summary['test_accuracy_calibrated']:.3f}, majority {summary['majority_rate']:.3f}), "
+        f"{summary['calls_used']} calls, {summary['wall_seconds']:.0f} s -> {out / 'summary.json'}"
+    )
+
+
+def _report(args) -> None:
+    from .report import summaries_table
+
+    text = summaries_table([json.loads(Path(p).read_text()) for p in args.summaries])
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .customize import METHODS, CustomizeConfig
+    from .domain_training import SDTConfig
+    from .search import LOSSES
+
+    sdt_defaults = {f.name: f.default for f in fields(SDTConfig)}
+    cz = {f.name: f.default for f in fields(CustomizeConfig) if f.name != "task"}
+    parser = argparse.ArgumentParser(
+        prog="cbp-fed", description="CBP-Tuning: customise a black-box LLM with one vector"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="convert bundled backbones to the local cache and check the datasets")
+    p.add_argument("--backbone", nargs="+", default=["smollm2-135m", "tiny-random"])
+    p.set_defaults(run=_prepare)
+
+    def model_options(p):
+        p.add_argument("--backbone", default="smollm2-135m", help="registry name, local folder or hub id")
+        p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
+
+    p = sub.add_parser("sdt", help="stage 1: train the prompt generator on the provider's domain data")
+    p.add_argument("--domain", required=True)
+    p.add_argument("--out", required=True, help="checkpoint folder")
+    for key in ("r", "m", "t", "a_seed", "steps", "batch_size", "pool_size", "eval_size", "max_tokens", "seed"):
+        p.add_argument("--" + key.replace("_", "-"), type=int, default=sdt_defaults[key])
+    p.add_argument("--lr", type=float, default=sdt_defaults["lr"])
+    model_options(p)
+    p.set_defaults(run=_sdt)
+
+    p = sub.add_parser("customize", help="stage 2 for one user in one process (no Flower)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--method", default="cbp", choices=METHODS)
+    p.add_argument("--generator", help="SDT checkpoint folder (cbp, sdt-only)")
+    p.add_argument("--budget", type=int, default=cz["budget"], help="model calls (candidates scored on the batch)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--popsize", type=int, default=cz["popsize"])
+    p.add_argument("--sigma0", type=float, default=cz["sigma0"])
+    p.add_argument("--diagonal", action="store_true", help="separable CMA-ES")
+    p.add_argument("--loss", default=cz["loss"], choices=LOSSES)
+    p.add_argument("--shots", type=int, default=cz["shots_per_class"], help="training examples per class")
+    p.add_argument("--n-test", type=int, default=cz["n_test"])
+    p.add_argument("--max-tokens", type=int, default=cz["max_tokens"])
+    p.add_argument("--checkpoints", default="", help="comma-separated call counts at which to test (budget curve)")
+    p.add_argument("--out", required=True)
+    model_options(p)
+    p.set_defaults(run=_customize)
+
+    p = sub.add_parser("report", help="markdown table over summary.json files")
+    p.add_argument("summaries", nargs="+")
+    p.add_argument("--out")
+    p.set_defaults(run=_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
