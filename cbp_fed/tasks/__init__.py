@@ -7,6 +7,7 @@ custom tasks come from local files or the hub through `CustomTaskConfig`.
 from .core import VERIFY_SUFFIX, Example, Task
 from .custom import CustomTaskConfig, load_custom_task
 from .domains import DOMAINS, Domain, domain_pool
+from .partition import PartitionConfig, user_data, user_task
 from .registry import load_task, task_names
 from .splits import SERVER_FRACTION, UserSplit, is_server_side, server_user_partition, user_split
 from .verify import verification_view
@@ -18,6 +19,7 @@ __all__ = [
     "CustomTaskConfig",
     "Domain",
     "Example",
+    "PartitionConfig",
     "Task",
     "UserSplit",
     "domain_pool",
@@ -26,6 +28,8 @@ __all__ = [
     "load_task",
     "server_user_partition",
     "task_names",
+    "user_data",
     "user_split",
+    "user_task",
     "verification_view",
 ]

@@ -1,0 +1,209 @@
+"""Communication metering: a `Grid` wrapper that records the size of every message in both directions.
+
+Flower reports no bytes per round or per client, so the ServerApp wraps its `Grid` in a `MeteredGrid`
+and every strategy sends through it unchanged. Each message sent (down: server -> user) and each reply
+received (up: user -> server) becomes one `MessageRecord` with two sizes:
+
+- payload bytes: the deflated content records (the `RecordDict` and every record, array and chunk in
+  it), which is what the method itself chose to send;
+- wire bytes: the whole deflated `Message` object tree, i.e. the payload plus the message's own
+  metadata object, which is what Flower actually moves for that message.
+
+Both count each distinct object of a message once, as Flower's transport does, and neither counts the
+transport's framing (gRPC/HTTP headers, TLS). Sizes are per message, i.e. what each user's node
+receives or sends: content broadcast to many users counts once per user, although the ServerApp's
+push uploads an object shared by several messages to the SuperLink only once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from flwr.app import Message, RecordDict
+from flwr.proto.node_pb2 import NodeInfo
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+DIRECTIONS = ("down", "up")
+"""down: server -> user (instructions); up: user -> server (replies)."""
+
+_COUNTERS = ("messages", "payload_bytes", "wire_bytes", "errors")
+
+
+def deflated_size(obj: Message | RecordDict) -> int:
+    """Bytes of `obj` and all objects nested in it, each distinct object counted once, as Flower ships them.
+
+    Relies on an internal Flower API (`flwr.supercore.inflatable.inflatable_object.get_all_nested_objects`,
+    checked against flwr 1.42): it is kept in this one function so that a Flower upgrade breaks one place.
+    """
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+    return sum(len(nested.deflate()) for nested in get_all_nested_objects(obj).values())
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """Size and routing of one message that crossed the `MeteredGrid`.
+
+    `round` is the message's `group_id` (an int when it parses as one, else the raw string);
+    `node_id` is the user's node: the destination of a down message, the source of an up message.
+    An error reply has `error=True` and zero payload bytes; its wire bytes are still counted.
+    """
+
+    round: int | str
+    node_id: int
+    message_type: str
+    direction: str
+    payload_bytes: int
+    wire_bytes: int
+    error: bool
+
+    def __post_init__(self) -> None:
+        _check_direction(self.direction)
+        if self.payload_bytes < 0 or self.wire_bytes < self.payload_bytes:
+            raise ValueError(
+                f"need 0 <= payload_bytes <= wire_bytes, got payload {self.payload_bytes}, wire {self.wire_bytes}"
+            )
+
+    @classmethod
+    def of(cls, message: Message, direction: str) -> MessageRecord:
+        """Measure `message` travelling in `direction` ("down" or "up")."""
+        metadata = message.metadata
+        return cls(
+            round=_parse_round(metadata.group_id),
+            node_id=metadata.dst_node_id if direction == "down" else metadata.src_node_id,
+            message_type=metadata.message_type,
+            direction=direction,
+            payload_bytes=0 if message.has_error() else deflated_size(message.content),
+            wire_bytes=deflated_size(message),
+            error=message.has_error(),
+        )
+
+
+def _parse_round(group_id: str) -> int | str:
+    """The round a `group_id` names: an int when it is one, else the string itself."""
+    try:
+        return int(group_id)
+    except ValueError:
+        return group_id
+
+
+def _zero_counters() -> dict[str, int]:
+    return dict.fromkeys(_COUNTERS, 0)
+
+
+def _add(counters: dict[str, int], record: MessageRecord) -> None:
+    counters["messages"] += 1
+    counters["payload_bytes"] += record.payload_bytes
+    counters["wire_bytes"] += record.wire_bytes
+    counters["errors"] += record.error
+
+
+class MeteredGrid(Grid):
+    """A `Grid` that delegates every call to an inner `Grid` and records each message that passes.
+
+    Down messages are measured before they are handed to the inner grid (which may take them over)
+    and recorded once the inner call returns; replies are recorded as they are returned. A call that
+    raises records nothing. `node_key` maps a node id to a stable user key (e.g. the partition id) for
+    the summaries; it is called when a summary is made, so the mapping may be learnt during the run.
+    Measuring deflates each message once more than Flower does (a few ms for a MB-sized message).
+    """
+
+    def __init__(self, grid: Grid, node_key: Callable[[int], int | str] | None = None) -> None:
+        self._grid = grid
+        self._node_key = node_key
+        self.records: list[MessageRecord] = []
+
+    # --- the Grid interface, delegated ---
+
+    def set_run(self, run: Run) -> None:
+        """Set the run on the inner grid."""
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        """The inner grid's run."""
+        return self._grid.run
+
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
+        """Create a message through the inner grid (deprecated by Flower in favour of `Message(...)`)."""
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """The inner grid's connected node ids."""
+        return self._grid.get_node_ids()
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        """The inner grid's connected nodes."""
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Push `messages` through the inner grid and record them as down messages."""
+        messages = list(messages)
+        measured = [MessageRecord.of(message, "down") for message in messages]
+        message_ids = self._grid.push_messages(messages)
+        self.records += measured
+        return message_ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Pull replies through the inner grid and record them as up messages."""
+        replies = list(self._grid.pull_messages(message_ids))
+        self.records += [MessageRecord.of(reply, "up") for reply in replies]
+        return replies
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Send `messages` and collect replies through the inner grid, recording both directions."""
+        messages = list(messages)
+        measured = [MessageRecord.of(message, "down") for message in messages]
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        self.records += measured
+        self.records += [MessageRecord.of(reply, "up") for reply in replies]
+        return replies
+
+    # --- summaries ---
+
+    def user_key(self, node_id: int) -> int | str:
+        """The user key of `node_id`: `node_key(node_id)` if a mapping was given, else the node id."""
+        return node_id if self._node_key is None else self._node_key(node_id)
+
+    def round_summary(self, round: int | str) -> dict:
+        """Message counts and bytes of one round, per user, direction and message type, and in total.
+
+        Returns {"users": {user_key: {"down": {message_type: counters}, "up": {...}}},
+        "totals": {"down": counters, "up": counters}} where counters are
+        {"messages", "payload_bytes", "wire_bytes", "errors"}. A round without messages gives no users
+        and zero totals.
+        """
+        users: dict[int | str, dict[str, dict[str, dict[str, int]]]] = {}
+        totals = {direction: _zero_counters() for direction in DIRECTIONS}
+        for record in self.records:
+            if record.round != round:
+                continue
+            by_direction = users.setdefault(self.user_key(record.node_id), {d: {} for d in DIRECTIONS})
+            _add(by_direction[record.direction].setdefault(record.message_type, _zero_counters()), record)
+            _add(totals[record.direction], record)
+        return {"users": users, "totals": totals}
+
+    def per_user_mean(self, round: int | str, direction: str) -> dict[str, float]:
+        """Mean per user of messages, payload bytes and wire bytes sent in `direction` in `round`.
+
+        The mean is over the users with at least one message in that direction and round; with none,
+        every mean is 0.0. Returns {"messages", "payload_bytes", "wire_bytes"}.
+        """
+        _check_direction(direction)
+        per_user: dict[int | str, dict[str, int]] = {}
+        for record in self.records:
+            if record.round == round and record.direction == direction:
+                _add(per_user.setdefault(self.user_key(record.node_id), _zero_counters()), record)
+        keys = ("messages", "payload_bytes", "wire_bytes")
+        if not per_user:
+            return dict.fromkeys(keys, 0.0)
+        return {key: sum(counters[key] for counters in per_user.values()) / len(per_user) for key in keys}
