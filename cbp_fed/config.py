@@ -1,0 +1,106 @@
+"""RunConfig: the one validated configuration of a federated run, built from Flower's run_config.
+
+Keys are kebab-case in ``[tool.flwr.app.config]``, presets (``simulations/*.toml``) and
+``--run-config``; fields are the snake_case twins. Unknown keys and bad values fail at start-up
+with a message that names the key. Imports nothing heavy: the ClientApp builds it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+METHODS = ("cbp", "bbt")
+PARTITIONS = ("iid", "dirichlet", "task-per-user")
+LOSSES = ("ce", "hinge")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a federated run needs; see the README's table of keys for what each one does."""
+
+    method: str = "cbp"
+    backbone: str = "smollm2-135m"
+    dtype: str = "auto"
+    generator: str = ""
+    domain: str = "commonsense"
+    sdt_steps: int = 40
+    r: int = 500
+    m: int = 256
+    t: int = 10
+    tasks: str = "sst2"
+    partition: str = "iid"
+    dirichlet_alpha: float = 0.5
+    num_rounds: int = 3
+    users_per_round: int = 0
+    min_users: int = 2
+    steps_per_round: int = 4
+    popsize: int = 10
+    sigma0: float = 1.0
+    diagonal: bool = False
+    loss: str = "ce"
+    batch_size: int = 0
+    shots_per_class: int = 8
+    n_test: int = 64
+    max_tokens: int = 64
+    eval_every: int = 1
+    round_timeout: float = 600.0
+    results_dir: str = "results"
+    run_name: str = ""
+    seed: int = 0
+
+    def __post_init__(self):
+        def need(ok: bool, key: str, what: str):
+            if not ok:
+                raise ValueError(f"run config '{key.replace('_', '-')}' = {getattr(self, key)!r}: {what}")
+
+        need(self.method in METHODS, "method", f"choose from {METHODS}")
+        need(self.partition in PARTITIONS, "partition", f"choose from {PARTITIONS}")
+        need(self.loss in LOSSES, "loss", f"choose from {LOSSES}")
+        need(self.dtype in ("auto", "fp32", "bf16"), "dtype", "choose from auto, fp32, bf16")
+        need(bool(self.task_list), "tasks", "name at least one task (comma-separated)")
+        for key in ("r", "m", "t", "num_rounds", "steps_per_round", "shots_per_class", "max_tokens", "eval_every"):
+            need(getattr(self, key) >= 1, key, "must be >= 1")
+        for key in ("users_per_round", "min_users", "batch_size", "n_test", "sdt_steps", "seed"):
+            need(getattr(self, key) >= 0, key, "must be >= 0")
+        need(self.popsize >= 2, "popsize", "must be >= 2")
+        need(self.sigma0 > 0, "sigma0", "must be > 0")
+        need(self.dirichlet_alpha > 0, "dirichlet_alpha", "must be > 0")
+        need(self.round_timeout > 0, "round_timeout", "must be > 0")
+
+    @property
+    def task_list(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.tasks.split(",") if t.strip())
+
+    @property
+    def calls_per_round(self) -> int:
+        """Model calls one user spends per round: K populations of popsize candidates."""
+        return self.steps_per_round * self.popsize
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> RunConfig:
+        """Build from Flower's ``context.run_config`` (kebab-case keys); unknown keys are an error."""
+        types = {f.name: f.type for f in fields(cls)}
+        values = {}
+        for key, value in run_config.items():
+            name = key.replace("-", "_")
+            if name not in types:
+                known = ", ".join(sorted(k.replace("_", "-") for k in types))
+                raise ValueError(f"unknown run config key {key!r}; known keys: {known}")
+            values[name] = _coerce(key, value, types[name])
+        return cls(**values)
+
+    def to_run_config(self) -> dict[str, Any]:
+        """Kebab-case dict (for ``config.json`` and for building apps in tests)."""
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+
+def _coerce(key: str, value: Any, annotation: str) -> Any:
+    """Flower parses TOML, so ints may arrive for float keys; anything else of the wrong type is an error."""
+    wanted = {"str": str, "int": int, "float": float, "bool": bool}[annotation]
+    if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (wanted is bool) or not isinstance(value, wanted):
+        raise ValueError(f"run config {key!r} must be {annotation}, got {type(value).__name__} {value!r}")
+    return value

@@ -1,0 +1,114 @@
+"""The provider: a Flower ServerApp that owns the frozen LLM and serves it as a black box.
+
+It builds the run config, the backbone, the method's strategy (which trains or loads the prompt
+generator), wraps the Grid in a ``MeteredGrid`` and writes the run folder: config.json, one line of
+rounds.jsonl per round (accuracy, loss, calls, tokens, failures and bytes by user x type x
+direction), summary.json and plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from .backbone import FrozenLM
+from .comm import MeteredGrid
+from .config import RunConfig
+from .results import RunFolder, console_round_line
+
+log = logging.getLogger("cbp_fed.server")
+app = ServerApp()
+
+
+def wait_for_users(grid: Grid, expected: int, timeout: float = 300.0) -> list[int]:
+    """Block until ``expected`` users are connected (simulated nodes register after the app starts)."""
+    deadline = time.time() + timeout
+    while len(nodes := list(grid.get_node_ids())) < expected:
+        if time.time() > deadline:
+            raise TimeoutError(f"only {len(nodes)} of min-users={expected} users connected after {timeout:.0f} s")
+        time.sleep(1.0)
+    return nodes
+
+
+def train_bytes(summary: dict, direction: str) -> dict[str, float]:
+    """Mean bytes per user of one round's train.* messages in one direction (payload and wire)."""
+    per_user = [
+        [
+            sum(c[k] for t, c in user[direction].items() if t.startswith("train."))
+            for k in ("payload_bytes", "wire_bytes")
+        ]
+        for user in summary["users"].values()
+        if any(t.startswith("train.") for t in user[direction])
+    ]
+    mean = np.mean(per_user, axis=0) if per_user else (0.0, 0.0)
+    return {"payload": float(mean[0]), "wire": float(mean[1])}
+
+
+def _show_progress_logs() -> None:
+    """Our INFO lines (per-round progress) on stderr, without turning on every library's INFO logs."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    for name in ("cbp_fed", "strategies"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    from strategies import STRATEGIES  # the strategies import torch via the library: server side only
+
+    _show_progress_logs()
+    config = RunConfig.from_run_config(context.run_config)
+    run = RunFolder(config.results_dir, config.run_name or None)
+    run.write_config(config.to_run_config())
+    log.info("run folder %s", run.path.resolve())
+    started = time.time()
+    lm = FrozenLM.load(config.backbone, config.dtype)
+    strategy = None
+    metered = MeteredGrid(grid, node_key=lambda node: strategy.partition_of.get(node, node) if strategy else node)
+
+    def on_round(record: dict) -> None:
+        summary = metered.round_summary(record["round"])
+        up, down = train_bytes(summary, "up"), train_bytes(summary, "down")
+        record.update(
+            bytes_up_per_user=up["payload"],
+            wire_up_per_user=up["wire"],
+            bytes_down_per_user=down["payload"],
+            wire_down_per_user=down["wire"],
+            bytes=summary,
+        )
+        run.log_round(record)
+        log.info(console_round_line(record))
+
+    strategy = STRATEGIES[config.method](config, lm, run.path, on_round)
+    wait_for_users(metered, config.min_users)
+    result = strategy.start(metered, num_rounds=config.num_rounds, timeout=config.round_timeout)
+    rounds = run.rounds()
+    evaluated = [r for r in rounds if r.get("test_accuracy") is not None]
+    run.write_summary(
+        {
+            "method": config.method,
+            "backbone": config.backbone,
+            "tasks": config.task_list,
+            "rounds": len(rounds),
+            "users": len(strategy.user_z),
+            "final_test_accuracy": evaluated[-1]["test_accuracy"] if evaluated else None,
+            "final_test_accuracy_std": evaluated[-1]["test_accuracy_std"] if evaluated else None,
+            "calls": strategy.blackbox.meter.calls,
+            "tokens": strategy.blackbox.meter.tokens,
+            "forward_seconds": round(strategy.blackbox.meter.seconds, 2),
+            "wall_seconds": round(time.time() - started, 2),
+            "mean_bytes_up_per_user_round": float(np.mean([r["bytes_up_per_user"] for r in rounds])),
+            "mean_bytes_down_per_user_round": float(np.mean([r["bytes_down_per_user"] for r in rounds])),
+            "train_metrics": {r: dict(m) for r, m in result.train_metrics_clientapp.items()},
+        }
+    )
+    run.plot()
+    log.info("finished: %s", run.path.resolve())

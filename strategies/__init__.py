@@ -1,0 +1,12 @@
+"""Flower strategies (message-based): the multi-step black-box round and the methods built on it.
+
+``STRATEGIES`` maps a run config's ``method`` to a builder ``(config, lm, run_path) -> strategy``.
+"""
+
+from .bbt import BBTStrategy
+from .cbp import CBPStrategy
+from .multistep import MultiStepStrategy
+
+STRATEGIES = {"cbp": CBPStrategy.build, "bbt": BBTStrategy.build}
+
+__all__ = ["STRATEGIES", "BBTStrategy", "CBPStrategy", "MultiStepStrategy"]

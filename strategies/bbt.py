@@ -1,0 +1,25 @@
+"""BBT on the federation: each user searches its own z for a projected prompt; no generator, no SDT.
+
+Same multi-step round as CBP (so bytes and calls compare one to one); the prompt is
+``reshape(A' z) + p_init`` for every input, users start from z = 0 and nothing is shared across them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cbp_fed.backbone import FrozenLM
+from cbp_fed.config import RunConfig
+from cbp_fed.prompts import ProjectedPrompt, instruction_embedding
+from cbp_fed.service import BlackBox
+
+from .multistep import MultiStepStrategy
+
+
+class BBTStrategy(MultiStepStrategy):
+    @classmethod
+    def build(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> BBTStrategy:
+        source = ProjectedPrompt(instruction_embedding(lm, config.t), config.r, config.seed, lm.embedding_std())
+        return cls(config, BlackBox(lm, source, max_tokens=config.max_tokens), np.zeros(config.r, np.float32), on_round)

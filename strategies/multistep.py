@@ -1,0 +1,284 @@
+"""The multi-step round shared by the black-box strategies: begin -> K ask/tell hops -> finish.
+
+A ClientApp can only reply, so one CMA-ES iteration of a user spans one Flower round trip: the
+user's reply carries its population (the query), the next message carries the scores (the answer).
+Per round, for the sampled users:
+
+    train.begin        users reply: texts (once per round) + first population      (configure_train)
+    K x score          the BlackBox scores every waiting user's population in ONE batched call;
+                       train.step (K-1 times) replies: next population
+                       train.finish (the K-th) replies: the user's customised z   (aggregate_train)
+    evaluate (every N rounds): evaluate.query -> scores -> evaluate.score replies accuracy
+
+A user whose reply is an error, is missing at the timeout, or is malformed is dropped from the rest of
+that round with the reason recorded; the others go on. Its optimiser state stays on its side.
+Subclasses choose the start vector and what to learn across users (``start_vector``, ``aggregate``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from cbp_fed import protocol as wire
+from cbp_fed.config import RunConfig
+from cbp_fed.service import BlackBox, Query, QueryError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Waiting:
+    """A user between hops: its round's texts and its latest query."""
+
+    partition_id: int
+    texts: dict
+    query: Query
+
+
+@dataclass
+class RoundLog:
+    """What happened to whom in one round (becomes a line of rounds.jsonl)."""
+
+    round: int
+    sampled: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+    def fail(self, node_id: int, stage: str, reason: str) -> None:
+        log.warning("round %s: user %s dropped at %s: %s", self.round, node_id, stage, reason)
+        self.failures.append({"node_id": node_id, "stage": stage, "reason": reason})
+
+
+class MultiStepStrategy(Strategy):
+    """Per-user CMA-ES through the provider's BlackBox, one hop per CMA-ES generation.
+
+    Args:
+        config: the run's ``RunConfig`` (steps per round, sampling, evaluation cadence, seed).
+        blackbox: the provider's scoring endpoint (model + prompt source).
+        z_start: ``(r,)`` start vector for users without a state.
+        on_round: called with each round's record (the server app logs and writes it).
+    """
+
+    def __init__(self, config: RunConfig, blackbox: BlackBox, z_start: np.ndarray, on_round=None):
+        self.config, self.blackbox = config, blackbox
+        self.z_start = np.asarray(z_start, dtype=np.float32)
+        self.user_z: dict[int, np.ndarray] = {}  # partition id -> its last customised vector
+        self.partition_of: dict[int, int] = {}  # node id -> partition id (as users declare it)
+        self.rng = random.Random(config.seed)
+        self.on_round = on_round or (lambda record: None)
+
+    # ------------------------------------------------------------------ what subclasses decide
+    def start_vector(self) -> np.ndarray:
+        """``(r,)`` sent to users that have no optimiser state yet."""
+        return self.z_start
+
+    def aggregate(self, server_round: int) -> None:
+        """Learn across users after a round (e.g. a prior); default: nothing."""
+
+    # ------------------------------------------------------------------ Flower's Strategy interface
+    def summary(self) -> None:
+        c = self.config
+        log.info(
+            "%s: %s rounds x %s steps, popsize %s, r %s, users per round %s",
+            type(self).__name__,
+            c.num_rounds,
+            c.steps_per_round,
+            c.popsize,
+            self.z_start.shape[0],
+            c.users_per_round or "all",
+        )
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        nodes = sorted(grid.get_node_ids())
+        if self.config.users_per_round and self.config.users_per_round < len(nodes):
+            nodes = sorted(self.rng.sample(nodes, self.config.users_per_round))
+        return [
+            self._message(wire.start(server_round, self.start_vector()), n, wire.BEGIN, server_round) for n in nodes
+        ]
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord, MetricRecord]:
+        """Keep each finishing user's z; returns the start vector and the mean of the users' metrics."""
+        metrics = []
+        for reply in replies:
+            z = wire.read_array(reply.content, "result", "z", 1)
+            record = reply.content.metric_records["metrics"]
+            self.user_z[int(record["partition-id"])] = z
+            metrics.append(record)
+        self.aggregate(server_round)
+        mean = (
+            {k: float(np.mean([m[k] for m in metrics])) for k in ("train-loss", "best-loss", "calls")}
+            if metrics
+            else {}
+        )
+        return wire.arrays(z_start=self.start_vector()), MetricRecord(mean)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return [
+            self._message(wire.start(server_round, self.start_vector()), n, wire.EVAL_QUERY, server_round)
+            for n in sorted(grid.get_node_ids())
+        ]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
+        accs = [r.content.metric_records["metrics"]["accuracy"] for r in replies]
+        return MetricRecord({"accuracy": float(np.mean(accs)), "accuracy-std": float(np.std(accs)), "users": len(accs)})
+
+    # ------------------------------------------------------------------ the round loop
+    def start(
+        self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 3, timeout: float = 3600, **_
+    ) -> Result:
+        """Run ``num_rounds`` multi-step rounds; returns Flower's ``Result`` (start vector, metrics)."""
+        self.summary()
+        result = Result(arrays=wire.arrays(z_start=self.start_vector()))
+        for server_round in range(1, num_rounds + 1):
+            started = time.time()
+            meter_before = (self.blackbox.meter.calls, self.blackbox.meter.tokens, self.blackbox.meter.seconds)
+            round_log = RoundLog(server_round)
+            begin = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
+            round_log.sampled = len(begin)
+            waiting = self._populations(
+                self._replies(grid, begin, timeout, round_log, wire.BEGIN), {}, round_log, wire.BEGIN
+            )
+            finished = []
+            for step in range(1, self.config.steps_per_round + 1):
+                kind = wire.FINISH if step == self.config.steps_per_round else wire.STEP
+                messages = [
+                    self._message(wire.scores(s), node, kind, server_round) for node, s in self._score(waiting).items()
+                ]
+                replies = self._replies(grid, messages, timeout, round_log, kind)
+                if kind == wire.STEP:
+                    waiting = self._populations(replies, waiting, round_log, kind)
+                else:
+                    finished = self._valid(
+                        replies, round_log, kind, lambda r: wire.read_array(r.content, "result", "z", 1)
+                    )
+            _, train_metrics = self.aggregate_train(server_round, finished)
+            result.train_metrics_clientapp[server_round] = train_metrics
+            record = {
+                "round": server_round,
+                "users_sampled": round_log.sampled,
+                "users_ok": len(finished),
+                "users_failed": round_log.sampled - len(finished),
+                "failures": round_log.failures,
+                **{k.replace("-", "_"): v for k, v in train_metrics.items()},
+            }
+            if server_round % self.config.eval_every == 0 or server_round == num_rounds:
+                evaluation = self._evaluate(grid, server_round, timeout, round_log)
+                result.evaluate_metrics_clientapp[server_round] = evaluation
+                record.update(
+                    test_accuracy=evaluation.get("accuracy"),
+                    test_accuracy_std=evaluation.get("accuracy-std"),
+                    users_evaluated=evaluation["users"],
+                )
+            meter = self.blackbox.meter
+            record.update(
+                calls=meter.calls - meter_before[0],
+                tokens=meter.tokens - meter_before[1],
+                forward_seconds=round(meter.seconds - meter_before[2], 3),
+                seconds=round(time.time() - started, 3),
+            )
+            self.on_round(record)
+        result.arrays = wire.arrays(z_start=self.start_vector())
+        return result
+
+    # ------------------------------------------------------------------ helpers of the loop
+    def _message(self, content, node: int, kind: str, server_round: int) -> Message:
+        return Message(content, dst_node_id=node, message_type=kind, group_id=str(server_round))
+
+    def _replies(
+        self, grid: Grid, messages: list[Message], timeout: float, round_log: RoundLog, stage: str
+    ) -> list[Message]:
+        """Send, wait, and drop (with the reason) users that errored or did not answer in time."""
+        if not messages:
+            return []
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        answered = {r.metadata.src_node_id for r in replies}
+        for m in messages:
+            if m.metadata.dst_node_id not in answered:
+                round_log.fail(m.metadata.dst_node_id, stage, f"no reply within {timeout:.0f} s")
+        ok = []
+        for r in replies:
+            if r.has_error():
+                round_log.fail(r.metadata.src_node_id, stage, f"user error: {r.error.reason}")
+            else:
+                ok.append(r)
+        return sorted(ok, key=lambda r: r.metadata.src_node_id)
+
+    def _valid(self, replies: list[Message], round_log: RoundLog, stage: str, check) -> list[Message]:
+        """Replies whose content passes ``check``; the others are dropped with the error."""
+        ok = []
+        for r in replies:
+            try:
+                check(r)
+                ok.append(r)
+            except (wire.ProtocolError, KeyError, ValueError, TypeError) as err:
+                round_log.fail(r.metadata.src_node_id, stage, f"malformed reply: {err}")
+        return ok
+
+    def _read_query(self, reply: Message, texts: dict | None, use_batch: bool = True) -> tuple[dict, Query]:
+        """The validated BlackBox query in a reply: its population over a batch of ``texts`` (the
+        texts of this round's begin reply, or those it carries itself when ``texts`` is None)."""
+        texts = texts or wire.read_texts(reply.content)
+        z = wire.read_array(reply.content, "query", "z", 2)
+        batch = wire.read_batch(reply.content, len(texts["queries"])) if use_batch else range(len(texts["queries"]))
+        query = Query(
+            z, [texts["passages"][i] for i in batch], [texts["queries"][i] for i in batch], texts["label-words"]
+        )
+        self.blackbox.validate(query)
+        self.blackbox.encode(query)  # a text that cannot fit is refused here, not in the batch
+        return texts, query
+
+    def _populations(
+        self,
+        replies: list[Message],
+        waiting: dict[int, Waiting],
+        round_log: RoundLog,
+        stage: str,
+        whole_texts: bool = False,
+    ) -> dict[int, Waiting]:
+        """Read each reply's query; users whose reply is malformed or refused are dropped."""
+        out = {}
+        for r in replies:
+            node = r.metadata.src_node_id
+            try:
+                texts, query = self._read_query(r, waiting[node].texts if node in waiting else None, not whole_texts)
+            except (wire.ProtocolError, QueryError) as err:
+                round_log.fail(node, stage, str(err))
+                continue
+            self.partition_of[node] = texts["partition-id"]
+            out[node] = Waiting(texts["partition-id"], texts, query)
+        return out
+
+    def _score(self, waiting: dict[int, Waiting]) -> dict[int, np.ndarray]:
+        """All waiting users' populations through the BlackBox in one batched computation."""
+        nodes = sorted(waiting)
+        scores = self.blackbox.score([waiting[n].query for n in nodes])
+        return dict(zip(nodes, scores))
+
+    def _evaluate(self, grid: Grid, server_round: int, timeout: float, round_log: RoundLog) -> MetricRecord:
+        """Each user's test accuracy with its own z; labels stay with the user."""
+        queries = list(self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid))
+        replies = self._replies(grid, queries, timeout, round_log, wire.EVAL_QUERY)
+        waiting = self._populations(replies, {}, round_log, wire.EVAL_QUERY, whole_texts=True)
+        messages = [
+            self._message(wire.scores(s), node, wire.EVAL_SCORE, server_round)
+            for node, s in self._score(waiting).items()
+        ]
+        replies = self._valid(
+            self._replies(grid, messages, timeout, round_log, wire.EVAL_SCORE),
+            round_log,
+            wire.EVAL_SCORE,
+            lambda r: wire.read_metric(r.content, "metrics", "accuracy"),
+        )
+        return self.aggregate_evaluate(server_round, replies) if replies else MetricRecord({"users": 0})
