@@ -70,7 +70,7 @@ def test_every_task_loads_well_formed(name):
     assert len(set(uids)) == len(uids) and all(uid.startswith(f"{name}/") for uid in uids)
     for example in task.examples:
         assert 0 <= example.label < len(task.label_words)
-        assert example.query.strip() and example.query.endswith(("\nAnswer:", "\nSentiment:"))
+        assert example.query.strip() and example.text.endswith(("\nAnswer:", "\nSentiment:"))
         assert example.text == example.passage + example.query
         assert example.passage == "" or example.passage.endswith("\n")
     labels = collections.Counter(example.label for example in task.examples)
@@ -90,7 +90,7 @@ def test_label_conventions_of_yes_no_and_sentiment_tasks():
         assert load_task(name).label_words == (" yes", " no")
     assert load_task("sst2").label_words == (" positive", " negative")
     first = load_task("sst2").examples[0]  # "it 's a charming and often affecting journey ." (GLUE label 1)
-    assert "charming" in first.query and first.label == 0
+    assert "charming" in first.passage and first.label == 0
     assert load_task("medmcqa").domain == "medical" and load_task("mmlu-finance").domain == "finance"
     assert "not financial sentiment" in load_task("mmlu-finance").description
 

@@ -83,10 +83,12 @@ def pubmedqa() -> tuple[Labelled, ...]:
 
 
 def sst2() -> tuple[Labelled, ...]:
-    """SST-2: GLUE label 1 (positive) becomes label 0 so that (" positive", " negative") line up."""
+    """SST-2: GLUE label 1 (positive) becomes label 0 so that (" positive", " negative") line up.
+
+    The sentence is the truncatable passage: a long review loses its start, never the answer cue."""
     rows = _arrow("glue/sst2/validation", "sentence", "label")
     return tuple(
-        Labelled("", f"Sentence: {row['sentence'].strip()}\nSentiment:", 0 if row["label"] == 1 else 1) for row in rows
+        Labelled(f"Sentence: {row['sentence'].strip()}\n", "Sentiment:", 0 if row["label"] == 1 else 1) for row in rows
     )
 
 

@@ -1,0 +1,110 @@
+"""Run the app with `flwr run .` on a local simulation SuperLink, check its status, stop what it started.
+
+    python -m simulations.local_run [--users N] [--config simulations/scale-300.toml] [--set "key=value ..."]
+
+`flwr run` starts a background `flower-superlink --simulation` that outlives the command and exits 0
+even when the run failed (FLOWER_NOTES.md). This wrapper sets the environment first (no runtime
+dependency installation, no telemetry, FLWR_HOME inside the repo), streams the run, reads the run's
+real status with `flwr list --format json`, and stops the SuperLink it started, by PID. It exits 1
+unless the status is `finished:completed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIET_ENV = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def environment(flwr_home: Path, users: int, cpus_per_user: int = 1) -> dict[str, str]:
+    """Environment for `flwr`: the venv's bin on PATH and a FLWR_HOME whose local connection
+    simulates ``users`` SuperNodes."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text(
+        '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
+        f"options.num-supernodes = {users}\noptions.backend.client-resources.num-cpus = {cpus_per_user}\n")
+    env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(flwr_home)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.setdefault("CBP_FED_CACHE", str(ROOT / ".state" / "cache"))
+    return env
+
+
+def superlinks() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "flower-superlink"], capture_output=True, text=True).stdout
+    return {int(pid) for pid in out.split()}
+
+
+def stop(pids: set[int]) -> None:
+    """SIGTERM, then SIGKILL what is left after 10 s."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 10
+    while time.time() < deadline and pids & superlinks():
+        time.sleep(0.5)
+    for pid in pids & superlinks():
+        os.kill(pid, signal.SIGKILL)
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def run_config_overrides(preset: Path | None, overrides: str) -> str:
+    """`--run-config` string: a preset TOML's keys, then explicit overrides (later keys win)."""
+    parts = [f"{key}={_toml(value)}" for key, value in tomllib.loads(preset.read_text()).items()] if preset else []
+    if overrides:
+        parts.append(overrides)
+    return " ".join(parts)
+
+
+def flwr_run(users: int, run_config: str = "", flwr_home: Path | None = None, timeout: float = 3600) -> dict:
+    """Run the app once; returns the run's entry of `flwr list` (its "status" says how it ended)."""
+    env = environment(flwr_home or ROOT / ".state" / "flwr", users)
+    before = superlinks()
+    command = ["flwr", "run", str(ROOT), "--stream"] + (["--run-config", run_config] if run_config else [])
+    try:
+        subprocess.run(command, env=env, cwd=ROOT, timeout=timeout, check=False)
+        listing = subprocess.run(["flwr", "list", "--format", "json"], env=env, cwd=ROOT, capture_output=True,
+                                 text=True, timeout=120)
+        runs = json.loads(listing.stdout).get("runs", [])
+        return max(runs, key=lambda r: r["pending-at"]) if runs else {"status": "unknown: no run listed"}
+    finally:
+        stop(superlinks() - before)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=4, help="simulated SuperNodes")
+    parser.add_argument("--config", type=Path, help="a preset TOML of run-config keys (simulations/*.toml)")
+    parser.add_argument("--set", default="", help='extra run-config, e.g. "num-rounds=2 run-name=\'x\'"')
+    args = parser.parse_args()
+    preset_users = tomllib.loads(args.config.read_text()).get("min-users") if args.config else None
+    run = flwr_run(max(args.users, preset_users or 0), run_config_overrides(args.config, args.set))
+    print(json.dumps({k: run.get(k) for k in ("run-id", "status", "elapsed")}))
+    return 0 if run.get("status") == "finished:completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""An in-process Grid that delivers messages to the real ClientApp handlers, one Context per user.
+
+It replaces only Flower's transport: messages, contexts, handlers and replies are the real objects,
+so strategies and apps are tested on their protocol without Ray or a SuperLink. ``faults`` makes
+a node raise (a crashing user) or not answer (a timeout) to test that a round survives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from cbp_fed.client_app import app as client_app
+
+
+class LoopbackGrid(Grid):
+    def __init__(self, num_users: int, run_config: dict, faults: dict[int, str] | None = None):
+        self.contexts = {
+            1000 + i: Context(run_id=1, node_id=1000 + i, node_config={"partition-id": i, "num-partitions": num_users},
+                              state=RecordDict(), run_config=dict(run_config))
+            for i in range(num_users)
+        }
+        self.faults = faults or {}
+        self.delivered: list[Message] = []
+
+    def set_run(self, run) -> None: ...
+
+    @property
+    def run(self): ...
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
+        return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages):
+        raise NotImplementedError("use send_and_receive")
+
+    def pull_messages(self, message_ids):
+        raise NotImplementedError("use send_and_receive")
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        replies = []
+        for msg in messages:
+            self.delivered.append(msg)
+            node = msg.metadata.dst_node_id
+            fault = self.faults.get(node)
+            if fault == "silent":
+                continue
+            saved = TaskIdentity._node_id
+            try:
+                TaskIdentity.node_id = node
+                if fault == "crash":
+                    raise RuntimeError("user process crashed")
+                replies.append(client_app(msg, self.contexts[node]))
+            except Exception as err:  # what Flower does with a ClientApp exception: an error reply
+                replies.append(Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg))
+            finally:
+                TaskIdentity._node_id = saved
+        return replies

@@ -1,0 +1,126 @@
+"""ClientApp handlers and the multi-step strategy, driven with real Flower messages in one process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from cbp_fed import protocol as wire
+from cbp_fed.comm import MeteredGrid
+from cbp_fed.config import RunConfig
+from cbp_fed.prompts import PromptGenerator
+from cbp_fed.service import BlackBox
+from strategies import CBPStrategy
+
+from .loopback import LoopbackGrid
+
+R, K, POP = 16, 3, 4
+RUN = RunConfig(backbone="tiny-random", r=R, m=8, t=2, popsize=POP, steps_per_round=K, num_rounds=2, n_test=12,
+                shots_per_class=3, max_tokens=96).to_run_config()
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture()
+def strategy(tiny):
+    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0, embed_std=tiny.embedding_std())
+    z0 = np.full(R, 0.1, np.float32)
+    records = []
+    s = CBPStrategy(RunConfig.from_run_config(RUN), BlackBox(tiny, gen, max_tokens=96), z0, "general", records.append)
+    s.records = records
+    return s
+
+
+def send(grid, node, kind, content, round=1):
+    return grid.send_and_receive([Message(content, dst_node_id=node, message_type=kind, group_id=str(round))])[0]
+
+
+def test_user_handlers_keep_the_optimiser_at_home():
+    grid = LoopbackGrid(2, RUN)
+    node = 1000
+    reply = send(grid, node, wire.BEGIN, wire.start(1, np.zeros(R)))
+    assert not reply.has_error()
+    texts = wire.read_texts(reply.content)
+    assert len(texts["queries"]) == 6 and texts["label-words"] == [" positive", " negative"]
+    assert wire.read_array(reply.content, "query", "z", 2).shape == (POP, R)
+    assert "search" in grid.contexts[node].state.config_records  # state kept in context.state ...
+    assert set(reply.content.config_records) == {"batch", "texts"}  # ... and never on the wire
+    batch = wire.read_batch(reply.content, 6)
+    for kind in (wire.STEP, wire.FINISH):
+        reply = send(grid, node, kind, wire.scores(np.zeros((POP, len(batch), 2))))
+        assert not reply.has_error(), reply.error
+    z = wire.read_array(reply.content, "result", "z", 1)
+    metrics = reply.content.metric_records["metrics"]
+    assert z.shape == (R,) and metrics["calls"] == 2 * POP and metrics["partition-id"] == 0
+    np.testing.assert_array_equal(grid.contexts[node].state.array_records["z"]["z"].numpy(), z)
+
+
+def test_user_rejects_scores_of_the_wrong_shape_and_keeps_its_state():
+    grid = LoopbackGrid(1, RUN)
+    send(grid, 1000, wire.BEGIN, wire.start(1, np.zeros(R)))
+    before = grid.contexts[1000].state.config_records["search"]["blob"]
+    reply = send(grid, 1000, wire.STEP, wire.scores(np.zeros((POP + 1, 6, 2))))
+    assert reply.has_error() and "fitness" in reply.error.reason
+    assert grid.contexts[1000].state.config_records["search"]["blob"] == before
+    reply = send(grid, 1000, wire.STEP, wire.scores(np.full((POP, 6, 2), np.nan)))
+    assert reply.has_error() and "NaN" in reply.error.reason
+
+
+def test_aggregate_train_keeps_each_users_z_and_the_prior_is_their_mean(strategy):
+    replies = []
+    for pid, value in ((2, 3.0), (0, 1.0)):
+        request = Message(RecordDict(), dst_node_id=10 + pid, message_type=wire.FINISH, group_id="1")
+        metrics = {"train-loss": value, "best-loss": value, "calls": 8, "partition-id": pid}
+        replies.append(Message(wire.result(np.full(R, value), metrics), reply_to=request))
+    _, metrics = strategy.aggregate_train(1, replies)
+    assert sorted(strategy.user_z) == [0, 2]
+    np.testing.assert_allclose(strategy.start_vector(), np.full(R, 2.0))
+    assert metrics["train-loss"] == 2.0
+    evaluation = strategy.aggregate_evaluate(1, [
+        Message(RecordDict({"metrics": MetricRecord({"accuracy": a})}),
+                reply_to=Message(RecordDict(), dst_node_id=1, message_type=wire.EVAL_SCORE, group_id="1"))
+        for a in (0.5, 1.0)])
+    assert evaluation["accuracy"] == 0.75 and evaluation["users"] == 2
+
+
+def test_rounds_complete_and_are_metered(strategy):
+    grid = MeteredGrid(LoopbackGrid(3, RUN), node_key=lambda n: strategy.partition_of.get(n, n))
+    result = strategy.start(grid, num_rounds=2)
+    assert [r["users_ok"] for r in strategy.records] == [3, 3]
+    assert all(r["calls"] == 3 * K * POP + 3 for r in strategy.records)  # training + one evaluation call each
+    assert sorted(strategy.user_z) == [0, 1, 2] and 0 <= strategy.records[-1]["test_accuracy"] <= 1
+    assert len(result.train_metrics_clientapp) == 2
+    summary = grid.round_summary(2)
+    assert sorted(summary["users"]) == [0, 1, 2]
+    user = summary["users"][0]
+    assert user["up"]["train.step"]["messages"] == K - 1 and user["down"]["train.finish"]["messages"] == 1
+    # down messages carry scores and a start vector only: never optimiser state (a full CMA-ES is MBs)
+    assert all(c["payload_bytes"] < 4 * POP * 6 * 2 + 4 * R + 2000 for c in user["down"].values())
+
+
+def test_a_crashing_a_silent_and_a_malformed_user_do_not_stop_the_round(strategy, monkeypatch):
+    grid = LoopbackGrid(4, RUN, faults={1001: "crash", 1002: "silent"})
+    original = grid.send_and_receive
+
+    def poison(messages, timeout=None):  # user 1003 sends NaN candidates in its step replies
+        replies = list(original(messages, timeout=timeout))
+        for r in replies:
+            if r.metadata.src_node_id == 1003 and r.metadata.message_type == wire.STEP and not r.has_error():
+                r.content["query"] = wire.arrays(z=np.full((POP, R), np.nan))
+        return replies
+
+    monkeypatch.setattr(grid, "send_and_receive", poison)
+    strategy.start(grid, num_rounds=1)
+    record = strategy.records[0]
+    assert record["users_ok"] == 1 and record["users_failed"] == 3
+    reasons = {f["node_id"]: f["reason"] for f in record["failures"] if f["stage"].startswith("train")}
+    assert "crashed" in reasons[1001] and "no reply" in reasons[1002] and "NaN" in reasons[1003]
+    assert sorted(strategy.user_z) == [0]
