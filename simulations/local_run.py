@@ -39,7 +39,8 @@ def environment(flwr_home: Path, users: int, cpus_per_user: int = 1) -> dict[str
     flwr_home.mkdir(parents=True, exist_ok=True)
     (flwr_home / "config.toml").write_text(
         '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
-        f"options.num-supernodes = {users}\noptions.backend.client-resources.num-cpus = {cpus_per_user}\n")
+        f"options.num-supernodes = {users}\noptions.backend.client-resources.num-cpus = {cpus_per_user}\n"
+    )
     env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(flwr_home)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.setdefault("CBP_FED_CACHE", str(ROOT / ".state" / "cache"))
@@ -86,8 +87,9 @@ def flwr_run(users: int, run_config: str = "", flwr_home: Path | None = None, ti
     command = ["flwr", "run", str(ROOT), "--stream"] + (["--run-config", run_config] if run_config else [])
     try:
         subprocess.run(command, env=env, cwd=ROOT, timeout=timeout, check=False)
-        listing = subprocess.run(["flwr", "list", "--format", "json"], env=env, cwd=ROOT, capture_output=True,
-                                 text=True, timeout=120)
+        listing = subprocess.run(
+            ["flwr", "list", "--format", "json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         runs = json.loads(listing.stdout).get("runs", [])
         return max(runs, key=lambda r: r["pending-at"]) if runs else {"status": "unknown: no run listed"}
     finally:
@@ -98,7 +100,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=4, help="simulated SuperNodes")
     parser.add_argument("--config", type=Path, help="a preset TOML of run-config keys (simulations/*.toml)")
-    parser.add_argument("--set", default="", help='extra run-config, e.g. "num-rounds=2 run-name=\'x\'"')
+    parser.add_argument("--set", default="", help="extra run-config, e.g. \"num-rounds=2 run-name='x'\"")
     args = parser.parse_args()
     preset_users = tomllib.loads(args.config.read_text()).get("min-users") if args.config else None
     run = flwr_run(max(args.users, preset_users or 0), run_config_overrides(args.config, args.set))

@@ -19,8 +19,13 @@ from cbp_fed.client_app import app as client_app
 class LoopbackGrid(Grid):
     def __init__(self, num_users: int, run_config: dict, faults: dict[int, str] | None = None):
         self.contexts = {
-            1000 + i: Context(run_id=1, node_id=1000 + i, node_config={"partition-id": i, "num-partitions": num_users},
-                              state=RecordDict(), run_config=dict(run_config))
+            1000 + i: Context(
+                run_id=1,
+                node_id=1000 + i,
+                node_config={"partition-id": i, "num-partitions": num_users},
+                state=RecordDict(),
+                run_config=dict(run_config),
+            )
             for i in range(num_users)
         }
         self.faults = faults or {}

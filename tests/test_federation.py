@@ -17,8 +17,18 @@ from strategies import CBPStrategy
 from .loopback import LoopbackGrid
 
 R, K, POP = 16, 3, 4
-RUN = RunConfig(backbone="tiny-random", r=R, m=8, t=2, popsize=POP, steps_per_round=K, num_rounds=2, n_test=12,
-                shots_per_class=3, max_tokens=96).to_run_config()
+RUN = RunConfig(
+    backbone="tiny-random",
+    r=R,
+    m=8,
+    t=2,
+    popsize=POP,
+    steps_per_round=K,
+    num_rounds=2,
+    n_test=12,
+    shots_per_class=3,
+    max_tokens=96,
+).to_run_config()
 
 
 @pytest.fixture(autouse=True)
@@ -84,10 +94,16 @@ def test_aggregate_train_keeps_each_users_z_and_the_prior_is_their_mean(strategy
     assert sorted(strategy.user_z) == [0, 2]
     np.testing.assert_allclose(strategy.start_vector(), np.full(R, 2.0))
     assert metrics["train-loss"] == 2.0
-    evaluation = strategy.aggregate_evaluate(1, [
-        Message(RecordDict({"metrics": MetricRecord({"accuracy": a})}),
-                reply_to=Message(RecordDict(), dst_node_id=1, message_type=wire.EVAL_SCORE, group_id="1"))
-        for a in (0.5, 1.0)])
+    evaluation = strategy.aggregate_evaluate(
+        1,
+        [
+            Message(
+                RecordDict({"metrics": MetricRecord({"accuracy": a})}),
+                reply_to=Message(RecordDict(), dst_node_id=1, message_type=wire.EVAL_SCORE, group_id="1"),
+            )
+            for a in (0.5, 1.0)
+        ],
+    )
     assert evaluation["accuracy"] == 0.75 and evaluation["users"] == 2
 
 

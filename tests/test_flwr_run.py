@@ -12,8 +12,10 @@ from simulations.local_run import flwr_run, superlinks
 @pytest.mark.slow
 def test_flwr_run_completes_and_writes_the_run_folder(tmp_path):
     before = superlinks()
-    settings = (f"backbone='tiny-random' sdt-steps=3 r=16 m=8 t=2 popsize=4 steps-per-round=2 num-rounds=2 "
-                f"n-test=12 shots-per-class=3 min-users=3 results-dir='{tmp_path}' run-name='it'")
+    settings = (
+        f"backbone='tiny-random' sdt-steps=3 r=16 m=8 t=2 popsize=4 steps-per-round=2 num-rounds=2 "
+        f"n-test=12 shots-per-class=3 min-users=3 results-dir='{tmp_path}' run-name='it'"
+    )
     run = flwr_run(users=3, run_config=settings, flwr_home=tmp_path / "flwr", timeout=600)
     assert run["status"] == "finished:completed", run
     assert superlinks() == before  # the SuperLink it started is stopped
@@ -30,8 +32,13 @@ def test_flwr_run_completes_and_writes_the_run_folder(tmp_path):
         assert sorted(users) == ["0", "1", "2"]  # keyed by partition id
         for user in users.values():
             assert user["up"]["train.begin"]["payload_bytes"] > user["up"]["train.finish"]["payload_bytes"]  # texts
-            assert set(user["down"]) == {"train.begin", "train.step", "train.finish", "evaluate.query",
-                                         "evaluate.score"}
+            assert set(user["down"]) == {
+                "train.begin",
+                "train.step",
+                "train.finish",
+                "evaluate.query",
+                "evaluate.score",
+            }
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["rounds"] == 2 and summary["users"] == 3
     assert (folder / "generator" / "generator.safetensors").exists()
