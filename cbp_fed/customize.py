@@ -134,7 +134,8 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
                 while pending and search.calls >= pending[0]:
                     curve.append({"calls": pending.pop(0), **evaluate(search.result)})
         z = search.result
-    final = evaluate(z)
+    final = curve[-1] if curve and curve[-1]["calls"] == search.calls else evaluate(z)
+    final = {k: v for k, v in final.items() if k != "calls"}
     dev = scores_of(z[None], split.dev)[0]
     test_labels = [ex.label for ex in split.test]
     return {

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from cbp_fed.backbone import FrozenLM  # noqa: E402
 from cbp_fed.customize import METHODS, CustomizeConfig, customize  # noqa: E402
@@ -65,7 +66,10 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=300)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--sdt-steps", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     lm = FrozenLM.load("smollm2-135m")
     for domain in sorted({TASKS[t] for t in args.tasks}):
