@@ -1,6 +1,8 @@
 # The README's commands. Each target does all set-up a fresh machine lacks, then its job.
-#   make demo   SDT + the four methods on a held-out task, small sizes (~10 min on 2 CPU cores)
-#   make test   the test suite (unit tests on a tiny random model + real-SmolLM2 checks)
+#   make demo        `flwr run .` (4 simulated users, SmolLM2), stops the SuperLink it started, prints the rounds
+#   make test        the test suite (unit tests on a tiny random model, real SmolLM2, a real flwr run)
+#   make demo-core   one process, no Flower: SDT + the four methods on BoolQ, small sizes
+#   make experiments the core comparison table on the real SmolLM2 (long: about an hour)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint experiments clean
+.PHONY: setup demo demo-core test lint experiments clean
 
 setup: $(VENV)/.ready
 
@@ -27,12 +29,15 @@ $(VENV)/.ready: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/cbp-fed sdt --domain commonsense --steps 80 --pool-size 800 --eval-size 100 --max-tokens 64 --out results/demo/gen-commonsense
+	$(PY) -m simulations.local_run --users 4
+
+demo-core: setup
+	$(BIN)/cbp-fed sdt --domain commonsense --steps 80 --pool-size 800 --eval-size 100 --max-tokens 64 --out results/demo-core/gen-commonsense
 	for method in zero-shot sdt-only bbt cbp; do \
-	  $(BIN)/cbp-fed customize --task boolq --method $$method --generator results/demo/gen-commonsense \
-	    --budget 60 --shots 8 --n-test 100 --max-tokens 64 --out results/demo/boolq-$$method || exit 1; \
+	  $(BIN)/cbp-fed customize --task boolq --method $$method --generator results/demo-core/gen-commonsense \
+	    --budget 60 --shots 8 --n-test 100 --max-tokens 64 --out results/demo-core/boolq-$$method || exit 1; \
 	done
-	$(BIN)/cbp-fed report results/demo/boolq-*/summary.json --out results/demo/table.md
+	$(BIN)/cbp-fed report results/demo-core/boolq-*/summary.json --out results/demo-core/table.md
 
 test: setup
 	$(PY) -m pytest -q
@@ -44,4 +49,4 @@ experiments: setup
 	$(PY) -m simulations.core_table
 
 clean:
-	rm -rf $(VENV) .state results/demo
+	rm -rf $(VENV) .state results/demo-core

@@ -24,14 +24,20 @@ log = logging.getLogger("cbp_fed.server")
 app = ServerApp()
 
 
-def wait_for_users(grid: Grid, expected: int, timeout: float = 300.0) -> list[int]:
-    """Block until ``expected`` users are connected (simulated nodes register after the app starts)."""
+def wait_for_users(grid: Grid, expected: int, timeout: float = 300.0, settle: float = 3.0) -> list[int]:
+    """Block until at least ``expected`` users are connected and no more joined for ``settle`` seconds
+    (simulated nodes register while the ServerApp is already running)."""
     deadline = time.time() + timeout
-    while len(nodes := list(grid.get_node_ids())) < expected:
+    nodes, last_change = [], time.time()
+    while True:
+        current = list(grid.get_node_ids())
+        if len(current) != len(nodes):
+            nodes, last_change = current, time.time()
+        if len(nodes) >= expected and time.time() - last_change >= settle:
+            return nodes
         if time.time() > deadline:
             raise TimeoutError(f"only {len(nodes)} of min-users={expected} users connected after {timeout:.0f} s")
-        time.sleep(1.0)
-    return nodes
+        time.sleep(0.5)
 
 
 def train_bytes(summary: dict, direction: str) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
     python -m simulations.local_run [--users N] [--config simulations/scale-300.toml] [--set "key=value ..."]
 
+Results go to results/<preset run-name or "default">-<timestamp>/ and are printed as a table.
+
 `flwr run` starts a background `flower-superlink --simulation` that outlives the command and exits 0
 even when the run failed (FLOWER_NOTES.md). This wrapper sets the environment first (no runtime
 dependency installation, no telemetry, FLWR_HOME inside the repo), streams the run, reads the run's
@@ -72,12 +74,14 @@ def _toml(value) -> str:
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 
-def run_config_overrides(preset: Path | None, overrides: str) -> str:
-    """`--run-config` string: a preset TOML's keys, then explicit overrides (later keys win)."""
-    parts = [f"{key}={_toml(value)}" for key, value in tomllib.loads(preset.read_text()).items()] if preset else []
-    if overrides:
-        parts.append(overrides)
-    return " ".join(parts)
+def run_config_string(settings: dict) -> str:
+    """`--run-config` string of a dict of run-config keys."""
+    return " ".join(f"{key}={_toml(value)}" for key, value in settings.items())
+
+
+def parse_settings(text: str) -> dict:
+    """``"num-rounds=2 tasks='sst2'"`` -> dict (values without spaces)."""
+    return tomllib.loads("\n".join(text.split())) if text.strip() else {}
 
 
 def flwr_run(users: int, run_config: str = "", flwr_home: Path | None = None, timeout: float = 3600) -> dict:
@@ -96,15 +100,52 @@ def flwr_run(users: int, run_config: str = "", flwr_home: Path | None = None, ti
         stop(superlinks() - before)
 
 
+def print_rounds(folder: Path) -> None:
+    """The run's rounds as a table: users, loss, test accuracy, bytes per user, seconds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        "round",
+        "users ok",
+        "failed",
+        "train loss",
+        "test acc",
+        "up KB/user",
+        "down KB/user",
+        "seconds",
+        title=str(folder),
+    )
+    for line in (folder / "rounds.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        acc = r.get("test_accuracy")
+        table.add_row(
+            str(r["round"]),
+            str(r["users_ok"]),
+            str(r["users_failed"]),
+            f"{r.get('train_loss', 0):.3f}",
+            "-" if acc is None else f"{acc:.3f} ± {r['test_accuracy_std']:.3f}",
+            f"{r['bytes_up_per_user'] / 1024:.1f}",
+            f"{r['bytes_down_per_user'] / 1024:.1f}",
+            f"{r['seconds']:.0f}",
+        )
+    Console().print(table)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=4, help="simulated SuperNodes")
     parser.add_argument("--config", type=Path, help="a preset TOML of run-config keys (simulations/*.toml)")
-    parser.add_argument("--set", default="", help="extra run-config, e.g. \"num-rounds=2 run-name='x'\"")
+    parser.add_argument("--set", default="", help='extra run-config, e.g. "num-rounds=2 seed=1"')
     args = parser.parse_args()
-    preset_users = tomllib.loads(args.config.read_text()).get("min-users") if args.config else None
-    run = flwr_run(max(args.users, preset_users or 0), run_config_overrides(args.config, args.set))
+    settings = tomllib.loads(args.config.read_text()) if args.config else {}
+    name = f"{settings.get('run-name', 'default')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    results = ROOT / "results"
+    settings.update({"results-dir": str(results), "run-name": name}, **parse_settings(args.set))
+    run = flwr_run(max(args.users, settings.get("min-users", 0)), run_config_string(settings))
     print(json.dumps({k: run.get(k) for k in ("run-id", "status", "elapsed")}))
+    if (results / name / "rounds.jsonl").exists():
+        print_rounds(results / name)
     return 0 if run.get("status") == "finished:completed" else 1
 
 

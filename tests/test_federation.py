@@ -19,6 +19,7 @@ from .loopback import LoopbackGrid
 R, K, POP = 16, 3, 4
 RUN = RunConfig(
     backbone="tiny-random",
+    tasks="sst2",
     r=R,
     m=8,
     t=2,

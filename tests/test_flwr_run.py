@@ -14,7 +14,7 @@ def test_flwr_run_completes_and_writes_the_run_folder(tmp_path):
     before = superlinks()
     settings = (
         f"backbone='tiny-random' sdt-steps=3 r=16 m=8 t=2 popsize=4 steps-per-round=2 num-rounds=2 "
-        f"n-test=12 shots-per-class=3 min-users=3 results-dir='{tmp_path}' run-name='it'"
+        f"tasks='sst2' n-test=12 shots-per-class=3 min-users=3 results-dir='{tmp_path}' run-name='it'"
     )
     run = flwr_run(users=3, run_config=settings, flwr_home=tmp_path / "flwr", timeout=600)
     assert run["status"] == "finished:completed", run
