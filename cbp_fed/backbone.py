@@ -202,7 +202,7 @@ class FrozenLM:
 
         if dtype not in ("auto", *DTYPES):
             raise ValueError(f"dtype must be one of auto, fp32, bf16; got {dtype!r}")
-        dev = torch.device(device)
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         torch_dtype = pick_dtype(dev) if dtype == "auto" else DTYPES[dtype]
         if name == TINY_RANDOM:
             torch_dtype = torch.float32 if dtype == "auto" else torch_dtype  # tests want exact arithmetic

@@ -56,7 +56,7 @@ def _sdt(args) -> None:
         max_tokens=args.max_tokens,
         seed=args.seed,
     )
-    lm = FrozenLM.load(args.backbone, args.dtype)
+    lm = FrozenLM.load(args.backbone, args.dtype, args.device)
     gen, meta = train_generator(lm, config)
     save_generator(gen, meta, args.out)
     acc = meta["eval_accuracy"]
@@ -80,6 +80,7 @@ def _customize(args) -> None:
         loss=args.loss,
         backbone=args.backbone,
         dtype=args.dtype,
+        device=args.device,
         generator=args.generator,
         shots_per_class=args.shots,
         n_test=args.n_test,
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_options(p):
         p.add_argument("--backbone", default="smollm2-135m", help="registry name, local folder or hub id")
         p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
+        p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
 
     p = sub.add_parser("sdt", help="stage 1: train the prompt generator on the provider's domain data")
     p.add_argument("--domain", required=True)

@@ -23,6 +23,7 @@ class RunConfig:
     method: str = "cbp"
     backbone: str = "smollm2-135m"
     dtype: str = "auto"
+    device: str = "auto"
     generator: str = ""
     domain: str = "commonsense"
     sdt_steps: int = 30

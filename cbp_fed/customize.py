@@ -26,7 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .backbone import FrozenLM
 from .domain_training import load_generator
-from .prompts import NoPrompt, ProjectedPrompt, instruction_embedding
+from .prompts import NoPrompt, ProjectedPrompt
 from .search import CMASearch, SearchConfig, fitness
 from .service import BlackBox, Query, accuracy, calibrated
 from .tasks import load_task, task_names, user_split
@@ -49,6 +49,7 @@ class CustomizeConfig:
     loss: str = "ce"
     backbone: str = "smollm2-135m"
     dtype: str = "auto"
+    device: str = "auto"
     generator: str | None = None
     bbt_r: int = 500
     bbt_t: int = 10
@@ -76,7 +77,7 @@ def build_source(config: CustomizeConfig, lm: FrozenLM) -> tuple[torch.nn.Module
     if config.method == "zero-shot":
         return NoPrompt(lm.d), np.zeros((0,), np.float32), {}
     if config.method == "bbt":
-        source = ProjectedPrompt(instruction_embedding(lm, config.bbt_t), config.bbt_r, config.seed, lm.embedding_std())
+        source = ProjectedPrompt.for_backbone(lm, config.bbt_t, config.bbt_r, config.seed)
         return source, np.zeros(config.bbt_r, np.float32), {"bbt_r": config.bbt_r, "bbt_t": config.bbt_t}
     gen, meta = load_generator(config.generator, lm)
     info = {
@@ -92,7 +93,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
     started = time.time()
     task = load_task(config.task)
     split = user_split(task, config.seed, config.shots_per_class, n_test=config.n_test)
-    lm = lm or FrozenLM.load(config.backbone, config.dtype)
+    lm = lm or FrozenLM.load(config.backbone, config.dtype, config.device)
     source, z, source_info = build_source(config, lm)
     box = BlackBox(lm, source, max_tokens=config.max_tokens)
 

@@ -65,7 +65,7 @@ def _batch_loss(lm: FrozenLM, gen: PromptGenerator, task, examples, max_tokens: 
     ids = [lm.encode(ex.passage, ex.query, max_tokens) for ex in examples]
     prompts = gen(gen.z0[None], lm.pooled(ids))[0]  # (n, t, d)
     logits = lm.label_logits(lm.last_hidden(prompts, ids), lm.label_token_ids(task.label_words))
-    labels = torch.tensor([ex.label for ex in examples])
+    labels = torch.tensor([ex.label for ex in examples], device=lm.device)
     return torch.nn.functional.cross_entropy(logits, labels), int((logits.argmax(1) == labels).sum())
 
 

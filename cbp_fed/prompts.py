@@ -65,6 +65,11 @@ class ProjectedPrompt(nn.Module):
         self.register_buffer("A", random_projection(self.t * self.d, r, a_seed, embed_std), persistent=False)
         self.register_buffer("p_init", p_init.detach().float(), persistent=False)
 
+    @classmethod
+    def for_backbone(cls, lm, t: int, r: int, seed: int) -> ProjectedPrompt:
+        """BBT's prompt for a loaded backbone: p_init from its embeddings, A' scaled to them, on its device."""
+        return cls(instruction_embedding(lm, t), r, seed, lm.embedding_std()).to(lm.device)
+
     def forward(self, z: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         """z: (k, r), pooled: (n, d) (only n is used) -> prompts (k, n, t, d)."""
         prompts = (z @ self.A.T).view(-1, self.t, self.d) + self.p_init  # (k, t, d)

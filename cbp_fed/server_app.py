@@ -76,7 +76,7 @@ def main(grid: Grid, context: Context) -> None:
     run.write_config(config.to_run_config())
     log.info("run folder %s", run.path.resolve())
     started = time.time()
-    lm = FrozenLM.load(config.backbone, config.dtype)
+    lm = FrozenLM.load(config.backbone, config.dtype, config.device)
     strategy = None
     metered = MeteredGrid(grid, node_key=lambda node: strategy.partition_of.get(node, node) if strategy else node)
 

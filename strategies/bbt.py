@@ -12,7 +12,7 @@ import numpy as np
 
 from cbp_fed.backbone import FrozenLM
 from cbp_fed.config import RunConfig
-from cbp_fed.prompts import ProjectedPrompt, instruction_embedding
+from cbp_fed.prompts import ProjectedPrompt
 from cbp_fed.service import BlackBox
 
 from .multistep import MultiStepStrategy
@@ -21,5 +21,5 @@ from .multistep import MultiStepStrategy
 class BBTStrategy(MultiStepStrategy):
     @classmethod
     def build(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> BBTStrategy:
-        source = ProjectedPrompt(instruction_embedding(lm, config.t), config.r, config.seed, lm.embedding_std())
+        source = ProjectedPrompt.for_backbone(lm, config.t, config.r, config.seed)
         return cls(config, BlackBox(lm, source, max_tokens=config.max_tokens), np.zeros(config.r, np.float32), on_round)

@@ -28,14 +28,17 @@ def test_unknown_key_is_named_with_the_known_ones():
         RunConfig.from_run_config({"pop-size": 4})
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("popsize", 1, "'popsize' = 1: must be >= 2"),
-    ("method", "lora", "choose from"),
-    ("sigma0", -1.0, "must be > 0"),
-    ("popsize", "10", "must be int"),
-    ("diagonal", 1, "must be bool"),
-    ("tasks", " , ", "name at least one task"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("popsize", 1, "'popsize' = 1: must be >= 2"),
+        ("method", "lora", "choose from"),
+        ("sigma0", -1.0, "must be > 0"),
+        ("popsize", "10", "must be int"),
+        ("diagonal", 1, "must be bool"),
+        ("tasks", " , ", "name at least one task"),
+    ],
+)
 def test_bad_values_are_named(key, value, message):
     with pytest.raises(ValueError, match=message):
         RunConfig.from_run_config({key: value})
