@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
     return 0

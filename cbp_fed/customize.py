@@ -29,7 +29,7 @@ from .domain_training import load_generator
 from .prompts import NoPrompt, ProjectedPrompt
 from .search import CMASearch, SearchConfig, fitness
 from .service import BlackBox, Query, accuracy, calibrated
-from .tasks import load_task, task_names, user_split
+from .tasks import load_task_spec, task_names, user_split
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
 SEARCHING = ("bbt", "cbp")
@@ -61,8 +61,8 @@ class CustomizeConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {METHODS}")
-        if self.task not in task_names():
-            raise ValueError(f"unknown task {self.task!r}; known: {task_names()}")
+        if self.task not in task_names() and not self.task.endswith(".json"):
+            raise ValueError(f"unknown task {self.task!r}; known: {task_names()}, or a custom task spec (.json)")
         if self.method in ("sdt-only", "cbp") and not self.generator:
             raise ValueError(f"method {self.method!r} needs a generator checkpoint (run `cbp-fed sdt` first)")
         if self.method in SEARCHING:
@@ -91,7 +91,7 @@ def build_source(config: CustomizeConfig, lm: FrozenLM) -> tuple[torch.nn.Module
 def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: bool = True) -> dict:
     """Run one user-side customisation and return its summary (see ``cbp-fed customize``)."""
     started = time.time()
-    task = load_task(config.task)
+    task = load_task_spec(config.task)
     split = user_split(task, config.seed, config.shots_per_class, n_test=config.n_test)
     lm = lm or FrozenLM.load(config.backbone, config.dtype, config.device)
     source, z, source_info = build_source(config, lm)

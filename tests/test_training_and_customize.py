@@ -139,3 +139,42 @@ def test_cli_customize_then_report(tmp_path, capsys):
     assert "| sst2 | bbt | 8 | 1 |" in (tmp_path / "t.md").read_text()
     assert main(["customize", "--task", "nope", "--out", str(out)]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+def test_cli_customizes_a_users_own_csv_through_a_json_spec(tmp_path):
+    rows = ["text,stars"] + [
+        f"review number {i} was {'great' if i % 2 else 'awful'},{5 if i % 2 else 1}" for i in range(40)
+    ]
+    (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n")
+    spec = {
+        "source": str(tmp_path / "reviews.csv"),
+        "template": "Review: {text}\nSentiment:",
+        "label_column": "stars",
+        "label_values": ["5", "1"],
+        "label_words": [" positive", " negative"],
+        "name": "reviews",
+    }
+    (tmp_path / "reviews.json").write_text(json.dumps(spec))
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "customize",
+                "--task",
+                str(tmp_path / "reviews.json"),
+                "--method",
+                "zero-shot",
+                "--backbone",
+                "tiny-random",
+                "--shots",
+                "3",
+                "--n-test",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"].endswith("reviews.json") and summary["train_size"] == 6 and summary["test_size"] == 8

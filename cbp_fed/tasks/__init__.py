@@ -5,7 +5,7 @@ custom tasks come from local files or the hub through `CustomTaskConfig`.
 """
 
 from .core import VERIFY_SUFFIX, Example, Task
-from .custom import CustomTaskConfig, load_custom_task
+from .custom import CustomTaskConfig, load_custom_task, load_task_spec
 from .domains import DOMAINS, Domain, domain_pool
 from .partition import PartitionConfig, user_data, user_task
 from .registry import load_task, task_names
@@ -25,6 +25,7 @@ __all__ = [
     "domain_pool",
     "is_server_side",
     "load_custom_task",
+    "load_task_spec",
     "load_task",
     "server_user_partition",
     "task_names",

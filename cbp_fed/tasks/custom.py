@@ -6,6 +6,7 @@ package ships). Hub datasets need network access; local files do not.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from dataclasses import dataclass
@@ -101,3 +102,23 @@ def load_custom_task(cfg: CustomTaskConfig) -> Task:
         tuple(examples),
         f"Custom task from {cfg.source} (split {cfg.split!r}, labels from column {cfg.label_column!r}).",
     )
+
+
+def load_task_spec(spec: str) -> Task:
+    """A registry name, or a JSON file holding a ``CustomTaskConfig`` (how the CLI and the apps name
+    a user's own data), e.g. ``{"source": "reviews.csv", "template": "Review: {text}\\nSentiment:",
+    "label_column": "stars", "label_values": ["5", "1"], "label_words": [" positive", " negative"]}``."""
+    from .registry import load_task
+
+    if not spec.endswith(".json"):
+        return load_task(spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"custom task spec {spec} does not exist")
+    fields = json.loads(path.read_text())
+    for key in ("label_values", "label_words"):
+        fields[key] = tuple(fields.get(key, ()))
+    try:
+        return load_custom_task(CustomTaskConfig(**fields))
+    except TypeError as err:
+        raise ValueError(f"custom task spec {spec}: {err}") from err
