@@ -42,6 +42,7 @@ class Waiting:
     partition_id: int
     texts: dict
     query: Query
+    minimum_up_bytes: int = 0  # what this user had to send so far this round: texts once, candidates, batches
 
 
 @dataclass
@@ -150,13 +151,14 @@ class MultiStepStrategy(Strategy):
             waiting = self._populations(
                 self._replies(grid, begin, timeout, round_log, wire.BEGIN), {}, round_log, wire.BEGIN
             )
-            finished = []
+            finished, minimum_up = [], {}
             for step in range(1, self.config.steps_per_round + 1):
                 kind = wire.FINISH if step == self.config.steps_per_round else wire.STEP
                 messages = [
                     self._message(wire.scores(s), node, kind, server_round) for node, s in self._score(waiting).items()
                 ]
                 replies = self._replies(grid, messages, timeout, round_log, kind)
+                minimum_up = {node: w.minimum_up_bytes for node, w in waiting.items()}
                 if kind == wire.STEP:
                     waiting = self._populations(replies, waiting, round_log, kind)
                 else:
@@ -173,6 +175,9 @@ class MultiStepStrategy(Strategy):
                 "failures": round_log.failures,
                 **{k.replace("-", "_"): v for k, v in train_metrics.items()},
             }
+            if finished:  # texts + K populations + batches + the final z (r float32): the payload floor
+                floor = [minimum_up[r.metadata.src_node_id] + 4 * self.z_start.size for r in finished]
+                record["bytes_up_minimum_per_user"] = float(np.mean(floor))
             if server_round % self.config.eval_every == 0 or server_round == num_rounds:
                 evaluation = self._evaluate(grid, server_round, timeout, round_log)
                 result.evaluate_metrics_clientapp[server_round] = evaluation
@@ -257,7 +262,12 @@ class MultiStepStrategy(Strategy):
                 round_log.fail(node, stage, str(err))
                 continue
             self.partition_of[node] = texts["partition-id"]
-            out[node] = Waiting(texts["partition-id"], texts, query)
+            sent = query.z.nbytes + (4 * len(query.queries) if not whole_texts else 0)
+            if node in waiting:
+                sent += waiting[node].minimum_up_bytes
+            else:
+                sent += sum(len(t.encode()) for key in ("passages", "queries", "label-words") for t in texts[key])
+            out[node] = Waiting(texts["partition-id"], texts, query, sent)
         return out
 
     def _score(self, waiting: dict[int, Waiting]) -> dict[int, np.ndarray]:

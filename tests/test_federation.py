@@ -115,6 +115,7 @@ def test_rounds_complete_and_are_metered(strategy):
     assert all(r["calls"] == 3 * K * POP + 3 for r in strategy.records)  # training + one evaluation call each
     assert sorted(strategy.user_z) == [0, 1, 2] and 0 <= strategy.records[-1]["test_accuracy"] <= 1
     assert len(result.train_metrics_clientapp) == 2
+    assert strategy.records[0]["bytes_up_minimum_per_user"] > K * POP * R * 4 + R * 4  # + texts and batches
     summary = grid.round_summary(2)
     assert sorted(summary["users"]) == [0, 1, 2]
     user = summary["users"][0]
