@@ -2,7 +2,8 @@
 
     python -m simulations.local_run [--users N] [--config simulations/scale-300.toml] [--set "key=value ..."]
 
-Results go to results/<preset run-name or "default">-<timestamp>/ and are printed as a table.
+Results go to results/<preset run-name or "default">-<timestamp>/ and are printed as a table; the peak
+memory of all Flower and Ray processes goes to local_run.json beside them.
 
 `flwr run` starts a background `flower-superlink --simulation` that outlives the command and exits 0
 even when the run failed (FLOWER_NOTES.md). This wrapper sets the environment first (no runtime
@@ -22,6 +23,8 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+
+from simulations.monitor import PeakMemory
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET_ENV = {
@@ -142,8 +145,12 @@ def main() -> int:
     name = f"{settings.get('run-name', 'default')}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = ROOT / "results"
     settings.update({"results-dir": str(results), "run-name": name}, **parse_settings(args.set))
-    run = flwr_run(max(args.users, settings.get("min-users", 0)), run_config_string(settings))
-    print(json.dumps({k: run.get(k) for k in ("run-id", "status", "elapsed")}))
+    with PeakMemory() as peak:
+        run = flwr_run(max(args.users, settings.get("min-users", 0)), run_config_string(settings))
+    facts = {**{k: run.get(k) for k in ("run-id", "status", "elapsed")}, "peak_rss_gib": round(peak.bytes / 2**30, 2)}
+    print(json.dumps(facts))
+    if (results / name).is_dir():
+        (results / name / "local_run.json").write_text(json.dumps(facts, indent=2) + "\n")
     if (results / name / "rounds.jsonl").exists():
         print_rounds(results / name)
     return 0 if run.get("status") == "finished:completed" else 1
