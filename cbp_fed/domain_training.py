@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 import time
@@ -30,6 +31,7 @@ from .prompts import PromptGenerator
 from .tasks import DOMAINS, domain_pool
 
 CHECKPOINT_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,10 @@ def train_generator(lm: FrozenLM, config: SDTConfig, progress: bool = True) -> t
             optimiser.step()
             schedule.step()
             curve.append(round(loss.item(), 4))
-            bar.update(job, advance=1, loss=sum(curve[-20:]) / len(curve[-20:]))
+            recent = sum(curve[-20:]) / len(curve[-20:])
+            bar.update(job, advance=1, loss=recent)
+            if not bar.console.is_terminal and (len(curve) % max(1, config.steps // 10) == 0):
+                log.info("SDT %s: step %d/%d, loss %.3f", config.domain, len(curve), config.steps, recent)
     gen.eval()
     meta = {
         "version": CHECKPOINT_VERSION,
