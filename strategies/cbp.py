@@ -46,6 +46,7 @@ class CBPStrategy(MultiStepStrategy):
                 max_tokens=config.max_tokens,
                 seed=config.seed,
                 pool_size=max(200, 8 * config.sdt_steps),
+                eval_size=min(200, max(32, 2 * config.sdt_steps)),
             )
             gen, meta = train_generator(lm, sdt)
             save_generator(gen, meta, run_path / "generator")
