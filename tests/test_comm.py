@@ -9,20 +9,12 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 
 from cbp_fed.comm import MessageRecord, MeteredGrid, deflated_size
 
+pytestmark = pytest.mark.usefixtures("task_identity")
+
 NODES = (1001, 2002, 3003)
-
-
-@pytest.fixture(autouse=True)
-def task_identity():
-    """Flower builds a message's metadata from the process's TaskIdentity, which only a running app sets."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 class EchoGrid(Grid):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from cbp_fed import protocol as wire
 from cbp_fed.comm import MeteredGrid
@@ -15,6 +14,8 @@ from cbp_fed.service import BlackBox
 from strategies import CBPStrategy
 
 from .loopback import LoopbackGrid
+
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 R, K, POP = 16, 3, 4
 RUN = RunConfig(
@@ -30,14 +31,6 @@ RUN = RunConfig(
     shots_per_class=3,
     max_tokens=96,
 ).to_run_config()
-
-
-@pytest.fixture(autouse=True)
-def task_identity():
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 @pytest.fixture()
