@@ -47,7 +47,7 @@ class Limits:
 
     max_candidates: int = 256
     max_texts: int = 512
-    max_chars: int = 8000
+    max_chars: int = 32_000
     max_label_words: int = 10
     max_abs_z: float = 1e4
 

@@ -77,7 +77,7 @@ def test_long_passages_are_cut_to_max_tokens(tiny):
         (dict(queries=["", "b", "c"]), "non-empty query"),
         (dict(label_words=[" yes"]), "1 label words"),
         (dict(label_words=[" yes", " yes"]), "share a first token"),
-        (dict(passages=["x" * 9000, "", ""]), "characters"),
+        (dict(passages=["x" * 40_000, "", ""]), "characters"),
     ],
 )
 def test_bad_queries_are_refused_with_a_message_naming_the_problem(tiny, generator, change, message):
