@@ -83,7 +83,12 @@ def _convert_gguf(name: str, spec: BackboneSpec, target: Path) -> None:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = spec.gguf()
+    try:
+        gguf = spec.gguf()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{err}; with a network you can load the original instead: --backbone {spec.hub_id}"
+        ) from err
     if not gguf.exists():
         raise FileNotFoundError(f"GGUF file for {name!r} not found at {gguf}")
     log.warning("converting %s from GGUF to a safetensors cache at %s (once, ~30 s)", name, target)

@@ -91,3 +91,13 @@ def test_real_smollm2_is_a_trained_model(smollm2, tiny):
         smollm2.label_token_ids([" yes", " no", " banana"]),
     )
     assert logits[0, 2] < logits[0, :2].min()  # a trained model prefers an answer word over nonsense
+
+
+def test_missing_model_wheel_names_the_package_and_the_hub_alternative(tmp_path, monkeypatch):
+    from cbp_fed import backbone
+
+    monkeypatch.setenv("CBP_FED_CACHE", str(tmp_path))
+    spec = backbone.BackboneSpec(lambda: backbone._package_dir("no_such_model_wheel"), "org/model")
+    monkeypatch.setitem(backbone.BACKBONES, "absent", spec)
+    with pytest.raises(FileNotFoundError, match=r"'no_such_model_wheel' is not installed.*--backbone org/model"):
+        resolve_backbone("absent")
