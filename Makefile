@@ -46,7 +46,11 @@ lint: setup
 	$(BIN)/ruff check cbp_fed tests simulations
 
 experiments: setup
-	$(PY) -m simulations.core_table
+	test -f results/core/gen-commonsense/generator.json || \
+	  $(BIN)/cbp-fed sdt --domain commonsense --steps 400 --max-tokens 96 --out results/core/gen-commonsense
+	$(PY) -m simulations.core_table --tasks boolq --threads 1 --n-test 200 & \
+	  $(PY) -m simulations.core_table --tasks pubmedqa --threads 1 --n-test 200 --sdt-steps 200; wait
+	$(BIN)/cbp-fed report results/core/*/summary.json --out results/core/table.md
 
 clean:
 	rm -rf $(VENV) .state results/demo-core
