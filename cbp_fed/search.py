@@ -54,6 +54,19 @@ class SearchConfig:
             raise ValueError(f"final must be one of {FINAL}, got {self.final!r}")
 
 
+class SeededNormal:
+    """``randn(*shape)`` from the search's own generator: pycma draws from numpy's global RNG by
+    default, which other users in the same process (a Ray actor serves many) and every new
+    deployment process would disturb. Pickled with the search, so a restored search continues its
+    exact random sequence."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, *shape: int) -> np.ndarray:
+        return self.rng.standard_normal(shape)
+
+
 class CMASearch:
     """CMA-ES over z in R^r with a call budget.
 
@@ -66,7 +79,8 @@ class CMASearch:
         self.config = config
         options = {
             "popsize": config.popsize,
-            "seed": seed + 1,
+            "randn": SeededNormal(seed),
+            "seed": float("nan"),  # pycma seeds the global RNG only; ours is `randn`
             "verbose": -9,
             "CMA_diagonal": config.diagonal,
             "tolfun": 0,
@@ -88,7 +102,7 @@ class CMASearch:
     def ask(self) -> np.ndarray:
         """Next population, ``(popsize, r)`` float32."""
         if self._asked is not None:
-            raise RuntimeError("ask() called twice without tell()")
+            raise RuntimeError("ask() called twice without tell(); discard_pending() first if it was never scored")
         self._asked = np.asarray(self.es.ask(), dtype=float)
         return self._asked.astype(np.float32)
 
@@ -101,6 +115,10 @@ class CMASearch:
             raise ValueError(f"fitness must be {len(self._asked)} finite values, got {fitness}")
         self.es.tell(list(self._asked), list(fitness))
         self.calls += len(self._asked)
+        self._asked = None
+
+    def discard_pending(self) -> None:
+        """Forget a population that was asked but never told (its round was cut short by a failure)."""
         self._asked = None
 
     @property

@@ -75,3 +75,37 @@ def test_cross_entropy_and_hinge_by_hand():
     np.testing.assert_allclose(ce, [(np.log1p(np.exp(-2)) + np.log1p(np.exp(2))) / 2, np.log(2)])
     hinge = fitness(scores, labels, "hinge")
     np.testing.assert_allclose(hinge, [(0 + 3) / 2, 1.0])
+
+
+def _populations(search: CMASearch, generations: int, disturb: bool) -> np.ndarray:
+    out = []
+    for _ in range(generations):
+        if disturb:  # another user in the same process, or a fresh process, moves numpy's global RNG
+            np.random.seed(np.random.randint(1 << 30))
+        x = search.ask()
+        out.append(x)
+        search.tell((x**2).sum(1))
+        search = CMASearch.from_bytes(search.to_bytes())
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_search_randomness_is_its_own_and_survives_a_round_trip(diagonal):
+    """Same seed -> same populations, whatever happens to numpy's global RNG between messages."""
+    config = SearchConfig(popsize=6, budget=60, diagonal=diagonal)
+    calm = _populations(CMASearch(np.zeros(12), config, seed=5), 4, disturb=False)
+    disturbed = _populations(CMASearch(np.zeros(12), config, seed=5), 4, disturb=True)
+    np.testing.assert_array_equal(calm, disturbed)
+    other_seed = _populations(CMASearch(np.zeros(12), config, seed=6), 1, disturb=False)
+    assert not np.allclose(calm[0], other_seed[0])
+
+
+def test_discard_pending_lets_an_interrupted_generation_be_asked_again():
+    search = CMASearch(np.zeros(4), SearchConfig(popsize=4, budget=40), seed=0)
+    search.ask()
+    with pytest.raises(RuntimeError, match="discard_pending"):
+        search.ask()
+    search.discard_pending()
+    x = search.ask()
+    search.tell((x**2).sum(1))
+    assert search.calls == 4
