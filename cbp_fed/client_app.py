@@ -2,11 +2,20 @@
 
 It never sees the model: it sends candidates and its texts, receives label-word scores, and scores
 them with its private labels. Its optimiser lives in ``context.state`` (bytes of a pickled pycma
-object it wrote itself) and never goes on the wire. Light imports only (numpy, cma, flwr, the task
-loader): no torch, no transformers.
+object it wrote itself) and never goes on the wire. With ``user-state-dir`` set it also keeps a copy
+of that state on its own disk after each finished round, so a provider that crashes and resumes
+(``resume-from``) finds every user exactly where the interrupted run left it.
+
+Every server message is checked before the state is touched (shapes against what this user asked,
+finite values, the round): a bad message becomes an error reply and the state stays as it was.
+Light imports only (numpy, cma, flwr, the task loader): no torch, no transformers.
 """
 
 from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -14,6 +23,7 @@ from flwr.clientapp import ClientApp
 
 from . import protocol as wire
 from .config import RunConfig
+from .faults import inject, parse_faults
 from .search import CMASearch, SearchConfig, fitness
 from .tasks import user_data
 from .tasks.partition import PartitionConfig
@@ -37,11 +47,24 @@ class User:
         )
         self.labels = np.array([ex.label for ex in self.split.train])
 
-    # ------------------------------------------------------------ state in context.state only
-    def load_search(self, z_start: np.ndarray) -> CMASearch:
+    def inject_faults(self, msg: Message, round: int) -> None:
+        """Act out this run's planned failures (``inject-faults``) for this user and message."""
+        faults = parse_faults(self.config.inject_faults)
+        inject(faults, self.partition_id, round, msg.metadata.message_type, self.config.round_timeout)
+
+    # ------------------------------------------------------------ state: context.state (+ own disk)
+    def load_search(self, round: int, z_start: np.ndarray, run_key: str) -> CMASearch:
+        """The optimiser as the last finished round left it: from context.state, else from this
+        user's disk (a resumed run), else a new one at ``z_start``. A population asked in a round that
+        was cut short was never scored: it is discarded."""
         saved = self.context.state.config_records.get("search")
+        if saved is None and self.config.user_state_dir:
+            self.restore_from_disk(round, run_key)
+            saved = self.context.state.config_records.get("search")
         if saved is not None:
-            return CMASearch.from_bytes(saved["blob"])
+            search = CMASearch.from_bytes(saved["blob"])
+            search.discard_pending()
+            return search
         c = self.config
         budget = c.num_rounds * c.calls_per_round
         return CMASearch(
@@ -50,12 +73,46 @@ class User:
             seed=c.seed * 100_003 + self.partition_id,
         )
 
-    def save(self, search: CMASearch, batch: list[int]) -> None:
-        self.context.state["search"] = ConfigRecord({"blob": search.to_bytes(), "batch": batch})
+    def save(self, search: CMASearch, batch: list[int], round: int, run_key: str) -> None:
+        record = {"blob": search.to_bytes(), "batch": batch, "round": round, "run-key": run_key}
+        self.context.state["search"] = ConfigRecord(record)
 
-    @property
-    def batch(self) -> list[int]:
-        return list(self.context.state.config_records["search"]["batch"])
+    def state_dir(self, run_key: str) -> Path:
+        return Path(self.config.user_state_dir) / run_key / f"user-{self.partition_id}"
+
+    def save_to_disk(self, round: int, run_key: str) -> None:
+        """Keep this round's finished state (optimiser + z) on the user's own disk; two rounds kept."""
+        folder = self.state_dir(run_key)
+        folder.mkdir(parents=True, exist_ok=True)
+        search = self.context.state.config_records["search"]
+        blob = pickle.dumps({"search": bytes(search["blob"]), "z": self.z})
+        tmp = folder / f"round-{round}.tmp"
+        tmp.write_bytes(blob)
+        tmp.replace(folder / f"round-{round}.bin")
+        (folder / f"round-{round - 2}.bin").unlink(missing_ok=True)
+
+    def restore_from_disk(self, round: int, run_key: str) -> None:
+        """Load the newest state this user saved before ``round`` into context.state (if any)."""
+        rounds = [int(p.stem.split("-")[1]) for p in self.state_dir(run_key).glob("round-*.bin")]
+        earlier = [r for r in rounds if r < round]
+        if not earlier:
+            return
+        last = max(earlier)
+        saved = pickle.loads((self.state_dir(run_key) / f"round-{last}.bin").read_bytes())  # our own file
+        record = {"blob": saved["search"], "batch": [], "round": last, "run-key": run_key}
+        self.context.state["search"] = ConfigRecord(record)
+        if saved["z"] is not None:
+            self.context.state["z"] = wire.arrays(z=saved["z"])
+
+    def saved_search(self, round: int) -> tuple[CMASearch, list[int], str]:
+        """The optimiser mid-round, refusing a step that belongs to no round this user began."""
+        saved = self.context.state.config_records.get("search")
+        if saved is None or saved.get("round") != round:
+            raise wire.ProtocolError(f"a step of round {round} without a train.begin of that round")
+        search = CMASearch.from_bytes(saved["blob"])
+        if not search.pending:
+            raise wire.ProtocolError(f"round {round}: scores for a population that was already told")
+        return search, list(saved["batch"]), saved["run-key"]
 
     @property
     def z(self) -> np.ndarray | None:
@@ -82,51 +139,76 @@ class User:
         )
 
 
-def _round_and_start(msg: Message) -> tuple[int, np.ndarray]:
-    return int(wire.read_config(msg.content, "round", "round", int)), wire.read_array(
-        msg.content, "start", "z-start", 1
-    )
+RUN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _read_start(msg: Message, r: int) -> tuple[int, np.ndarray, str]:
+    """train.begin / evaluate.query: the round (>= 1), the start vector ``(r,)`` and the run key (a
+    folder name this user may use on its own disk, so it is checked)."""
+    round = wire.read_config(msg.content, "round", "round", int)
+    if round < 1:
+        raise wire.ProtocolError(f"round/round must be >= 1, got {round}")
+    run_key = wire.read_config(msg.content, "round", "run-key", str)
+    if not RUN_KEY.match(run_key) or ".." in run_key:
+        raise wire.ProtocolError(f"round/run-key {run_key[:40]!r} is not a plain folder name")
+    return round, wire.read_shaped(msg.content, "start", "z-start", (r,)), run_key
+
+
+def _round_of(msg: Message) -> int:
+    try:
+        return int(msg.metadata.group_id)
+    except ValueError as err:
+        raise wire.ProtocolError(f"group id {msg.metadata.group_id!r} is not a round number") from err
 
 
 @app.train("begin")
 def begin(msg: Message, context: Context) -> Message:
     """Restore or create the optimiser, send the round's texts and the first population."""
     user = User(context)
-    round, z_start = _round_and_start(msg)
-    search = user.load_search(z_start)
+    round, z_start, run_key = _read_start(msg, user.config.r)
+    user.inject_faults(msg, round)
+    search = user.load_search(round, z_start, run_key)
     batch = user.next_batch(round, 0)
     content = wire.population(search.ask(), batch)
     content["texts"] = user.texts(user.split.train)
-    user.save(search, batch)
+    user.save(search, batch, round, run_key)
     return Message(content, reply_to=msg)
 
 
-def _tell(msg: Message, context: Context) -> tuple[User, CMASearch, np.ndarray]:
-    user = User(context)
-    search = CMASearch.from_bytes(context.state.config_records["search"]["blob"])
-    scores = wire.read_array(msg.content, "scores", "scores", 3)
-    losses = fitness(scores, user.labels[user.batch], user.config.loss)
+def _tell(msg: Message, user: User, round: int) -> tuple[CMASearch, np.ndarray, str]:
+    """Fitness of the scored population with the private labels, told to CMA-ES (state not saved yet);
+    also returns the round's run key."""
+    search, batch, run_key = user.saved_search(round)
+    shape = (search.config.popsize, len(batch), len(user.task.label_words))
+    scores = wire.read_shaped(msg.content, "scores", "scores", shape)
+    losses = fitness(scores, user.labels[batch], user.config.loss)
     search.tell(losses)
-    return user, search, losses
+    return search, losses, run_key
 
 
 @app.train("step")
 def step(msg: Message, context: Context) -> Message:
     """Tell CMA-ES the scored population's fitness; reply with the next population."""
-    user, search, _ = _tell(msg, context)
-    batch = user.next_batch(int(msg.metadata.group_id or 0), search.calls)
+    user, round = User(context), _round_of(msg)
+    user.inject_faults(msg, round)
+    search, _, run_key = _tell(msg, user, round)
+    batch = user.next_batch(round, search.calls)
     reply = wire.population(search.ask(), batch)
-    user.save(search, batch)
+    user.save(search, batch, round, run_key)
     return Message(reply, reply_to=msg)
 
 
 @app.train("finish")
 def finish(msg: Message, context: Context) -> Message:
     """Tell the last population; keep and reply with the single customised vector."""
-    user, search, losses = _tell(msg, context)
-    user.save(search, user.batch)
+    user, round = User(context), _round_of(msg)
+    user.inject_faults(msg, round)
+    search, losses, run_key = _tell(msg, user, round)
+    user.save(search, [], round, run_key)
     z = search.result
     context.state["z"] = wire.arrays(z=z)
+    if user.config.user_state_dir:
+        user.save_to_disk(round, run_key)
     metrics = {
         "train-loss": float(losses.mean()),
         "best-loss": search.best_fitness,
@@ -141,7 +223,8 @@ def finish(msg: Message, context: Context) -> Message:
 def evaluate_query(msg: Message, context: Context) -> Message:
     """Send the test texts and the user's own z (or the start vector if it has none yet)."""
     user = User(context)
-    _, z_start = _round_and_start(msg)
+    round, z_start, _ = _read_start(msg, user.config.r)
+    user.inject_faults(msg, round)
     z = user.z if user.z is not None else z_start
     content = RecordDict({"query": wire.arrays(z=z[None]), "texts": user.texts(user.split.test)})
     return Message(content, reply_to=msg)
@@ -151,10 +234,8 @@ def evaluate_query(msg: Message, context: Context) -> Message:
 def evaluate_score(msg: Message, context: Context) -> Message:
     """Accuracy of the scores against the private test labels; only the number goes back."""
     user = User(context)
-    scores = wire.read_array(msg.content, "scores", "scores", 3)[0]
     labels = np.array([ex.label for ex in user.split.test])
-    if scores.shape != (len(labels), len(user.task.label_words)):
-        raise wire.ProtocolError(f"scores {scores.shape} do not match {len(labels)} test texts")
+    scores = wire.read_shaped(msg.content, "scores", "scores", (1, len(labels), len(user.task.label_words)))[0]
     accuracy = float((scores.argmax(1) == labels).mean())
     metrics = MetricRecord({"accuracy": accuracy, "examples": len(labels), "partition-id": user.partition_id})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

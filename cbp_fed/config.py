@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .faults import parse_faults
+
 METHODS = ("cbp", "bbt")
 PARTITIONS = ("iid", "dirichlet", "task-per-user")
 LOSSES = ("ce", "hinge")
+PRIORS = ("mean", "median", "trimmed-mean")
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,12 @@ class RunConfig:
     n_test: int = 48
     max_tokens: int = 64
     eval_every: int = 1
+    prior: str = "mean"
+    prior_trim: float = 0.2
     round_timeout: float = 600.0
+    inject_faults: str = ""
+    user_state_dir: str = ""
+    resume_from: str = ""
     results_dir: str = "results"
     run_name: str = ""
     seed: int = 0
@@ -59,6 +67,8 @@ class RunConfig:
         need(self.method in METHODS, "method", f"choose from {METHODS}")
         need(self.partition in PARTITIONS, "partition", f"choose from {PARTITIONS}")
         need(self.loss in LOSSES, "loss", f"choose from {LOSSES}")
+        need(self.prior in PRIORS, "prior", f"choose from {PRIORS}")
+        need(0 <= self.prior_trim < 0.5, "prior_trim", "must be in [0, 0.5): the fraction cut from each end")
         need(self.dtype in ("auto", "fp32", "bf16"), "dtype", "choose from auto, fp32, bf16")
         need(bool(self.task_list), "tasks", "name at least one task (comma-separated)")
         for key in ("r", "m", "t", "num_rounds", "steps_per_round", "shots_per_class", "max_tokens", "eval_every"):
@@ -69,6 +79,10 @@ class RunConfig:
         need(self.sigma0 > 0, "sigma0", "must be > 0")
         need(self.dirichlet_alpha > 0, "dirichlet_alpha", "must be > 0")
         need(self.round_timeout > 0, "round_timeout", "must be > 0")
+        try:
+            parse_faults(self.inject_faults)
+        except ValueError as err:
+            need(False, "inject_faults", str(err))
 
     @property
     def task_list(self) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 One round, by message type (down = provider -> user, up = user -> provider):
 
-    train.begin   down: round, start vector z_start (r,)          up: training texts + label words (once
+    train.begin   down: round, run key, start vector z_start (r,)  up: training texts + label words (once
                                                                        per round), population z (k, r), batch
     train.step    down: scores (k, b, C) of the last population   up: next population z (k, r), batch
     train.finish  down: scores (k, b, C) of the last population   up: the customised z (r,) + metrics
@@ -60,6 +60,14 @@ def read_config(content: RecordDict, record: str, key: str, kind: type):
     return value
 
 
+def read_shaped(content: RecordDict, record: str, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``read_array`` that also demands an exact shape (the receiver knows what it asked for)."""
+    value = read_array(content, record, key, len(shape))
+    if value.shape != tuple(shape):
+        raise ProtocolError(f"array {record}/{key} must have shape {tuple(shape)}, got {value.shape}")
+    return value
+
+
 def read_metric(content: RecordDict, record: str, key: str) -> float:
     if record not in content.metric_records or key not in content.metric_records[record]:
         raise ProtocolError(f"message lacks metric {record}/{key}")
@@ -70,9 +78,10 @@ def read_metric(content: RecordDict, record: str, key: str) -> float:
 
 
 # ----------------------------------------------------------------- builders (one per message body)
-def start(round: int, z_start: np.ndarray) -> RecordDict:
-    """Down, train.begin / evaluate.query: the start vector for a user without a state."""
-    return RecordDict({"start": arrays(z_start=z_start), "round": ConfigRecord({"round": round})})
+def start(round: int, z_start: np.ndarray, run_key: str) -> RecordDict:
+    """Down, train.begin / evaluate.query: the round, the start vector for a user without a state,
+    and the run's key (the name under which a user may keep its own state on disk across a resume)."""
+    return RecordDict({"start": arrays(z_start=z_start), "round": ConfigRecord({"round": round, "run-key": run_key})})
 
 
 def texts(
@@ -107,20 +116,45 @@ def result(z: np.ndarray, metrics: dict[str, float]) -> RecordDict:
 
 
 def read_texts(content: RecordDict) -> dict:
-    """The texts record of a train.begin / evaluate.query reply, checked for consistency."""
-    out = {key: read_config(content, "texts", key, str) for key in ("passages", "queries", "label-words")}
-    out["task"] = read_config(content, "texts", "task", str)
-    out["domain"] = read_config(content, "texts", "domain", str)
+    """The texts record of a train.begin / evaluate.query reply, checked for consistency (sizes and
+    label words are the BlackBox's to judge: ``BlackBox.validate``)."""
+    out = {}
+    for key in ("passages", "queries", "label-words"):
+        value = read_config(content, "texts", key, str)
+        if not isinstance(value, list):
+            raise ProtocolError(f"config texts/{key} must be a list of strings")
+        out[key] = value
+    for key in ("task", "domain"):
+        out[key] = read_config(content, "texts", key, str)
     out["partition-id"] = read_config(content, "texts", "partition-id", int)
-    if isinstance(out["passages"], str) or len(out["passages"]) != len(out["queries"]):
+    if len(out["passages"]) != len(out["queries"]):
         raise ProtocolError("texts/passages and texts/queries must be lists of equal length")
+    if out["partition-id"] < 0:
+        raise ProtocolError(f"texts/partition-id must be >= 0, got {out['partition-id']}")
     return out
 
 
 def read_batch(content: RecordDict, n_texts: int) -> list[int]:
-    """Batch indices of a population reply, each in [0, n_texts)."""
+    """Batch indices of a population reply: distinct, each in [0, n_texts)."""
     batch = read_config(content, "batch", "indices", int)
     batch = batch if isinstance(batch, list) else [batch]
-    if not batch or min(batch) < 0 or max(batch) >= n_texts:
-        raise ProtocolError(f"batch/indices must be a non-empty list of indices in [0, {n_texts})")
+    if not batch or min(batch) < 0 or max(batch) >= n_texts or len(set(batch)) != len(batch):
+        raise ProtocolError(f"batch/indices must be a non-empty list of distinct indices in [0, {n_texts})")
     return batch
+
+
+RESULT_METRICS = ("train-loss", "best-loss", "calls", "examples", "partition-id")
+
+
+def read_result(content: RecordDict, r: int) -> tuple[np.ndarray, dict[str, float]]:
+    """A train.finish reply: the customised vector ``(r,)`` and its finite metrics."""
+    z = read_shaped(content, "result", "z", (r,))
+    return z, {key: read_metric(content, "metrics", key) for key in RESULT_METRICS}
+
+
+def read_accuracy(content: RecordDict) -> float:
+    """An evaluate.score reply's accuracy, in [0, 1]."""
+    accuracy = read_metric(content, "metrics", "accuracy")
+    if not 0.0 <= accuracy <= 1.0:
+        raise ProtocolError(f"metric metrics/accuracy must be in [0, 1], got {accuracy}")
+    return accuracy

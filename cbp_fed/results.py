@@ -77,6 +77,13 @@ class RunFolder:
         with self.rounds_path.open("a", encoding="utf-8") as file:
             file.write(line)
 
+    def keep_rounds(self, last: int) -> None:
+        """Drop the records after round ``last`` (a resumed run redoes them), atomically."""
+        kept = "".join(json.dumps(r, default=_json_default) + "\n" for r in self.rounds() if r["round"] <= last)
+        tmp = self.rounds_path.with_name(self.rounds_path.name + ".tmp")
+        tmp.write_text(kept, encoding="utf-8")
+        os.replace(tmp, self.rounds_path)
+
     def rounds(self) -> list[dict]:
         """The round records logged so far, in order; [] before the first round."""
         if not self.rounds_path.exists():

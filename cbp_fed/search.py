@@ -117,6 +117,11 @@ class CMASearch:
         self.calls += len(self._asked)
         self._asked = None
 
+    @property
+    def pending(self) -> bool:
+        """True between ask() and tell(): a population is out for scoring."""
+        return self._asked is not None
+
     def discard_pending(self) -> None:
         """Forget a population that was asked but never told (its round was cut short by a failure)."""
         self._asked = None

@@ -3,19 +3,23 @@
 It builds the run config, the backbone, the method's strategy (which trains or loads the prompt
 generator), wraps the Grid in a ``MeteredGrid`` and writes the run folder: config.json, one line of
 rounds.jsonl per round (accuracy, loss, calls, tokens, failures and bytes by user x type x
-direction), summary.json and plots.
+direction), a checkpoint after every round, summary.json and plots. ``resume-from = DIR`` continues
+a killed run from DIR's checkpoint, in DIR.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from .backbone import FrozenLM
+from .checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from .comm import MeteredGrid
 from .config import RunConfig
 from .results import RunFolder, console_round_line
@@ -54,6 +58,23 @@ def train_bytes(summary: dict, direction: str) -> dict[str, float]:
     return {"payload": float(mean[0]), "wire": float(mean[1])}
 
 
+def open_run(config: RunConfig) -> tuple[RunFolder, tuple[dict, dict] | None]:
+    """The run folder and, when resuming, the checkpoint to restore; a new run never reuses a folder
+    that already holds rounds (it would mix two runs' results)."""
+    if config.resume_from:
+        folder = Path(config.resume_from)
+        run = RunFolder(folder.parent, folder.name)
+        if not (run.path / "config.json").exists():
+            raise FileNotFoundError(f"resume-from {folder}: no config.json there; is it a run folder?")
+        check_resumable(json.loads((run.path / "config.json").read_text()), config.to_run_config())
+        return run, load_checkpoint(run.path)
+    run = RunFolder(config.results_dir, config.run_name or None)
+    if run.rounds():
+        raise FileExistsError(f"{run.path} already holds a run's rounds: choose another run-name, or resume-from it")
+    run.write_config(config.to_run_config())
+    return run, None
+
+
 def _show_progress_logs() -> None:
     """Our INFO lines (per-round progress) on stderr, without turning on every library's INFO logs."""
     handler = logging.StreamHandler()
@@ -72,8 +93,7 @@ def main(grid: Grid, context: Context) -> None:
 
     _show_progress_logs()
     config = RunConfig.from_run_config(context.run_config)
-    run = RunFolder(config.results_dir, config.run_name or None)
-    run.write_config(config.to_run_config())
+    run, saved = open_run(config)
     log.info("run folder %s", run.path.resolve())
     started = time.time()
     lm = FrozenLM.load(config.backbone, config.dtype, config.device)
@@ -91,9 +111,14 @@ def main(grid: Grid, context: Context) -> None:
             bytes=summary,
         )
         run.log_round(record)
+        save_checkpoint(run.path, *strategy.checkpoint())
         log.info(console_round_line(record))
 
     strategy = STRATEGIES[config.method](config, lm, run.path, on_round)
+    if saved is not None:
+        strategy.restore(*saved)
+        run.keep_rounds(strategy.rounds_done)
+        log.info("resuming after round %s", strategy.rounds_done)
     wait_for_users(metered, config.min_users)
     result = strategy.start(metered, num_rounds=config.num_rounds, timeout=config.round_timeout)
     rounds = run.rounds()
@@ -104,6 +129,7 @@ def main(grid: Grid, context: Context) -> None:
             "backbone": config.backbone,
             "tasks": config.task_list,
             "rounds": len(rounds),
+            "resumed_after_round": saved[1]["rounds_done"] if saved else None,
             "users": len(strategy.user_z),
             "final_test_accuracy": evaluated[-1]["test_accuracy"] if evaluated else None,
             "final_test_accuracy_std": evaluated[-1]["test_accuracy_std"] if evaluated else None,

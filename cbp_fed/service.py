@@ -48,7 +48,9 @@ class Limits:
     max_candidates: int = 256
     max_texts: int = 512
     max_chars: int = 32_000
+    max_total_chars: int = 2_000_000
     max_label_words: int = 10
+    max_label_chars: int = 64
     max_abs_z: float = 1e4
 
 
@@ -110,8 +112,13 @@ class BlackBox:
                 raise QueryError(f"text {i} must be a string pair with a non-empty query")
             if len(p) + len(q) > lim.max_chars:
                 raise QueryError(f"text {i} has {len(p) + len(q)} characters; allowed {lim.max_chars}")
+        total = sum(len(p) + len(q) for p, q in zip(query.passages, query.queries))
+        if total > lim.max_total_chars:
+            raise QueryError(f"texts have {total} characters in all; allowed {lim.max_total_chars}")
         if not 2 <= len(query.label_words) <= lim.max_label_words:
             raise QueryError(f"{len(query.label_words)} label words; allowed 2..{lim.max_label_words}")
+        if not all(isinstance(w, str) and 0 < len(w) <= lim.max_label_chars for w in query.label_words):
+            raise QueryError(f"label words must be strings of 1..{lim.max_label_chars} characters")
         try:
             self.lm.label_token_ids(query.label_words)
         except ValueError as err:

@@ -22,4 +22,5 @@ class BBTStrategy(MultiStepStrategy):
     @classmethod
     def build(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> BBTStrategy:
         source = ProjectedPrompt.for_backbone(lm, config.t, config.r, config.seed)
-        return cls(config, BlackBox(lm, source, max_tokens=config.max_tokens), np.zeros(config.r, np.float32), on_round)
+        box = BlackBox(lm, source, max_tokens=config.max_tokens)
+        return cls(config, box, np.zeros(config.r, np.float32), on_round, run_path.name)

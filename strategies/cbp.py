@@ -3,7 +3,8 @@
 The provider trains (or loads) the prompt generator for its domain once, serves it through the
 BlackBox, and keeps every user's customised vector. Users that join without a state start from the
 domain prior: the mean of the users' customised vectors so far (z0 from SDT before any user
-finished). Whether the prior helps later users is a measurement, not an assumption.
+finished), or their coordinate-wise median / trimmed mean so that a few poisoned vectors cannot drag
+it (``prior`` run-config key). Whether the prior helps later users is a measurement, not an assumption.
 """
 
 from __future__ import annotations
@@ -23,19 +24,37 @@ from .multistep import MultiStepStrategy
 log = logging.getLogger(__name__)
 
 
+def domain_prior(vectors: np.ndarray, how: str = "mean", trim: float = 0.2) -> np.ndarray:
+    """Aggregate users' vectors ``(u, r)`` into one ``(r,)``: "mean", coordinate-wise "median", or
+    "trimmed-mean" (per coordinate, drop the ``floor(trim * u)`` lowest and highest values, average the rest)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if how == "mean":
+        return vectors.mean(axis=0).astype(np.float32)
+    if how == "median":
+        return np.median(vectors, axis=0).astype(np.float32)
+    if how == "trimmed-mean":
+        cut = int(trim * len(vectors))
+        return np.sort(vectors, axis=0)[cut : len(vectors) - cut].mean(axis=0).astype(np.float32)
+    raise ValueError(f"prior must be mean, median or trimmed-mean, got {how!r}")
+
+
 class CBPStrategy(MultiStepStrategy):
     """Multi-step rounds over the generator's BlackBox; the start vector is the domain prior."""
 
-    def __init__(self, config: RunConfig, blackbox: BlackBox, z0: np.ndarray, domain: str, on_round=None):
-        super().__init__(config, blackbox, z0, on_round)
+    def __init__(
+        self, config: RunConfig, blackbox: BlackBox, z0: np.ndarray, domain: str, on_round=None, run_key="run"
+    ):
+        super().__init__(config, blackbox, z0, on_round, run_key)
         self.domain = domain
         self.prior = np.asarray(z0, dtype=np.float32)
 
     @classmethod
     def build(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> CBPStrategy:
-        """Load ``config.generator`` or run SDT for ``config.domain`` and save it in the run folder."""
-        if config.generator:
-            gen, meta = load_generator(config.generator, lm)
+        """Load ``config.generator`` (or the run folder's own, when resuming) or run SDT for
+        ``config.domain`` and save it in the run folder."""
+        own = run_path / "generator"
+        if config.generator or (config.resume_from and (own / "generator.json").exists()):
+            gen, meta = load_generator(config.generator or own, lm)
         else:
             sdt = SDTConfig(
                 domain=config.domain,
@@ -52,12 +71,21 @@ class CBPStrategy(MultiStepStrategy):
             save_generator(gen, meta, run_path / "generator")
             log.info("SDT %s: held-out pool accuracy %s", config.domain, meta["eval_accuracy"])
         box = BlackBox(lm, gen, max_tokens=config.max_tokens)
-        return cls(config, box, gen.z0.detach().cpu().numpy(), meta["domain"], on_round)
+        return cls(config, box, gen.z0.detach().cpu().numpy(), meta["domain"], on_round, run_path.name)
 
     def start_vector(self) -> np.ndarray:
         return self.prior
 
     def aggregate(self, server_round: int) -> None:
-        """Domain prior = mean of every user's latest customised z (in partition order: deterministic)."""
+        """Domain prior over every user's latest customised z (in partition order: deterministic)."""
         if self.user_z:
-            self.prior = np.mean([self.user_z[p] for p in sorted(self.user_z)], axis=0).astype(np.float32)
+            vectors = np.stack([self.user_z[p] for p in sorted(self.user_z)])
+            self.prior = domain_prior(vectors, self.config.prior, self.config.prior_trim)
+
+    def checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
+        arrays, state = super().checkpoint()
+        return {**arrays, "prior": self.prior}, state
+
+    def restore(self, arrays: dict[str, np.ndarray], state: dict) -> None:
+        super().restore(arrays, state)
+        self.prior = np.asarray(arrays["prior"], dtype=np.float32)

@@ -11,12 +11,17 @@ Per round, for the sampled users:
     evaluate (every N rounds): evaluate.query -> scores -> evaluate.score replies accuracy
 
 A user whose reply is an error, is missing at the timeout, or is malformed is dropped from the rest of
-that round with the reason recorded; the others go on. Its optimiser state stays on its side.
-Subclasses choose the start vector and what to learn across users (``start_vector``, ``aggregate``).
+that round with the reason recorded; the others go on. Its optimiser state stays on its side. Every
+reply is validated before use: shapes against what was asked (popsize x r candidates, an r-vector),
+finite values, texts and label words within the BlackBox's limits, batch indices in range, and a
+partition id no other node holds (a user cannot overwrite another user's z).
+Subclasses choose the start vector and what to learn across users (``start_vector``, ``aggregate``);
+``checkpoint``/``restore`` carry the strategy's state across a provider crash (``resume-from``).
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import random
 import time
@@ -68,12 +73,13 @@ class MultiStepStrategy(Strategy):
         on_round: called with each round's record (the server app logs and writes it).
     """
 
-    def __init__(self, config: RunConfig, blackbox: BlackBox, z_start: np.ndarray, on_round=None):
-        self.config, self.blackbox = config, blackbox
+    def __init__(self, config: RunConfig, blackbox: BlackBox, z_start: np.ndarray, on_round=None, run_key="run"):
+        self.config, self.blackbox, self.run_key = config, blackbox, run_key
         self.z_start = np.asarray(z_start, dtype=np.float32)
         self.user_z: dict[int, np.ndarray] = {}  # partition id -> its last customised vector
         self.partition_of: dict[int, int] = {}  # node id -> partition id (as users declare it)
         self.rng = random.Random(config.seed)
+        self.rounds_done = 0
         self.on_round = on_round or (lambda record: None)
 
     # ------------------------------------------------------------------ what subclasses decide
@@ -83,6 +89,25 @@ class MultiStepStrategy(Strategy):
 
     def aggregate(self, server_round: int) -> None:
         """Learn across users after a round (e.g. a prior); default: nothing."""
+
+    def checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything needed to continue after ``rounds_done``: arrays and JSON-able state."""
+        arrays = {f"user-{p}": z for p, z in self.user_z.items()}
+        meter = self.blackbox.meter
+        state = {
+            "rounds_done": self.rounds_done,
+            "rng": repr(self.rng.getstate()),
+            "meter": {k: getattr(meter, k) for k in ("calls", "pairs", "tokens", "forwards", "seconds")},
+        }
+        return arrays, state
+
+    def restore(self, arrays: dict[str, np.ndarray], state: dict) -> None:
+        """Inverse of ``checkpoint``."""
+        self.user_z = {int(k.split("-", 1)[1]): v for k, v in arrays.items() if k.startswith("user-")}
+        self.rounds_done = int(state["rounds_done"])
+        self.rng.setstate(ast.literal_eval(state["rng"]))
+        for key, value in state["meter"].items():
+            setattr(self.blackbox.meter, key, value)
 
     # ------------------------------------------------------------------ Flower's Strategy interface
     def summary(self) -> None:
@@ -103,17 +128,16 @@ class MultiStepStrategy(Strategy):
         nodes = sorted(grid.get_node_ids())
         if self.config.users_per_round and self.config.users_per_round < len(nodes):
             nodes = sorted(self.rng.sample(nodes, self.config.users_per_round))
-        return [
-            self._message(wire.start(server_round, self.start_vector()), n, wire.BEGIN, server_round) for n in nodes
-        ]
+        start = wire.start(server_round, self.start_vector(), self.run_key)
+        return [self._message(start, n, wire.BEGIN, server_round) for n in nodes]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord, MetricRecord]:
-        """Keep each finishing user's z; returns the start vector and the mean of the users' metrics."""
+        """Keep each finishing user's z under the partition its node declared this round; returns the
+        start vector and the mean of the users' metrics."""
         metrics = []
         for reply in replies:
-            z = wire.read_array(reply.content, "result", "z", 1)
-            record = reply.content.metric_records["metrics"]
-            self.user_z[int(record["partition-id"])] = z
+            z, record = wire.read_result(reply.content, self.z_start.size)
+            self.user_z[self.partition_of[reply.metadata.src_node_id]] = z
             metrics.append(record)
         self.aggregate(server_round)
         mean = (
@@ -126,23 +150,22 @@ class MultiStepStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return [
-            self._message(wire.start(server_round, self.start_vector()), n, wire.EVAL_QUERY, server_round)
-            for n in sorted(grid.get_node_ids())
-        ]
+        start = wire.start(server_round, self.start_vector(), self.run_key)
+        return [self._message(start, n, wire.EVAL_QUERY, server_round) for n in sorted(grid.get_node_ids())]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
-        accs = [r.content.metric_records["metrics"]["accuracy"] for r in replies]
+        accs = [wire.read_accuracy(r.content) for r in replies]
         return MetricRecord({"accuracy": float(np.mean(accs)), "accuracy-std": float(np.std(accs)), "users": len(accs)})
 
     # ------------------------------------------------------------------ the round loop
     def start(
         self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 3, timeout: float = 3600, **_
     ) -> Result:
-        """Run ``num_rounds`` multi-step rounds; returns Flower's ``Result`` (start vector, metrics)."""
+        """Run rounds ``rounds_done + 1 .. num_rounds`` (all of them unless restored from a checkpoint);
+        returns Flower's ``Result`` (start vector, metrics)."""
         self.summary()
         result = Result(arrays=wire.arrays(z_start=self.start_vector()))
-        for server_round in range(1, num_rounds + 1):
+        for server_round in range(self.rounds_done + 1, num_rounds + 1):
             started = time.time()
             meter_before = (self.blackbox.meter.calls, self.blackbox.meter.tokens, self.blackbox.meter.seconds)
             round_log = RoundLog(server_round)
@@ -162,9 +185,7 @@ class MultiStepStrategy(Strategy):
                 if kind == wire.STEP:
                     waiting = self._populations(replies, waiting, round_log, kind)
                 else:
-                    finished = self._valid(
-                        replies, round_log, kind, lambda r: wire.read_array(r.content, "result", "z", 1)
-                    )
+                    finished = self._valid(replies, round_log, kind, self._check_result)
             _, train_metrics = self.aggregate_train(server_round, finished)
             result.train_metrics_clientapp[server_round] = train_metrics
             record = {
@@ -186,6 +207,7 @@ class MultiStepStrategy(Strategy):
                     test_accuracy_std=evaluation.get("accuracy-std"),
                     users_evaluated=evaluation["users"],
                 )
+            self.rounds_done = server_round
             meter = self.blackbox.meter
             record.update(
                 calls=meter.calls - meter_before[0],
@@ -231,18 +253,38 @@ class MultiStepStrategy(Strategy):
                 round_log.fail(r.metadata.src_node_id, stage, f"malformed reply: {err}")
         return ok
 
+    def _check_result(self, reply: Message) -> None:
+        """A finish reply: an r-vector, finite metrics, and the partition id its node declared."""
+        _, metrics = wire.read_result(reply.content, self.z_start.size)
+        declared = self.partition_of[reply.metadata.src_node_id]
+        if metrics["partition-id"] != declared:
+            raise wire.ProtocolError(f"result for partition {metrics['partition-id']:.0f}; this node is {declared}")
+
     def _read_query(self, reply: Message, texts: dict | None, use_batch: bool = True) -> tuple[dict, Query]:
         """The validated BlackBox query in a reply: its population over a batch of ``texts`` (the
-        texts of this round's begin reply, or those it carries itself when ``texts`` is None)."""
-        texts = texts or wire.read_texts(reply.content)
-        z = wire.read_array(reply.content, "query", "z", 2)
+        texts of this round's begin reply, or those it carries itself when ``texts`` is None: then
+        all of them are validated and encoded, so none can fail later inside a batch)."""
+        k = self.config.popsize if use_batch else 1
+        z = wire.read_shaped(reply.content, "query", "z", (k, self.z_start.size))
+        if texts is None:
+            texts = wire.read_texts(reply.content)
+            whole = Query(z, texts["passages"], texts["queries"], texts["label-words"])
+            self.blackbox.validate(whole)
+            self.blackbox.encode(whole)  # a text that cannot fit is refused here, not in the batch
         batch = wire.read_batch(reply.content, len(texts["queries"])) if use_batch else range(len(texts["queries"]))
         query = Query(
             z, [texts["passages"][i] for i in batch], [texts["queries"][i] for i in batch], texts["label-words"]
         )
-        self.blackbox.validate(query)
-        self.blackbox.encode(query)  # a text that cannot fit is refused here, not in the batch
         return texts, query
+
+    def _claim(self, node: int, partition: int) -> None:
+        """Bind ``node`` to ``partition`` for this run; a partition already held by another node is refused."""
+        holder = next((n for n, p in self.partition_of.items() if p == partition and n != node), None)
+        if holder is not None:
+            raise wire.ProtocolError(f"partition {partition} is already held by node {holder}")
+        if self.partition_of.get(node, partition) != partition:
+            raise wire.ProtocolError(f"node declared partition {self.partition_of[node]} before, now {partition}")
+        self.partition_of[node] = partition
 
     def _populations(
         self,
@@ -258,10 +300,10 @@ class MultiStepStrategy(Strategy):
             node = r.metadata.src_node_id
             try:
                 texts, query = self._read_query(r, waiting[node].texts if node in waiting else None, not whole_texts)
+                self._claim(node, texts["partition-id"])
             except (wire.ProtocolError, QueryError) as err:
                 round_log.fail(node, stage, str(err))
                 continue
-            self.partition_of[node] = texts["partition-id"]
             sent = query.z.nbytes + (4 * len(query.queries) if not whole_texts else 0)
             if node in waiting:
                 sent += waiting[node].minimum_up_bytes
@@ -289,6 +331,6 @@ class MultiStepStrategy(Strategy):
             self._replies(grid, messages, timeout, round_log, wire.EVAL_SCORE),
             round_log,
             wire.EVAL_SCORE,
-            lambda r: wire.read_metric(r.content, "metrics", "accuracy"),
+            lambda r: wire.read_accuracy(r.content),
         )
         return self.aggregate_evaluate(server_round, replies) if replies else MetricRecord({"users": 0})

@@ -2,11 +2,13 @@
 
 It replaces only Flower's transport: messages, contexts, handlers and replies are the real objects,
 so strategies and apps are tested on their protocol without Ray or a SuperLink. ``faults`` makes
-a node raise (a crashing user) or not answer (a timeout) to test that a round survives them.
+a node raise (a crashing user) or not answer (a timeout) to test that a round survives them; a
+reply that took longer than the timeout is dropped, as Flower's Grid would.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -61,7 +63,10 @@ class LoopbackGrid(Grid):
                 TaskIdentity.node_id = node
                 if fault == "crash":
                     raise RuntimeError("user process crashed")
-                replies.append(client_app(msg, self.contexts[node]))
+                started = time.monotonic()
+                reply = client_app(msg, self.contexts[node])
+                if timeout is None or time.monotonic() - started <= timeout:
+                    replies.append(reply)
             except Exception as err:  # what Flower does with a ClientApp exception: an error reply
                 replies.append(Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg))
             finally:

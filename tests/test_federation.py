@@ -50,7 +50,7 @@ def send(grid, node, kind, content, round=1):
 def test_user_handlers_keep_the_optimiser_at_home():
     grid = LoopbackGrid(2, RUN)
     node = 1000
-    reply = send(grid, node, wire.BEGIN, wire.start(1, np.zeros(R)))
+    reply = send(grid, node, wire.BEGIN, wire.start(1, np.zeros(R), "run"))
     assert not reply.has_error()
     texts = wire.read_texts(reply.content)
     assert len(texts["queries"]) == 6 and texts["label-words"] == [" positive", " negative"]
@@ -69,20 +69,21 @@ def test_user_handlers_keep_the_optimiser_at_home():
 
 def test_user_rejects_scores_of_the_wrong_shape_and_keeps_its_state():
     grid = LoopbackGrid(1, RUN)
-    send(grid, 1000, wire.BEGIN, wire.start(1, np.zeros(R)))
+    send(grid, 1000, wire.BEGIN, wire.start(1, np.zeros(R), "run"))
     before = grid.contexts[1000].state.config_records["search"]["blob"]
     reply = send(grid, 1000, wire.STEP, wire.scores(np.zeros((POP + 1, 6, 2))))
-    assert reply.has_error() and "fitness" in reply.error.reason
+    assert reply.has_error() and "must have shape (4, 6, 2)" in reply.error.reason
     assert grid.contexts[1000].state.config_records["search"]["blob"] == before
     reply = send(grid, 1000, wire.STEP, wire.scores(np.full((POP, 6, 2), np.nan)))
     assert reply.has_error() and "NaN" in reply.error.reason
 
 
 def test_aggregate_train_keeps_each_users_z_and_the_prior_is_their_mean(strategy):
+    strategy.partition_of = {10: 0, 12: 2}  # as the nodes declared at train.begin
     replies = []
     for pid, value in ((2, 3.0), (0, 1.0)):
         request = Message(RecordDict(), dst_node_id=10 + pid, message_type=wire.FINISH, group_id="1")
-        metrics = {"train-loss": value, "best-loss": value, "calls": 8, "partition-id": pid}
+        metrics = {"train-loss": value, "best-loss": value, "calls": 8, "examples": 6, "partition-id": pid}
         replies.append(Message(wire.result(np.full(R, value), metrics), reply_to=request))
     _, metrics = strategy.aggregate_train(1, replies)
     assert sorted(strategy.user_z) == [0, 2]
