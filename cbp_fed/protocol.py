@@ -49,12 +49,14 @@ def read_array(content: RecordDict, record: str, key: str, ndim: int) -> np.ndar
     return value.astype(np.float32, copy=False)
 
 
-def read_config(content: RecordDict, record: str, key: str, kind: type):
-    """A value (or a list of values) of type ``kind`` from ``content[record][key]``."""
+def read_config(content: RecordDict, record: str, key: str, kind: type, many: bool = False):
+    """A value of type ``kind`` from ``content[record][key]``, or a list of them when ``many``."""
     if record not in content.config_records or key not in content.config_records[record]:
         raise ProtocolError(f"message lacks config {record}/{key}")
     value = content.config_records[record][key]
-    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) != many:
+        raise ProtocolError(f"config {record}/{key} must be {'a list of' if many else 'one'} {kind.__name__}")
+    items = value if many else [value]
     if not all(isinstance(v, kind) and not (kind is int and isinstance(v, bool)) for v in items):
         raise ProtocolError(f"config {record}/{key} must hold {kind.__name__} values")
     return value
@@ -120,10 +122,7 @@ def read_texts(content: RecordDict) -> dict:
     label words are the BlackBox's to judge: ``BlackBox.validate``)."""
     out = {}
     for key in ("passages", "queries", "label-words"):
-        value = read_config(content, "texts", key, str)
-        if not isinstance(value, list):
-            raise ProtocolError(f"config texts/{key} must be a list of strings")
-        out[key] = value
+        out[key] = read_config(content, "texts", key, str, many=True)
     for key in ("task", "domain"):
         out[key] = read_config(content, "texts", key, str)
     out["partition-id"] = read_config(content, "texts", "partition-id", int)
@@ -136,8 +135,7 @@ def read_texts(content: RecordDict) -> dict:
 
 def read_batch(content: RecordDict, n_texts: int) -> list[int]:
     """Batch indices of a population reply: distinct, each in [0, n_texts)."""
-    batch = read_config(content, "batch", "indices", int)
-    batch = batch if isinstance(batch, list) else [batch]
+    batch = read_config(content, "batch", "indices", int, many=True)
     if not batch or min(batch) < 0 or max(batch) >= n_texts or len(set(batch)) != len(batch):
         raise ProtocolError(f"batch/indices must be a non-empty list of distinct indices in [0, {n_texts})")
     return batch
