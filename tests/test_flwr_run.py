@@ -1,4 +1,5 @@
-"""A real `flwr run .` simulation (Ray backend, tiny backbone): status, run folder, no process left."""
+"""A real `flwr run .` simulation (Ray backend, tiny backbone): status, run folder, an injected crash
+that the round survives and the user recovers from, no process left."""
 
 from __future__ import annotations
 
@@ -14,23 +15,30 @@ def test_flwr_run_completes_and_writes_the_run_folder(tmp_path):
     before = superlinks()
     settings = (
         f"backbone='tiny-random' sdt-steps=3 r=16 m=8 t=2 popsize=4 steps-per-round=2 num-rounds=2 "
-        f"tasks='sst2' n-test=12 shots-per-class=3 min-users=3 results-dir='{tmp_path}' run-name='it'"
+        f"tasks='sst2' n-test=12 shots-per-class=3 min-users=3 results-dir='{tmp_path}' run-name='it' "
+        "inject-faults='crash:1@1'"
     )
     run = flwr_run(users=3, run_config=settings, flwr_home=tmp_path / "flwr", timeout=600)
     assert run["status"] == "finished:completed", run
-    assert superlinks() == before  # the SuperLink it started is stopped
+    assert not superlinks() - before  # the SuperLink it started is stopped (others may run beside it)
 
     folder = tmp_path / "it"
     config = json.loads((folder / "config.json").read_text())
     assert config["backbone"] == "tiny-random" and config["popsize"] == 4
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
+    assert [r["users_ok"] for r in rounds] == [2, 3]  # user 1 crashed in round 1 and came back in round 2
+    (failure,) = rounds[0]["failures"]
+    assert failure["stage"] == "train.finish" and "crashed (injected)" in failure["reason"]
+    assert rounds[1]["failures"] == []
     for record in rounds:
-        assert record["users_ok"] == 3 and record["failures"] == []
-        assert 0 <= record["test_accuracy"] <= 1
+        assert 0 <= record["test_accuracy"] <= 1 and record["users_evaluated"] == 3
         users = record["bytes"]["users"]
         assert sorted(users) == ["0", "1", "2"]  # keyed by partition id
-        for user in users.values():
+        for pid, user in users.items():
+            if record["round"] == 1 and pid == "1":
+                assert user["up"]["train.finish"]["errors"] == 1  # it crashed: Flower replied an error for it
+                continue
             assert user["up"]["train.begin"]["payload_bytes"] > user["up"]["train.finish"]["payload_bytes"]  # texts
             assert set(user["down"]) == {
                 "train.begin",
