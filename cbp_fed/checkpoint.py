@@ -20,7 +20,10 @@ from safetensors.numpy import save_file
 VERSION = 1
 FILE = "checkpoint.safetensors"
 # Keys a resumed run may change: how long it runs and how it is operated, not what it computes.
-RESUMABLE_CHANGES = {"resume-from", "num-rounds", "round-timeout", "inject-faults", "min-users"}
+RESUMABLE_CHANGES = {
+    *("resume-from", "run-name", "results-dir"),
+    *("num-rounds", "round-timeout", "inject-faults", "min-users"),
+}
 
 
 def save_checkpoint(folder: str | Path, arrays: dict[str, np.ndarray], state: dict) -> Path:

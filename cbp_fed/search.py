@@ -123,7 +123,13 @@ class CMASearch:
         return self._asked is not None
 
     def discard_pending(self) -> None:
-        """Forget a population that was asked but never told (its round was cut short by a failure)."""
+        """Forget a population that was asked but never told (its round was cut short by a failure).
+
+        pycma remembers the candidates it injected into that population (e.g. along the last mean
+        shift) and warns when they are never told; they are dropped from its record too."""
+        if self._asked is not None:
+            for x in self._asked:
+                self.es._injected_solutions_archive.pop(x, None)
         self._asked = None
 
     @property

@@ -131,6 +131,8 @@ def main(grid: Grid, context: Context) -> None:
             "rounds": len(rounds),
             "resumed_after_round": saved[1]["rounds_done"] if saved else None,
             "users": len(strategy.user_z),
+            # users that finished some round but whose customised z the provider no longer holds (must be none)
+            "users_lost": sorted({p for r in rounds for p in r.get("users_finished", [])} - set(strategy.user_z)),
             "final_test_accuracy": evaluated[-1]["test_accuracy"] if evaluated else None,
             "final_test_accuracy_std": evaluated[-1]["test_accuracy_std"] if evaluated else None,
             "calls": strategy.blackbox.meter.calls,

@@ -1,6 +1,7 @@
 """Run the app with `flwr run .` on a local simulation SuperLink, check its status, stop what it started.
 
     python -m simulations.local_run [--users N] [--config simulations/scale-300.toml] [--set "key=value ..."]
+    python -m simulations.local_run --config PRESET --set "resume-from='/abs/results/RUN'"  # continue a killed run
 
 Results go to results/<preset run-name or "default">-<timestamp>/ and are printed as a table; the peak
 memory of all Flower and Ray processes goes to local_run.json beside them.
@@ -145,14 +146,15 @@ def main() -> int:
     name = f"{settings.get('run-name', 'default')}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = ROOT / "results"
     settings.update({"results-dir": str(results), "run-name": name}, **parse_settings(args.set))
+    folder = Path(settings["resume-from"]) if settings.get("resume-from") else results / name
     with PeakMemory() as peak:
         run = flwr_run(max(args.users, settings.get("min-users", 0)), run_config_string(settings))
     facts = {**{k: run.get(k) for k in ("run-id", "status", "elapsed")}, "peak_rss_gib": round(peak.bytes / 2**30, 2)}
     print(json.dumps(facts))
-    if (results / name).is_dir():
-        (results / name / "local_run.json").write_text(json.dumps(facts, indent=2) + "\n")
-    if (results / name / "rounds.jsonl").exists():
-        print_rounds(results / name)
+    if folder.is_dir():
+        (folder / "local_run.json").write_text(json.dumps(facts, indent=2) + "\n")
+    if (folder / "rounds.jsonl").exists():
+        print_rounds(folder)
     return 0 if run.get("status") == "finished:completed" else 1
 
 

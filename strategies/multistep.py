@@ -193,6 +193,7 @@ class MultiStepStrategy(Strategy):
                 "users_sampled": round_log.sampled,
                 "users_ok": len(finished),
                 "users_failed": round_log.sampled - len(finished),
+                "users_finished": sorted(self.partition_of[r.metadata.src_node_id] for r in finished),
                 "failures": round_log.failures,
                 **{k.replace("-", "_"): v for k, v in train_metrics.items()},
             }
