@@ -55,10 +55,10 @@ class SearchConfig:
 
 
 class SeededNormal:
-    """``randn(*shape)`` from the search's own generator: pycma draws from numpy's global RNG by
-    default, which other users in the same process (a Ray actor serves many) and every new
-    deployment process would disturb. Pickled with the search, so a restored search continues its
-    exact random sequence."""
+    """``randn(*shape)`` from the search's own generator. pycma's default draws from numpy's global
+    RNG, which it re-seeds on construction (clobbering it for everything else in the process) and
+    which anything else in the process can move between construction and the first ask. Pickled with
+    the search, so a restored search continues its exact random sequence."""
 
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
@@ -87,6 +87,11 @@ class CMASearch:
             "tolflatfitness": 10**9,
             "tolx": 0,
             "tolstagnation": 10**9,
+            # No selective mirrors (pycma's default below popsize 6): pycma finds its injected mirrors
+            # again by hash(x.tobytes()), which Python salts per process, so a state told in another
+            # process than the one that asked (Ray actors, a deployment's per-message processes)
+            # loses track of them ("orphanated injected solution" warnings) and treats them as samples.
+            "CMA_mirrors": 0,
         }
         if config.bound:
             options["bounds"] = [-config.bound, config.bound]
@@ -123,13 +128,7 @@ class CMASearch:
         return self._asked is not None
 
     def discard_pending(self) -> None:
-        """Forget a population that was asked but never told (its round was cut short by a failure).
-
-        pycma remembers the candidates it injected into that population (e.g. along the last mean
-        shift) and warns when they are never told; they are dropped from its record too."""
-        if self._asked is not None:
-            for x in self._asked:
-                self.es._injected_solutions_archive.pop(x, None)
+        """Forget a population that was asked but never told (its round was cut short by a failure)."""
         self._asked = None
 
     @property

@@ -89,6 +89,41 @@ def _populations(search: CMASearch, generations: int, disturb: bool) -> np.ndarr
     return np.stack(out)
 
 
+def _continue(blob: bytes) -> np.ndarray:
+    """Tell the pending population of a pickled search, then run 3 more generations; their candidates."""
+    search, out = CMASearch.from_bytes(blob), []
+    for _ in range(4):
+        x = search._asked.astype(np.float32) if search.pending else search.ask()
+        search.tell((x.astype(float) ** 2).sum(1))
+        search = CMASearch.from_bytes(search.to_bytes())
+        out.append(search.ask())
+        search = CMASearch.from_bytes(search.to_bytes())
+    return np.stack(out)
+
+
+def test_a_search_continues_identically_in_another_process():
+    """A state asked here and told in a fresh interpreter (another hash salt and global RNG), as in a
+    Ray actor or a deployment's per-message process, goes on exactly as if it had stayed here."""
+    import pickle
+    import subprocess
+    import sys
+
+    search = CMASearch(np.zeros(6), SearchConfig(popsize=4, budget=80), seed=1)  # small popsize
+    for _ in range(2):
+        x = search.ask()
+        search.tell((x**2).sum(1))
+    search.ask()  # pending, as between train.step and train.finish
+    code = (
+        "import sys, pickle\n"
+        "from tests.test_search import _continue\n"
+        "sys.stdout.buffer.write(pickle.dumps(_continue(sys.stdin.buffer.read())))\n"
+    )
+    env = {"PYTHONHASHSEED": "12345", "PATH": ""}
+    done = subprocess.run([sys.executable, "-c", code], input=search.to_bytes(), capture_output=True, env=env)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    np.testing.assert_array_equal(pickle.loads(done.stdout), _continue(search.to_bytes()))
+
+
 @pytest.mark.parametrize("diagonal", [False, True])
 def test_search_randomness_is_its_own_and_survives_a_round_trip(diagonal):
     """Same seed -> same populations, whatever happens to numpy's global RNG between messages."""
@@ -102,7 +137,7 @@ def test_search_randomness_is_its_own_and_survives_a_round_trip(diagonal):
 
 def test_discard_pending_lets_an_interrupted_generation_be_asked_again(recwarn):
     search = CMASearch(np.zeros(4), SearchConfig(popsize=4, budget=80), seed=0)
-    for _ in range(2):  # from the second generation on, pycma injects a candidate along the mean shift
+    for _ in range(2):
         x = search.ask()
         search.tell((x**2).sum(1))
     search.ask()
@@ -113,4 +148,4 @@ def test_discard_pending_lets_an_interrupted_generation_be_asked_again(recwarn):
         x = search.ask()
         search.tell((x**2).sum(1))
     assert search.calls == 6 * 4
-    assert not [w for w in recwarn if "orphan" in str(w.message)]  # pycma's record was cleaned too
+    assert not [w for w in recwarn if "orphan" in str(w.message)]  # pycma injects nothing it could lose track of
