@@ -31,7 +31,8 @@ DOMAINS: dict[str, Domain] = {
         ("boolq",),
     ),
     "medical": Domain("medical", ("medmcqa", "medqa", "mmlu-medical"), ("pubmedqa",)),
-    "finance": Domain("finance", ("mmlu-finance",), ()),
+    # A finance-knowledge proxy (MMLU economics for SDT, MMLU business for users), not sentiment data.
+    "finance": Domain("finance", ("mmlu-economics",), ("mmlu-business",)),
 }
 
 

@@ -22,15 +22,9 @@ MMLU_MEDICAL = (
     "professional_medicine",
     "virology",
 )
-MMLU_FINANCE = (
-    "econometrics",
-    "high_school_macroeconomics",
-    "high_school_microeconomics",
-    "professional_accounting",
-    "business_ethics",
-    "marketing",
-    "management",
-)
+MMLU_ECONOMICS = ("econometrics", "high_school_macroeconomics", "high_school_microeconomics")
+MMLU_BUSINESS = ("professional_accounting", "business_ethics", "marketing", "management")
+MMLU_FINANCE = MMLU_ECONOMICS + MMLU_BUSINESS
 
 
 def _arrow(folder: str, *columns: str) -> tuple[dict, ...]:
@@ -268,3 +262,11 @@ def mmlu_medical() -> tuple[MultipleChoice, ...]:
 
 def mmlu_finance() -> tuple[MultipleChoice, ...]:
     return _mmlu(MMLU_FINANCE)
+
+
+def mmlu_economics() -> tuple[MultipleChoice, ...]:
+    return _mmlu(MMLU_ECONOMICS)
+
+
+def mmlu_business() -> tuple[MultipleChoice, ...]:
+    return _mmlu(MMLU_BUSINESS)

@@ -99,6 +99,20 @@ _REGISTRY: dict[str, _Spec] = {
         "A finance-knowledge proxy (MMLU economics/business), not financial sentiment data: MMLU test "
         f"splits of {', '.join(readers.MMLU_FINANCE)}, {_DATA}.",
     ),
+    "mmlu-economics": _Spec(
+        "finance",
+        letter_words(4),
+        readers.mmlu_economics,
+        "The economics half of the finance-knowledge proxy (the finance domain's SDT task): MMLU test "
+        f"splits of {', '.join(readers.MMLU_ECONOMICS)}, {_DATA}.",
+    ),
+    "mmlu-business": _Spec(
+        "finance",
+        letter_words(4),
+        readers.mmlu_business,
+        "The business half of the finance-knowledge proxy (the finance domain's user task, held out of "
+        f"its SDT): MMLU test splits of {', '.join(readers.MMLU_BUSINESS)}, {_DATA}.",
+    ),
     "sst2": _Spec(
         "general", (" positive", " negative"), readers.sst2, f"SST-2 validation (movie-review sentiment), {_DATA}."
     ),
