@@ -2,6 +2,7 @@
 #   make demo        `flwr run .` (4 simulated users, SmolLM2), stops the SuperLink it started, prints the rounds
 #   make test        the test suite (unit tests on a tiny random model, real SmolLM2, a real flwr run)
 #   make demo-core   one process, no Flower: SDT + the four methods on BoolQ, small sizes
+#   make deploy-demo a real deployment on loopback: TLS, SuperNode authentication, 3 users, a refused node
 #   make experiments the core comparison table on the real SmolLM2 (long: about an hour)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -13,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo demo-core test lint experiments clean
+.PHONY: setup demo demo-core deploy-demo test lint experiments clean
 
 setup: $(VENV)/.ready
 
@@ -30,6 +31,9 @@ $(VENV)/.ready: pyproject.toml
 
 demo: setup
 	$(PY) -m simulations.local_run --users 4
+
+deploy-demo: setup
+	$(PY) -m simulations.deploy_demo --users 3
 
 demo-core: setup
 	$(BIN)/cbp-fed sdt --domain commonsense --steps 80 --pool-size 800 --eval-size 100 --max-tokens 64 --out results/demo-core/gen-commonsense
