@@ -17,6 +17,7 @@ import numpy as np
 from cbp_fed.backbone import FrozenLM
 from cbp_fed.config import RunConfig
 from cbp_fed.domain_training import SDTConfig, load_generator, save_generator, train_generator
+from cbp_fed.prompts import PromptGenerator
 from cbp_fed.service import BlackBox
 
 from .multistep import MultiStepStrategy
@@ -38,6 +39,29 @@ def domain_prior(vectors: np.ndarray, how: str = "mean", trim: float = 0.2) -> n
     raise ValueError(f"prior must be mean, median or trimmed-mean, got {how!r}")
 
 
+def provider_generator(config: RunConfig, lm: FrozenLM, run_path: Path) -> tuple[PromptGenerator, dict]:
+    """The provider's generator: ``config.generator`` (or the run folder's own, when resuming), else
+    SDT for ``config.domain``, saved in the run folder."""
+    own = run_path / "generator"
+    if config.generator or (config.resume_from and (own / "generator.json").exists()):
+        return load_generator(config.generator or own, lm)
+    sdt = SDTConfig(
+        domain=config.domain,
+        r=config.r,
+        m=config.m,
+        t=config.t,
+        steps=config.sdt_steps,
+        max_tokens=config.max_tokens,
+        seed=config.seed,
+        pool_size=max(200, 8 * config.sdt_steps),
+        eval_size=min(200, max(32, 2 * config.sdt_steps)),
+    )
+    gen, meta = train_generator(lm, sdt)
+    save_generator(gen, meta, own)
+    log.info("SDT %s: held-out pool accuracy %s", config.domain, meta["eval_accuracy"])
+    return gen, meta
+
+
 class CBPStrategy(MultiStepStrategy):
     """Multi-step rounds over the generator's BlackBox; the start vector is the domain prior."""
 
@@ -50,26 +74,7 @@ class CBPStrategy(MultiStepStrategy):
 
     @classmethod
     def build(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> CBPStrategy:
-        """Load ``config.generator`` (or the run folder's own, when resuming) or run SDT for
-        ``config.domain`` and save it in the run folder."""
-        own = run_path / "generator"
-        if config.generator or (config.resume_from and (own / "generator.json").exists()):
-            gen, meta = load_generator(config.generator or own, lm)
-        else:
-            sdt = SDTConfig(
-                domain=config.domain,
-                r=config.r,
-                m=config.m,
-                t=config.t,
-                steps=config.sdt_steps,
-                max_tokens=config.max_tokens,
-                seed=config.seed,
-                pool_size=max(200, 8 * config.sdt_steps),
-                eval_size=min(200, max(32, 2 * config.sdt_steps)),
-            )
-            gen, meta = train_generator(lm, sdt)
-            save_generator(gen, meta, run_path / "generator")
-            log.info("SDT %s: held-out pool accuracy %s", config.domain, meta["eval_accuracy"])
+        gen, meta = provider_generator(config, lm, run_path)
         box = BlackBox(lm, gen, max_tokens=config.max_tokens)
         return cls(config, box, gen.z0.detach().cpu().numpy(), meta["domain"], on_round, run_path.name)
 

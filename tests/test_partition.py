@@ -121,3 +121,25 @@ def test_user_data_keeps_one_train_row_when_every_class_has_one_row():
     _, split = user_data(config, pid)
     assert (len(split.train), len(split.dev), len(split.test)) == (1, 1, 0)
     assert split.train[0].uid != split.dev[0].uid
+
+
+def test_a_users_own_data_through_a_toml_spec_is_partitioned_like_a_registered_task(tmp_path):
+    rows = "\n".join(f"{'good' if i % 2 else 'bad'} quarter number {i},{i % 2}" for i in range(60))
+    (tmp_path / "news.csv").write_text("sentence,label\n" + rows + "\n")
+    spec = tmp_path / "news.toml"
+    spec.write_text(
+        f'source = "{tmp_path / "news.csv"}"\ntemplate = "Sentence: {{sentence}}\\nSentiment:"\n'
+        'label_column = "label"\nlabel_values = ["0", "1"]\nlabel_words = [" negative", " positive"]\n'
+        'name = "news"\ndomain = "finance"\n'
+    )
+    config = PartitionConfig("iid", (str(spec),), num_partitions=2, seed=0)
+    task, split = user_data(config, 1, shots_per_class=2, n_test=4)
+    assert task.name == "news" and task.label_words == (" negative", " positive")
+    assert len(split.train) == 4 and len(split.test) == 4
+    _, shard0 = user_task(config, 0)
+    _, shard1 = user_task(config, 1)
+    assert {e.uid for e in shard0}.isdisjoint(e.uid for e in shard1)
+    with pytest.raises(FileNotFoundError, match="custom task spec"):
+        PartitionConfig("iid", (str(tmp_path / "missing.toml"),)) and user_task(
+            PartitionConfig("iid", (str(tmp_path / "missing.toml"),)), 0
+        )

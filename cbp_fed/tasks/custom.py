@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import string
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,18 +105,34 @@ def load_custom_task(cfg: CustomTaskConfig) -> Task:
     )
 
 
+SPEC_SUFFIXES = (".json", ".toml")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the app's folder (also inside an installed Flower app)
+
+
+def is_spec_file(spec: str) -> bool:
+    """True when ``spec`` names a custom task file rather than a registered task."""
+    return spec.endswith(SPEC_SUFFIXES)
+
+
+def _spec_path(spec: str) -> Path:
+    """The spec file as given, else relative to the project (a simulated user's working folder differs)."""
+    for path in (Path(spec), PROJECT_ROOT / spec):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"custom task spec {spec} does not exist (looked here and under {PROJECT_ROOT})")
+
+
 def load_task_spec(spec: str) -> Task:
-    """A registry name, or a JSON file holding a ``CustomTaskConfig`` (how the CLI and the apps name
-    a user's own data), e.g. ``{"source": "reviews.csv", "template": "Review: {text}\\nSentiment:",
-    "label_column": "stars", "label_values": ["5", "1"], "label_words": [" positive", " negative"]}``."""
+    """A registry name, or a JSON or TOML file holding a ``CustomTaskConfig`` (how the CLI and the
+    apps name a user's own data), e.g. ``{"source": "reviews.csv", "template": "Review: {text}\\nSentiment:",
+    "label_column": "stars", "label_values": ["5", "1"], "label_words": [" positive", " negative"]}``.
+    Use TOML for a spec that a Flower app must carry: its package (FAB) takes .toml files, not .json."""
     from .registry import load_task
 
-    if not spec.endswith(".json"):
+    if not is_spec_file(spec):
         return load_task(spec)
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"custom task spec {spec} does not exist")
-    fields = json.loads(path.read_text())
+    path = _spec_path(spec)
+    fields = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
     for key in ("label_values", "label_words"):
         fields[key] = tuple(fields.get(key, ()))
     try:

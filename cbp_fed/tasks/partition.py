@@ -24,7 +24,8 @@ from datasets import Dataset
 from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
 
 from .core import Example, Task
-from .registry import load_task, task_names
+from .custom import is_spec_file, load_task_spec
+from .registry import task_names
 from .splits import UserSplit, server_user_partition
 
 MODES = ("iid", "dirichlet", "task-per-user")
@@ -48,7 +49,7 @@ class PartitionConfig:
             raise ValueError(f"unknown partition mode {self.mode!r}; known modes: {', '.join(MODES)}")
         if not isinstance(self.tasks, tuple) or not self.tasks:
             raise ValueError(f"tasks must be a non-empty tuple of task names, got {self.tasks!r}")
-        unknown = [name for name in self.tasks if name not in task_names()]
+        unknown = [name for name in self.tasks if name not in task_names() and not is_spec_file(name)]
         if unknown:
             raise ValueError(f"unknown task(s) {', '.join(map(repr, unknown))}; known tasks: {', '.join(task_names())}")
         if len(set(self.tasks)) != len(self.tasks):
@@ -64,7 +65,7 @@ class PartitionConfig:
 @functools.cache
 def _user_rows(task_name: str) -> tuple[Example, ...]:
     """The user-side rows of a registered task, in task order."""
-    return server_user_partition(load_task(task_name))[1]
+    return server_user_partition(load_task_spec(task_name))[1]
 
 
 def _locate(config: PartitionConfig, partition_id: int) -> tuple[str, int, int]:
@@ -116,7 +117,7 @@ def user_task(config: PartitionConfig, partition_id: int) -> tuple[Task, tuple[E
     task_name, shard, num_shards = _locate(config, partition_id)
     row_indices = _partitioner(config, task_name, num_shards).load_partition(shard)["row"]
     rows = _user_rows(task_name)
-    return load_task(task_name), tuple(rows[i] for i in row_indices)
+    return load_task_spec(task_name), tuple(rows[i] for i in row_indices)
 
 
 def user_data(

@@ -1,0 +1,74 @@
+"""Zero-shot and SDT-only on the federation: no user-side search, one evaluation through the same apps.
+
+The baselines without stage 2 still go through the real protocol: each user sends its test texts
+(evaluate.query, with no z of its own it takes the start vector), the BlackBox scores every user's
+texts in one batched call, and each user replies with its accuracy (evaluate.score). So their
+accuracy, calls and bytes come from the same code and meters as the searching methods.
+
+- zero-shot: no prompt at all (``NoPrompt``).
+- sdt-only: the provider's generator with the domain's SDT start vector z0 for every user.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result
+
+from cbp_fed import protocol as wire
+from cbp_fed.backbone import FrozenLM
+from cbp_fed.config import RunConfig
+from cbp_fed.prompts import NoPrompt
+from cbp_fed.service import BlackBox
+
+from .cbp import provider_generator
+from .multistep import MultiStepStrategy, RoundLog
+
+
+class EvaluateOnlyStrategy(MultiStepStrategy):
+    """One round: evaluate every connected user with the start vector; nothing is trained."""
+
+    @classmethod
+    def zero_shot(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> EvaluateOnlyStrategy:
+        box = BlackBox(lm, NoPrompt(lm.d, config.r), max_tokens=config.max_tokens)
+        return cls(config, box, np.zeros(config.r, np.float32), on_round, run_path.name)
+
+    @classmethod
+    def sdt_only(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> EvaluateOnlyStrategy:
+        gen, _ = provider_generator(config, lm, run_path)
+        box = BlackBox(lm, gen, max_tokens=config.max_tokens)
+        return cls(config, box, gen.z0.detach().cpu().numpy(), on_round, run_path.name)
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 1, timeout=3600, **_):
+        """Evaluate once (round 1) and record it like a training round without training."""
+        self.summary()
+        result = Result(arrays=wire.arrays(z_start=self.start_vector()))
+        if self.rounds_done:
+            return result
+        started, round_log = time.time(), RoundLog(1)
+        evaluation = self._evaluate(grid, 1, timeout, round_log)
+        result.evaluate_metrics_clientapp[1] = evaluation
+        meter = self.blackbox.meter
+        self.rounds_done = 1
+        self.on_round(
+            {
+                "round": 1,
+                "users_sampled": 0,
+                "users_ok": 0,
+                "users_failed": 0,
+                "users_finished": [],
+                "failures": round_log.failures,
+                "test_accuracy": evaluation.get("accuracy"),
+                "test_accuracy_std": evaluation.get("accuracy-std"),
+                "users_evaluated": evaluation["users"],
+                "calls": meter.calls,
+                "tokens": meter.tokens,
+                "forward_seconds": round(meter.seconds, 3),
+                "seconds": round(time.time() - started, 3),
+            }
+        )
+        return result
