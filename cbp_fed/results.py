@@ -117,10 +117,11 @@ class RunFolder:
 
 
 def _series(records: list[dict], key: str) -> tuple[list, list[float]]:
-    """(rounds, values) of the records that have `key`; a value that is not a number is an error."""
+    """(rounds, values) of the records that have `key` (None = not measured that round, e.g. no user
+    could be evaluated); a value that is not a number is an error."""
     rounds, values = [], []
     for record in records:
-        if key in record:
+        if record.get(key) is not None:
             value = record[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"round {record['round']}: {key!r} must be a number, got {value!r}")
@@ -189,9 +190,9 @@ def console_round_line(record: dict) -> str:
         parts.append(f"users {record.get('users_ok', 0)} ok, {record.get('users_failed', 0)} failed")
     if "train_loss" in record:
         parts.append(f"loss {record['train_loss']:.4f}")
-    if "test_accuracy" in record:
+    if record.get("test_accuracy") is not None:  # None when no user could be evaluated
         accuracy = f"acc {record['test_accuracy']:.4f}"
-        if "test_accuracy_std" in record:
+        if record.get("test_accuracy_std") is not None:
             accuracy += f" ± {record['test_accuracy_std']:.4f}"
         parts.append(accuracy)
     traffic = [

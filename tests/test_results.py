@@ -81,6 +81,7 @@ def test_plots_whose_keys_never_appear_are_skipped(tmp_path):
     run = RunFolder(tmp_path, "sparse")
     run.log_round({"round": 1, "bytes_down_per_user": 100})
     run.log_round({"round": 2, "test_accuracy": 0.6})  # no std: no band, still a plot
+    run.log_round({"round": 3, "test_accuracy": None, "test_accuracy_std": None})  # nobody could be evaluated
     assert sorted(p.name for p in run.plot()) == ["accuracy.png", "bytes.png"]
     assert not (run.path / "fitness.png").exists()
     assert RunFolder(tmp_path, "empty").plot() == []
@@ -110,3 +111,5 @@ def test_console_round_line():
         " | 12.3 s"
     )
     assert console_round_line({"round": 1, "users_ok": 2}) == "round 1 | users 2 ok, 0 failed"
+    everyone_failed = {"round": 2, "users_ok": 0, "users_failed": 3, "test_accuracy": None, "test_accuracy_std": None}
+    assert console_round_line(everyone_failed) == "round 2 | users 0 ok, 3 failed"
