@@ -54,7 +54,8 @@ def environment(flwr_home: Path, users: int, cpus_per_user: int = 1) -> dict[str
 
 
 def superlinks() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "flower-superlink"], capture_output=True, text=True).stdout
+    """PIDs of local simulation SuperLinks (a deployment's SuperLink running beside is not ours)."""
+    out = subprocess.run(["pgrep", "-f", "flower-superlink.*--simulation"], capture_output=True, text=True).stdout
     return {int(pid) for pid in out.split()}
 
 
