@@ -65,6 +65,7 @@ class EvaluateOnlyStrategy(MultiStepStrategy):
                 "test_accuracy": evaluation.get("accuracy"),
                 "test_accuracy_std": evaluation.get("accuracy-std"),
                 "users_evaluated": evaluation["users"],
+                "test_examples": evaluation.get("examples", 0),
                 "calls": meter.calls,
                 "tokens": meter.tokens,
                 "forward_seconds": round(meter.seconds, 3),

@@ -155,7 +155,9 @@ class MultiStepStrategy(Strategy):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         accs = [wire.read_accuracy(r.content) for r in replies]
-        return MetricRecord({"accuracy": float(np.mean(accs)), "accuracy-std": float(np.std(accs)), "users": len(accs)})
+        examples = sum(int(r.content.metric_records["metrics"].get("examples", 0)) for r in replies)
+        spread = {"accuracy": float(np.mean(accs)), "accuracy-std": float(np.std(accs))}
+        return MetricRecord({**spread, "users": len(accs), "examples": examples})
 
     # ------------------------------------------------------------------ the round loop
     def start(
@@ -207,6 +209,7 @@ class MultiStepStrategy(Strategy):
                     test_accuracy=evaluation.get("accuracy"),
                     test_accuracy_std=evaluation.get("accuracy-std"),
                     users_evaluated=evaluation["users"],
+                    test_examples=evaluation.get("examples", 0),
                 )
             self.rounds_done = server_round
             meter = self.blackbox.meter

@@ -1,0 +1,255 @@
+"""The experiment suite: methods x domains x seeds through the Flower apps, at equal call budgets.
+
+    python -m simulations.suite [--domains commonsense medical finance] [--methods zero-shot sdt-only bbt fedbpt cbp]
+                                [--seeds 0 1 2] [--users 4] [--out results/suite] [--table-only]
+
+Each cell is one real `flwr run .` (simulations/local_run.py) of the domain's preset
+(simulations/<domain>.toml) with `method` and `seed` set, into `<out>/<domain>-<method>-s<seed>/`.
+The suite is resumable: a cell with a summary.json is not run again; a cell that was killed after a
+round continues from its checkpoint (`resume-from`, users keep their state under `<out>/.users`);
+anything else is run afresh. Cells go seed by seed, so a stopped suite still has complete seeds.
+Generators are the domain's SDT checkpoint at `<out>/gen-<domain>` (trained first with `cbp-fed sdt`
+if missing). Then it writes `<out>/table.md` and three plots: accuracy per method per domain,
+accuracy vs calls per user, bytes per user per round per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from simulations.local_run import ROOT, flwr_run, run_config_string  # noqa: E402
+
+METHODS = ("zero-shot", "sdt-only", "bbt", "fedbpt", "cbp")
+DOMAINS = ("commonsense", "medical", "finance")
+SEARCHING = ("bbt", "fedbpt", "cbp")
+# SDT per domain when the suite has to train a generator (the sizes results/ was made with).
+SDT_STEPS = {"commonsense": 400, "medical": 200, "finance": 150}
+SDT_POOL = {"commonsense": 4000, "medical": 4000, "finance": 398}
+
+
+def preset(domain: str) -> dict:
+    return tomllib.loads((ROOT / "simulations" / f"{domain}.toml").read_text())
+
+
+def ensure_generator(domain: str, folder: Path) -> None:
+    """Train the domain's generator with `cbp-fed sdt` unless the folder already holds one."""
+    if (folder / "generator.json").exists():
+        return
+    command = [
+        *(sys.executable, "-m", "cbp_fed.cli", "sdt", "--domain", domain, "--out", str(folder)),
+        *("--steps", str(SDT_STEPS[domain]), "--pool-size", str(SDT_POOL[domain]), "--max-tokens", "96"),
+    ]
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+def run_cell(domain: str, method: str, seed: int, users: int, out: Path) -> dict:
+    """One cell through `flwr run`; resumes a killed one from its checkpoint; returns its summary."""
+    name = f"{domain}-{method}-s{seed}"
+    folder = out / name
+    settings = {
+        **preset(domain),
+        "method": method,
+        "seed": seed,
+        "generator": str(out / f"gen-{domain}"),
+        "results-dir": str(out),
+        "run-name": name,
+        "user-state-dir": str((out / ".users").resolve()),
+        "min-users": users,
+    }
+    if method in ("zero-shot", "sdt-only"):
+        settings["num-rounds"] = 1
+    if (folder / "checkpoint.safetensors").exists():
+        settings["resume-from"] = str(folder.resolve())
+    elif folder.exists():
+        shutil.rmtree(folder)  # killed before its first round: nothing to keep
+    run = flwr_run(users, run_config_string(settings), flwr_home=ROOT / ".state" / "flwr-suite")
+    if run.get("status") != "finished:completed" or not (folder / "summary.json").exists():
+        raise RuntimeError(f"cell {name} ended {run.get('status')}: see {folder}")
+    return json.loads((folder / "summary.json").read_text())
+
+
+# ----------------------------------------------------------------------------- the table and plots
+def load_cells(out: Path) -> list[dict]:
+    """One record per finished cell: its summary, per-round accuracy and calls, and config."""
+    cells = []
+    for summary_path in sorted(out.glob("*-s*/summary.json")):
+        folder = summary_path.parent
+        config = json.loads((folder / "config.json").read_text())
+        rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+        searches = config["method"] in SEARCHING
+        per_round_calls = config["steps-per-round"] * config["popsize"] if searches else 0
+        cells.append(
+            {
+                "domain": config["domain"],
+                "method": config["method"],
+                "seed": config["seed"],
+                "task": config["tasks"],
+                "accuracy": rounds[-1]["test_accuracy"],
+                "curve": [(r["round"] * per_round_calls, r["test_accuracy"]) for r in rounds],
+                "calls_per_user": per_round_calls * len(rounds),
+                "bytes_up": float(np.mean([r["bytes_up_per_user"] for r in rounds])),
+                "bytes_down": float(np.mean([r["bytes_down_per_user"] for r in rounds])),
+                "test_examples": rounds[-1].get("test_examples", 0),
+                "wall_seconds": json.loads(summary_path.read_text())["wall_seconds"],
+            }
+        )
+    return cells
+
+
+def _mean_std(values: list[float]) -> str:
+    values = 100 * np.asarray(values, dtype=float)
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}" if len(values) > 1 else f"{values.mean():.1f}"
+
+
+def calls_to_reach(cells: list[dict], domain: str, method: str, target: float) -> int | None:
+    """Fewest calls per user at which ``method``'s seed-mean accuracy reaches ``target`` (None: never)."""
+    curves = [c["curve"] for c in cells if c["domain"] == domain and c["method"] == method]
+    if not curves:
+        return None
+    points = defaultdict(list)
+    for curve in curves:
+        for calls, accuracy in curve:
+            points[calls].append(accuracy)
+    return next((calls for calls in sorted(points) if np.mean(points[calls]) >= target), None)
+
+
+def table(cells: list[dict]) -> str:
+    """Markdown: accuracy (mean ± std over seeds) per method x domain, calls, bytes; then calls-to-accuracy."""
+    groups = defaultdict(list)
+    for c in cells:
+        groups[(c["method"], c["domain"])].append(c)
+    domains = [d for d in DOMAINS if any(c["domain"] == d for c in cells)]
+    tasks = {c["domain"]: c["task"] for c in cells}
+    head = " | ".join(f"{d} ({tasks[d]}) acc %" for d in domains)
+    lines = [
+        f"| method | {head} | seeds | calls/user | test texts | up B/user/round | down B/user/round |",
+        "|---|" + "---|" * (len(domains) + 5),
+    ]
+    for method in METHODS:
+        runs = [c for d in domains for c in groups.get((method, d), [])]
+        if not runs:
+            continue
+        accs = " | ".join(
+            _mean_std([c["accuracy"] for c in groups[(method, d)]]) if groups.get((method, d)) else "-" for d in domains
+        )
+        seeds = "/".join(str(len(groups.get((method, d), []))) for d in domains)
+        texts = "/".join(
+            str(groups[(method, d)][0]["test_examples"]) if (method, d) in groups else "-" for d in domains
+        )
+        up, down = (np.mean([c[key] for c in runs]) for key in ("bytes_up", "bytes_down"))
+        lines.append(
+            f"| {method} | {accs} | {seeds} | {runs[0]['calls_per_user']} | {texts} | {up:,.0f} | {down:,.0f} |"
+        )
+    lines += ["", "Calls per user to reach CBP's accuracy at its budget (from the per-round curves):", ""]
+    lines += [
+        "| domain | CBP acc % at calls | BBT needs | FedBPT needs | CBP needs for BBT's final |",
+        "|---|---|---|---|---|",
+    ]
+    for d in domains:
+        cbp = groups.get(("cbp", d))
+        if not cbp:
+            continue
+        target = float(np.mean([c["accuracy"] for c in cbp]))
+        budget = cbp[0]["calls_per_user"]
+        needs = [calls_to_reach(cells, d, m, target) for m in ("bbt", "fedbpt")]
+        bbt = groups.get(("bbt", d))
+        reverse = calls_to_reach(cells, d, "cbp", float(np.mean([c["accuracy"] for c in bbt]))) if bbt else None
+        shown = [f"{n}" if n is not None else f"not within {budget}" for n in (*needs, reverse)]
+        lines.append(f"| {d} | {100 * target:.1f} at {budget} | {shown[0]} | {shown[1]} | {shown[2]} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(cells: list[dict], out: Path) -> None:
+    """accuracy.png (bars per domain), accuracy_vs_calls.png (curves), bytes.png (per method)."""
+    domains = [d for d in DOMAINS if any(c["domain"] == d for c in cells)]
+    methods = [m for m in METHODS if any(c["method"] == m for c in cells)]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / max(len(methods), 1)
+    for i, method in enumerate(methods):
+        accs = [[100 * c["accuracy"] for c in cells if c["method"] == method and c["domain"] == d] for d in domains]
+        x = np.arange(len(domains)) + i * width
+        means, stds = [np.mean(a) if a else 0 for a in accs], [np.std(a) if a else 0 for a in accs]
+        ax.bar(x, means, width, yerr=stds, label=method)
+    ax.set_xticks(np.arange(len(domains)) + width * (len(methods) - 1) / 2, domains)
+    ax.set(ylabel="test accuracy (%)", title="Accuracy per method (mean ± std over seeds)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=120)
+
+    fig, axes = plt.subplots(1, len(domains), figsize=(4.5 * len(domains), 3.4), squeeze=False)
+    for ax, d in zip(axes[0], domains):
+        for method in methods:
+            runs = [c["curve"] for c in cells if c["method"] == method and c["domain"] == d]
+            if not runs:
+                continue
+            if method in ("zero-shot", "sdt-only"):
+                ax.axhline(100 * np.mean([r[-1][1] for r in runs]), linestyle=":", color="grey", label=method)
+                continue
+            calls = [p[0] for p in runs[0]]
+            acc = 100 * np.array([[p[1] for p in r] for r in runs if len(r) == len(calls)])
+            ax.errorbar(calls, acc.mean(0), yerr=acc.std(0), marker="o", capsize=3, label=method)
+        ax.set(title=d, xlabel="calls per user", ylabel="test accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_calls.png", dpi=120)
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    searching = [m for m in methods if m in SEARCHING]
+    for i, key in enumerate(("bytes_up", "bytes_down")):
+        values = [np.mean([c[key] for c in cells if c["method"] == m]) for m in searching]
+        ax.bar(np.arange(len(searching)) + 0.4 * i, values, 0.4, label=key.replace("bytes_", ""))
+    ax.set_xticks(np.arange(len(searching)) + 0.2, searching)
+    ax.set(ylabel="bytes per user per round", yscale="log", title="Communication per user per round")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "bytes.png", dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "suite")
+    parser.add_argument("--table-only", action="store_true", help="rebuild table.md and plots from finished cells")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("CBP_FED_CACHE", str(ROOT / ".state" / "cache"))
+    if not args.table_only:
+        for domain in args.domains:
+            if {"sdt-only", "cbp"} & set(args.methods):
+                ensure_generator(domain, args.out / f"gen-{domain}")
+        for seed in args.seeds:
+            for domain in args.domains:
+                for method in args.methods:
+                    if (args.out / f"{domain}-{method}-s{seed}" / "summary.json").exists():
+                        continue
+                    summary = run_cell(domain, method, seed, args.users, args.out)
+                    print(f"{domain}-{method}-s{seed}: {summary['final_test_accuracy']}", flush=True)
+    cells = load_cells(args.out)
+    if not cells:
+        print("no finished cells yet")
+        return 1
+    (args.out / "table.md").write_text(table(cells))
+    plot(cells, args.out)
+    print((args.out / "table.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
