@@ -46,6 +46,7 @@ class User:
             partition, self.partition_id, self.config.shots_per_class, self.config.n_test, self.config.seed
         )
         self.labels = np.array([ex.label for ex in self.split.train])
+        self.sigma_sq = 0.0  # sigma^2 summed over the populations asked this round (kept with the optimiser)
 
     def inject_faults(self, msg: Message, round: int) -> None:
         """Act out this run's planned failures (``inject-faults``) for this user and message."""
@@ -73,8 +74,19 @@ class User:
             seed=c.seed * 100_003 + self.partition_id,
         )
 
+    def round_search(self, round: int, z_start: np.ndarray, sigma: float) -> CMASearch:
+        """FedBPT: a fresh optimiser for this round only, at the global mean ``z_start (r,)`` with the
+        global ``sigma``, seeded by (seed, partition id, round): nothing of it outlives the round."""
+        c = self.config
+        seed = int(np.random.SeedSequence([c.seed, self.partition_id, round]).generate_state(1)[0])
+        return CMASearch(z_start, SearchConfig(c.popsize, sigma, c.calls_per_round, c.diagonal, loss=c.loss), seed)
+
     def save(self, search: CMASearch, batch: list[int], round: int, run_key: str) -> None:
+        """The optimiser into context.state; a population just asked adds its sigma^2 to ``sigma-sq``."""
+        if search.pending:
+            self.sigma_sq += float(search.es.sigma) ** 2
         record = {"blob": search.to_bytes(), "batch": batch, "round": round, "run-key": run_key}
+        record["sigma-sq"] = self.sigma_sq
         self.context.state["search"] = ConfigRecord(record)
 
     def state_dir(self, run_key: str) -> Path:
@@ -112,6 +124,7 @@ class User:
         search = CMASearch.from_bytes(saved["blob"])
         if not search.pending:
             raise wire.ProtocolError(f"round {round}: scores for a population that was already told")
+        self.sigma_sq = float(saved["sigma-sq"])
         return search, list(saved["batch"]), saved["run-key"]
 
     @property
@@ -167,7 +180,10 @@ def begin(msg: Message, context: Context) -> Message:
     user = User(context)
     round, z_start, run_key = _read_start(msg, user.config.r)
     user.inject_faults(msg, round)
-    search = user.load_search(round, z_start, run_key)
+    if user.config.method == "fedbpt":
+        search = user.round_search(round, z_start, wire.read_sigma(msg.content))
+    else:
+        search = user.load_search(round, z_start, run_key)
     batch = user.next_batch(round, 0)
     content = wire.population(search.ask(), batch)
     content["texts"] = user.texts(user.split.train)
@@ -198,17 +214,32 @@ def step(msg: Message, context: Context) -> Message:
     return Message(reply, reply_to=msg)
 
 
+def _local_search(search: CMASearch, losses: np.ndarray, sigma_sq: float) -> dict[str, float]:
+    """What a FedBPT user reports of its round beside its local mean, without another model call.
+
+    local-loss: the last population's losses ``(k,)`` of its mu best, averaged with CMA-ES's
+    recombination weights: the candidates the returned mean is the weighted average of, so an
+    estimate of the loss at that mean (the reference code spends an extra evaluation on it).
+    local-sigma: sqrt(sum_t sigma_t^2 / mu) over the round's K populations: the spread the mean's
+    displacement from the global mean would have under random selection (the reference's formula),
+    from which the provider calibrates the global step size.
+    """
+    weights = search.es.sp.weights
+    parents = np.sort(losses)[: weights.mu]
+    return {
+        "local-loss": float(parents @ np.asarray(weights.positive_weights)),
+        "local-sigma": float(np.sqrt(sigma_sq / weights.mu)),
+    }
+
+
 @app.train("finish")
 def finish(msg: Message, context: Context) -> Message:
-    """Tell the last population; keep and reply with the single customised vector."""
+    """Tell the last population; keep and reply with the single customised vector. A FedBPT user
+    keeps nothing (its evaluation uses the global mean) and adds its ``_local_search`` metrics."""
     user, round = User(context), _round_of(msg)
     user.inject_faults(msg, round)
     search, losses, run_key = _tell(msg, user, round)
-    user.save(search, [], round, run_key)
     z = search.result
-    context.state["z"] = wire.arrays(z=z)
-    if user.config.user_state_dir:
-        user.save_to_disk(round, run_key)
     metrics = {
         "train-loss": float(losses.mean()),
         "best-loss": search.best_fitness,
@@ -216,12 +247,21 @@ def finish(msg: Message, context: Context) -> Message:
         "examples": len(user.split.train),
         "partition-id": user.partition_id,
     }
+    if user.config.method == "fedbpt":
+        del context.state["search"]
+        metrics.update(_local_search(search, losses, user.sigma_sq))
+        return Message(wire.result(z, metrics), reply_to=msg)
+    user.save(search, [], round, run_key)
+    context.state["z"] = wire.arrays(z=z)
+    if user.config.user_state_dir:
+        user.save_to_disk(round, run_key)
     return Message(wire.result(z, metrics), reply_to=msg)
 
 
 @app.evaluate("query")
 def evaluate_query(msg: Message, context: Context) -> Message:
-    """Send the test texts and the user's own z (or the start vector if it has none yet)."""
+    """Send the test texts and the user's own z (or the start vector if it has none yet: always for
+    FedBPT, whose product is the one global mean)."""
     user = User(context)
     round, z_start, _ = _read_start(msg, user.config.r)
     user.inject_faults(msg, round)

@@ -9,6 +9,8 @@ One round, by message type (down = provider -> user, up = user -> provider):
     evaluate.query  down: z_start (r,)                            up: test texts + label words, the user's z (1, r)
     evaluate.score  down: scores (1, n, C)                        up: accuracy (labels never leave the user)
 
+FedBPT adds one float each way: the global sigma in train.begin's round record, and in train.finish
+the user's local loss and local sigma beside its local mean (sent as z).
 No optimiser state ever travels: it lives in the user's ``context.state``. Readers validate what
 they read and raise ``ProtocolError`` naming the record, key and problem.
 Imports only numpy and flwr (the ClientApp uses this module).
@@ -80,10 +82,14 @@ def read_metric(content: RecordDict, record: str, key: str) -> float:
 
 
 # ----------------------------------------------------------------- builders (one per message body)
-def start(round: int, z_start: np.ndarray, run_key: str) -> RecordDict:
+def start(round: int, z_start: np.ndarray, run_key: str, sigma: float | None = None) -> RecordDict:
     """Down, train.begin / evaluate.query: the round, the start vector for a user without a state,
-    and the run's key (the name under which a user may keep its own state on disk across a resume)."""
-    return RecordDict({"start": arrays(z_start=z_start), "round": ConfigRecord({"round": round, "run-key": run_key})})
+    and the run's key (the name under which a user may keep its own state on disk across a resume).
+    FedBPT's train.begin adds ``sigma``, the global CMA-ES step size every user starts its round from."""
+    config = {"round": round, "run-key": run_key}
+    if sigma is not None:
+        config["sigma"] = float(sigma)
+    return RecordDict({"start": arrays(z_start=z_start), "round": ConfigRecord(config)})
 
 
 def texts(
@@ -148,6 +154,26 @@ def read_result(content: RecordDict, r: int) -> tuple[np.ndarray, dict[str, floa
     """A train.finish reply: the customised vector ``(r,)`` and its finite metrics."""
     z = read_shaped(content, "result", "z", (r,))
     return z, {key: read_metric(content, "metrics", key) for key in RESULT_METRICS}
+
+
+def read_sigma(content: RecordDict) -> float:
+    """FedBPT's train.begin: the global step size, a finite float > 0."""
+    sigma = read_config(content, "round", "sigma", float)
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ProtocolError(f"config round/sigma must be finite and > 0, got {sigma}")
+    return sigma
+
+
+LOCAL_SEARCH_METRICS = ("local-loss", "local-sigma")
+
+
+def read_local_search(content: RecordDict) -> dict[str, float]:
+    """A FedBPT train.finish reply's account of its round's search: ``local-loss`` (finite) and
+    ``local-sigma`` (finite, > 0); see ``strategies/fedbpt.py`` for what they mean."""
+    metrics = {key: read_metric(content, "metrics", key) for key in LOCAL_SEARCH_METRICS}
+    if metrics["local-sigma"] <= 0:
+        raise ProtocolError(f"metric metrics/local-sigma must be > 0, got {metrics['local-sigma']}")
+    return metrics
 
 
 def read_accuracy(content: RecordDict) -> float:

@@ -5,8 +5,9 @@
 
 from .bbt import BBTStrategy
 from .cbp import CBPStrategy
+from .fedbpt import FedBPTStrategy
 from .multistep import MultiStepStrategy
 
-STRATEGIES = {"cbp": CBPStrategy.build, "bbt": BBTStrategy.build}
+STRATEGIES = {"cbp": CBPStrategy.build, "bbt": BBTStrategy.build, "fedbpt": FedBPTStrategy.build}
 
-__all__ = ["STRATEGIES", "BBTStrategy", "CBPStrategy", "MultiStepStrategy"]
+__all__ = ["STRATEGIES", "BBTStrategy", "CBPStrategy", "FedBPTStrategy", "MultiStepStrategy"]
