@@ -13,7 +13,7 @@ from typing import Any
 
 from .faults import parse_faults
 
-METHODS = ("cbp", "bbt", "fedbpt")
+METHODS = ("cbp", "bbt", "fedbpt", "zero-shot", "sdt-only")
 PARTITIONS = ("iid", "dirichlet", "task-per-user")
 LOSSES = ("ce", "hinge")
 PRIORS = ("mean", "median", "trimmed-mean")

@@ -5,9 +5,16 @@
 
 from .bbt import BBTStrategy
 from .cbp import CBPStrategy
+from .evaluate_only import EvaluateOnlyStrategy
 from .fedbpt import FedBPTStrategy
 from .multistep import MultiStepStrategy
 
-STRATEGIES = {"cbp": CBPStrategy.build, "bbt": BBTStrategy.build, "fedbpt": FedBPTStrategy.build}
+STRATEGIES = {
+    "cbp": CBPStrategy.build,
+    "bbt": BBTStrategy.build,
+    "fedbpt": FedBPTStrategy.build,
+    "zero-shot": EvaluateOnlyStrategy.zero_shot,
+    "sdt-only": EvaluateOnlyStrategy.sdt_only,
+}
 
-__all__ = ["STRATEGIES", "BBTStrategy", "CBPStrategy", "FedBPTStrategy", "MultiStepStrategy"]
+__all__ = ["STRATEGIES", "BBTStrategy", "CBPStrategy", "EvaluateOnlyStrategy", "FedBPTStrategy", "MultiStepStrategy"]
