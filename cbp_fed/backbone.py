@@ -255,8 +255,16 @@ class FrozenLM:
         return self._embedding(torch.tensor(list(ids), device=self.device)).float()
 
     def pooled(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Mean input embedding of each sequence, ``(n, d)`` fp32: the generator's view of an input."""
-        return torch.stack([self.embed(ids).mean(0) for ids in token_ids])
+        """Mean input embedding of each sequence, ``(n, d)`` fp32: the generator's view of an input.
+
+        One embedding lookup for all n sequences and a segment mean (``index_add``): the BlackBox pools
+        every user's texts on each call, so a lookup per sequence would cost a Python round trip each.
+        """
+        lengths = torch.tensor([len(ids) for ids in token_ids], device=self.device)
+        segment = torch.repeat_interleave(torch.arange(len(token_ids), device=self.device), lengths)
+        table = self.embed([i for ids in token_ids for i in ids])  # (sum of lengths, d)
+        sums = torch.zeros(len(token_ids), self.d, device=self.device).index_add_(0, segment, table)
+        return sums / lengths[:, None]
 
     def embedding_std(self) -> float:
         """Spread of the embedding table; the random projections are scaled to it (BBT recipe)."""
@@ -275,21 +283,7 @@ class FrozenLM:
         B = prompts.shape[0]
         if B != len(token_ids):
             raise ValueError(f"{B} prompts for {len(token_ids)} sequences")
-        n_prefix = len(self.prefix_ids)
-        flat = torch.tensor([i for ids in token_ids for i in (*self.prefix_ids, *ids)], device=self.device)
-        table = self._embedding(flat).to(self.dtype)
-        rows, offset = [], 0
-        for b, ids in enumerate(token_ids):
-            tok = table[offset : offset + n_prefix + len(ids)]
-            offset += n_prefix + len(ids)
-            rows.append(torch.cat([tok[:n_prefix], prompts[b].to(self.dtype), tok[n_prefix:]]))
-        embeds = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_side=self.padding_side)
-        lengths = torch.tensor([len(row) for row in rows], device=self.device)
-        columns = torch.arange(embeds.shape[1], device=self.device)
-        if self.padding_side == "left":
-            mask = (columns[None] >= embeds.shape[1] - lengths[:, None]).long()
-        else:
-            mask = (columns[None] < lengths[:, None]).long()
+        embeds, mask, lengths = self._inputs(prompts, token_ids)
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
         hidden = self.model.model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids
@@ -297,6 +291,31 @@ class FrozenLM:
         if self.padding_side == "left":
             return hidden[:, -1]
         return hidden[torch.arange(B, device=self.device), lengths - 1]
+
+    def _inputs(
+        self, prompts: torch.Tensor, token_ids: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The padded batch of ``[prefix ; prompt_b ; tokens_b]`` rows without a Python loop over rows.
+
+        One embedding lookup of a ``(B, L)`` id grid (pads look up id 0; the mask hides them), then the
+        prompts are scattered into their ``t`` columns of each row (``masked_scatter`` keeps gradients).
+        Returns embeds ``(B, L, d)`` in the model's dtype, the attention mask ``(B, L)`` (1 = real) and
+        the row lengths ``(B,)``.
+        """
+        B, t = prompts.shape[:2]
+        n_prefix = len(self.prefix_ids)
+        lengths = torch.tensor([n_prefix + t + len(ids) for ids in token_ids], device=self.device)
+        columns = torch.arange(int(lengths.max()), device=self.device)
+        first = columns.numel() - lengths if self.padding_side == "left" else torch.zeros_like(lengths)
+        offset = columns[None] - first[:, None]  # (B, L): position inside the row, negative or >= length on pads
+        mask = (offset >= 0) & (offset < lengths[:, None])
+        is_prompt = (offset >= n_prefix) & (offset < n_prefix + t)
+        grid = torch.zeros(B, columns.numel(), dtype=torch.long, device=self.device)
+        grid[mask & ~is_prompt] = torch.tensor(
+            [i for ids in token_ids for i in (*self.prefix_ids, *ids)], dtype=torch.long, device=self.device
+        )
+        embeds = self._embedding(grid).to(self.dtype).masked_scatter(is_prompt[..., None], prompts.to(self.dtype))
+        return embeds, mask.long(), lengths
 
     def label_logits(self, hidden: torch.Tensor, label_ids: torch.Tensor) -> torch.Tensor:
         """``hidden: (B, d)``, ``label_ids: (C,)`` -> ``(B, C)`` fp32 logits of the label words only."""

@@ -65,6 +65,26 @@ class Meter:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The forward order of one ``score`` call (``P`` pairs in total).
+
+    rows: ``(P, 3)`` (query u, candidate c, example e) sorted by length, longest first;
+    pairs: ``(P,)`` each row's pair number in (u, c, e) order (the row of the flattened prompts);
+    lengths: ``(P,)`` tokens of each sequence (prefix + prompt + text); chunks: ``[begin, end)`` row ranges,
+    one forward each.
+    """
+
+    rows: torch.Tensor
+    pairs: torch.Tensor
+    lengths: torch.Tensor
+    chunks: list[tuple[int, int]]
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """``(rows, padded length)`` of each chunk's forward: what a raw forward at the same shapes runs."""
+        return [(end - begin, int(self.lengths[begin])) for begin, end in self.chunks]
+
+
 class BlackBox:
     """Frozen LM + prompt source behind a validated, batched scoring endpoint.
 
@@ -134,53 +154,89 @@ class BlackBox:
     @torch.no_grad()
     def score(self, queries: Sequence[Query]) -> list[np.ndarray]:
         """Scores ``(k, n, C)`` float32 for each query, computed in one batched pass over all of them."""
+        if not queries:
+            return []
         started = time.perf_counter()
         for query in queries:
             self.validate(query)
         encoded = [self.encode(q) for q in queries]
-        prompts = [
-            self.source(torch.as_tensor(q.z, dtype=torch.float32, device=self.lm.device), self.lm.pooled(ids))
-            for q, ids in zip(queries, encoded)
-        ]  # each (k, n, t, d)
-        t = self.source.t
-        pairs = [
-            (len(ids[e]) + t, u, c, e)
-            for u, (q, ids) in enumerate(zip(queries, encoded))
-            for c in range(q.z.shape[0])
-            for e in range(len(ids))
-        ]
-        pairs.sort(reverse=True)
-        hidden = torch.empty(len(pairs), self.lm.d, dtype=self.lm.dtype, device=self.lm.device)
-        for chunk in self._chunks([p[0] + len(self.lm.prefix_ids) for p in pairs]):
-            rows = [pairs[i] for i in chunk]
-            batch_prompts = torch.stack([prompts[u][c, e] for _, u, c, e in rows])
-            hidden[chunk[0] : chunk[-1] + 1] = self.lm.last_hidden(
-                batch_prompts, [encoded[u][e] for _, u, _, e in rows]
+        prompts = self._prompts(queries, encoded)
+        plan = self.plan(queries, encoded)
+        hidden = torch.empty(len(plan.pairs), self.lm.d, dtype=self.lm.dtype, device=self.lm.device)
+        for begin, end in plan.chunks:
+            rows = plan.rows[begin:end]
+            hidden[begin:end] = self.lm.last_hidden(
+                prompts[plan.pairs[begin:end]], [encoded[u][e] for u, _, e in rows.tolist()]
             )
             self.meter.forwards += 1
-        scores = [torch.empty(q.z.shape[0], len(ids), len(q.label_words)) for q, ids in zip(queries, encoded)]
-        order = torch.tensor([[u, c, e] for _, u, c, e in pairs]) if pairs else torch.empty(0, 3, dtype=torch.long)
-        for u, q in enumerate(queries):
-            rows = (order[:, 0] == u).nonzero().squeeze(1)
-            logits = self.lm.label_logits(hidden[rows], self.lm.label_token_ids(q.label_words)).cpu()
-            scores[u][order[rows, 1], order[rows, 2]] = logits
+        scores = self._label_scores(queries, encoded, plan, hidden)
         self.meter.calls += sum(q.z.shape[0] for q in queries)
-        self.meter.pairs += len(pairs)
-        self.meter.tokens += sum(p[0] for p in pairs)
+        self.meter.pairs += len(plan.pairs)
+        self.meter.tokens += int(plan.lengths.sum()) - len(plan.pairs) * len(self.lm.prefix_ids)
         self.meter.seconds += time.perf_counter() - started
-        return [s.numpy() for s in scores]
+        return scores
 
-    def _chunks(self, lengths: list[int]) -> list[list[int]]:
-        """Split consecutive indices of length-sorted (descending) rows into chunks whose padded size
-        ``rows x longest`` stays within the token budget (a single over-long row gets its own chunk)."""
-        chunks, current = [], []
-        for i in range(len(lengths)):
-            if current and (len(current) + 1) * lengths[current[0]] > self.token_budget:
-                chunks.append(current)
-                current = []
-            current.append(i)
-        if current:
-            chunks.append(current)
+    def plan(self, queries: Sequence[Query], encoded: Sequence[Sequence[Sequence[int]]]) -> Plan:
+        """All (query, candidate, example) pairs sorted by sequence length, longest first, and cut into
+        chunks of at most ``token_budget`` padded tokens (``rows x longest``; an over-long row alone).
+
+        Pair ``(u, c, e)`` is number ``offset_u + c * n_u + e`` in the order of ``_prompts``.
+        """
+        extra = len(self.lm.prefix_ids) + self.source.t
+        rows, lengths = [], []
+        for u, (q, ids) in enumerate(zip(queries, encoded)):
+            for c in range(q.z.shape[0]):
+                rows += [(u, c, e) for e in range(len(ids))]
+                lengths += [len(x) + extra for x in ids]
+        rows_t = torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
+        lengths_t = torch.tensor(lengths, dtype=torch.long)
+        order = torch.argsort(-lengths_t, stable=True)  # ties keep (u, c, e) order: deterministic chunks
+        rows_t, lengths_t = rows_t[order], lengths_t[order]
+        return Plan(rows_t, order, lengths_t, self._chunks(lengths_t.tolist()))
+
+    def _prompts(self, queries: Sequence[Query], encoded: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:
+        """Every pair's soft prompt, ``(pairs, t, d)`` in the model's dtype: query u's ``(k, n, t, d)``
+        flattened at its offset. Written in place, so at most one query's prompts exist twice."""
+        sizes = [q.z.shape[0] * len(ids) for q, ids in zip(queries, encoded)]
+        pooled = self.lm.pooled([x for ids in encoded for x in ids]).split([len(ids) for ids in encoded])
+        out = torch.empty(sum(sizes), self.source.t, self.lm.d, dtype=self.lm.dtype, device=self.lm.device)
+        for q, p, part in zip(queries, pooled, out.split(sizes)):
+            z = torch.as_tensor(q.z, dtype=torch.float32, device=self.lm.device)
+            part.copy_(self.source(z, p).reshape(part.shape))
+        return out
+
+    def _label_scores(
+        self, queries: Sequence[Query], encoded: Sequence[Sequence[Sequence[int]]], plan: Plan, hidden: torch.Tensor
+    ) -> list[np.ndarray]:
+        """``hidden: (pairs, d)`` in plan order -> each query's ``(k, n, C)`` label-word logits.
+
+        One ``(rows, d) @ (d, C)`` product per distinct set of label words (usually one for all users).
+        """
+        by_pair = torch.empty_like(hidden)
+        by_pair[plan.pairs] = hidden  # back to (u, c, e) order
+        sizes = [q.z.shape[0] * len(ids) for q, ids in zip(queries, encoded)]
+        owner = torch.repeat_interleave(torch.arange(len(queries)), torch.tensor(sizes, dtype=torch.long))
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for u, q in enumerate(queries):
+            groups.setdefault(tuple(q.label_words), []).append(u)
+        scores = [
+            np.empty((q.z.shape[0], len(ids), len(q.label_words)), np.float32) for q, ids in zip(queries, encoded)
+        ]
+        for words, users in groups.items():
+            selected = torch.isin(owner, torch.tensor(users)).nonzero().squeeze(1)
+            logits = self.lm.label_logits(by_pair[selected], self.lm.label_token_ids(words)).cpu().numpy()
+            for u, part in zip(users, np.split(logits, np.cumsum([sizes[u] for u in users])[:-1])):
+                scores[u][...] = part.reshape(scores[u].shape)
+        return scores
+
+    def _chunks(self, lengths: list[int]) -> list[tuple[int, int]]:
+        """``[begin, end)`` ranges of length-sorted (descending) rows whose padded size ``rows x longest``
+        stays within the token budget (a single over-long row gets its own chunk)."""
+        chunks, begin = [], 0
+        for i in range(1, len(lengths) + 1):
+            if i == len(lengths) or (i - begin + 1) * lengths[begin] > self.token_budget:
+                chunks.append((begin, i))
+                begin = i
         return chunks
 
 
@@ -194,4 +250,4 @@ def calibrated(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return scores - reference.reshape(-1, reference.shape[-1]).mean(0)
 
 
-__all__ = ["BlackBox", "Query", "QueryError", "Limits", "Meter", "accuracy", "calibrated"]
+__all__ = ["BlackBox", "Query", "QueryError", "Limits", "Meter", "Plan", "accuracy", "calibrated"]

@@ -4,7 +4,8 @@
     python -m simulations.local_run --config PRESET --set "resume-from='/abs/results/RUN'"  # continue a killed run
 
 Results go to results/<preset run-name or "default">-<timestamp>/ and are printed as a table; the peak
-memory of all Flower and Ray processes goes to local_run.json beside them.
+memory of the run's Flower and Ray processes goes to local_run.json beside them. Each run gets its own
+SuperLink port, so runs started at the same time (other checkouts, tests) neither meet nor stop each other.
 
 `flwr run` starts a background `flower-superlink --simulation` that outlives the command and exits 0
 even when the run failed (FLOWER_NOTES.md). This wrapper sets the environment first (no runtime
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,9 +55,27 @@ def environment(flwr_home: Path, users: int, cpus_per_user: int = 1) -> dict[str
     return env
 
 
-def superlinks() -> set[int]:
-    """PIDs of local simulation SuperLinks (a deployment's SuperLink running beside is not ours)."""
-    out = subprocess.run(["pgrep", "-f", "flower-superlink.*--simulation"], capture_output=True, text=True).stdout
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def private_superlink(env: dict[str, str], port: int | None = None) -> int:
+    """Give this run's local SuperLink its own ports, so that `flwr run` neither reuses nor collides with
+    another local simulation on the default 39091 (e.g. a test running at the same time); returns its port."""
+    port = port or free_port()
+    env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"] = str(port)
+    env["FLWR_LOCAL_CONTROL_API_PORT"] = str(free_port())
+    return port
+
+
+def superlinks(port: int | None = None) -> set[int]:
+    """PIDs of local simulation SuperLinks (a deployment's SuperLink running beside is not ours), only the
+    one listening on ``port`` when given."""
+    pattern = "flower-superlink.*--simulation" + (f".*--port {port}( |$)" if port else "")
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
     return {int(pid) for pid in out.split()}
 
 
@@ -89,10 +109,21 @@ def parse_settings(text: str) -> dict:
     return tomllib.loads("\n".join(text.split())) if text.strip() else {}
 
 
-def flwr_run(users: int, run_config: str = "", flwr_home: Path | None = None, timeout: float = 3600) -> dict:
-    """Run the app once; returns the run's entry of `flwr list` (its "status" says how it ended)."""
-    env = environment(flwr_home or ROOT / ".state" / "flwr", users)
-    before = superlinks()
+def flwr_run(
+    users: int,
+    run_config: str = "",
+    flwr_home: Path | None = None,
+    timeout: float = 3600,
+    port: int | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> dict:
+    """Run the app once; returns the run's entry of `flwr list` (its "status" says how it ended).
+
+    ``port``: the local SuperLink's port (default: a free one); ``extra_env``: more environment for `flwr`
+    and the SuperLink it starts (e.g. RAY_ADDRESS to run on an existing Ray cluster).
+    """
+    env = {**environment(flwr_home or ROOT / ".state" / "flwr", users), **(extra_env or {})}
+    port = private_superlink(env, port)
     command = ["flwr", "run", str(ROOT), "--stream"] + (["--run-config", run_config] if run_config else [])
     try:
         subprocess.run(command, env=env, cwd=ROOT, timeout=timeout, check=False)
@@ -102,7 +133,24 @@ def flwr_run(users: int, run_config: str = "", flwr_home: Path | None = None, ti
         runs = json.loads(listing.stdout).get("runs", [])
         return max(runs, key=lambda r: r["pending-at"]) if runs else {"status": "unknown: no run listed"}
     finally:
-        stop(superlinks() - before)
+        stop(superlinks(port))
+
+
+def simulate(settings: dict, users: int, folder: Path, timeout: float = 3600, **flwr_args) -> dict:
+    """One run with ``settings`` (run-config keys) and ``users`` SuperNodes, its peak memory measured.
+
+    Returns the facts also written to ``folder/local_run.json`` (when the run made its folder): run id,
+    status, elapsed seconds and the peak resident memory of this run's processes (its SuperLink's tree:
+    SuperExec, the ServerApp's simulation process, Ray and the ClientApp actors; not other runs').
+    ``flwr_args`` go to ``flwr_run`` (flwr_home, extra_env).
+    """
+    port = free_port()
+    with PeakMemory(roots=lambda: superlinks(port)) as peak:
+        run = flwr_run(users, run_config_string(settings), timeout=timeout, port=port, **flwr_args)
+    facts = {**{k: run.get(k) for k in ("run-id", "status", "elapsed")}, "peak_rss_gib": round(peak.bytes / 2**30, 2)}
+    if folder.is_dir():
+        (folder / "local_run.json").write_text(json.dumps(facts, indent=2) + "\n")
+    return facts
 
 
 def print_rounds(folder: Path) -> None:
@@ -148,15 +196,11 @@ def main() -> int:
     results = ROOT / "results"
     settings.update({"results-dir": str(results), "run-name": name}, **parse_settings(args.set))
     folder = Path(settings["resume-from"]) if settings.get("resume-from") else results / name
-    with PeakMemory() as peak:
-        run = flwr_run(max(args.users, settings.get("min-users", 0)), run_config_string(settings))
-    facts = {**{k: run.get(k) for k in ("run-id", "status", "elapsed")}, "peak_rss_gib": round(peak.bytes / 2**30, 2)}
+    facts = simulate(settings, max(args.users, settings.get("min-users", 0)), folder)
     print(json.dumps(facts))
-    if folder.is_dir():
-        (folder / "local_run.json").write_text(json.dumps(facts, indent=2) + "\n")
     if (folder / "rounds.jsonl").exists():
         print_rounds(folder)
-    return 0 if run.get("status") == "finished:completed" else 1
+    return 0 if facts["status"] == "finished:completed" else 1
 
 
 if __name__ == "__main__":

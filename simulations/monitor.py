@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import psutil
 
@@ -34,17 +35,39 @@ def simulation_rss() -> int:
     return total
 
 
-class PeakMemory:
-    """``with PeakMemory() as peak: ...``; then ``peak.bytes`` is the largest sum seen."""
+def tree_rss(roots: set[int]) -> int:
+    """Resident bytes of the processes ``roots`` and all their descendants (one run's SuperLink tree holds
+    its SuperExec, the flwr-simulation process and the Ray processes it started, and nobody else's)."""
+    total = 0
+    for pid in roots:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+    return total
 
-    def __init__(self, interval: float = 0.5):
-        self.interval, self.bytes = interval, 0
+
+class PeakMemory:
+    """``with PeakMemory() as peak: ...``; then ``peak.bytes`` is the largest sum seen.
+
+    ``roots``: a callable giving the PIDs whose process trees to count (e.g. one run's SuperLink), so that
+    other simulations on the machine are left out; without it, every Flower or Ray process counts.
+    """
+
+    def __init__(self, interval: float = 0.5, roots: Callable[[], set[int]] | None = None):
+        self.interval, self.bytes, self.roots = interval, 0, roots
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.bytes = max(self.bytes, simulation_rss())
+            self.bytes = max(self.bytes, tree_rss(self.roots()) if self.roots else simulation_rss())
             time.sleep(self.interval)
 
     def __enter__(self) -> PeakMemory:

@@ -94,3 +94,49 @@ def test_accuracy_and_calibration():
     assert accuracy(scores, [0, 1, 1]) == pytest.approx(2 / 3)
     fixed = calibrated(scores, scores)  # subtract the mean logit per label: (2.17, 1.73)
     assert accuracy(fixed, [0, 1, 1]) == pytest.approx(1.0)
+
+
+@torch.no_grad()
+def _pair_by_pair(box: BlackBox, query: Query) -> np.ndarray:
+    """The unoptimised reference: one forward per (candidate, example), no batching, no sorting."""
+    lm, ids = box.lm, box.encode(query)
+    pooled = torch.stack([lm.embed(x).mean(0) for x in ids])
+    prompts = box.source(torch.as_tensor(query.z), pooled)  # (k, n, t, d)
+    labels = lm.label_token_ids(query.label_words)
+    return np.array(
+        [
+            [lm.label_logits(lm.last_hidden(prompts[c, e][None], [ids[e]]), labels)[0].numpy() for e in range(len(ids))]
+            for c in range(len(query.z))
+        ]
+    )
+
+
+@pytest.mark.parametrize("token_budget", [40, 100_000])
+@pytest.mark.parametrize("method", ["cbp", "bbt"])
+def test_optimised_scores_equal_the_pair_by_pair_reference(tiny, generator, token_budget, method):
+    source = generator if method == "cbp" else ProjectedPrompt(instruction_embedding(tiny, 3), r=16)
+    box = BlackBox(tiny, source, max_tokens=12, token_budget=token_budget)
+    queries = [
+        make_query(16, k=3, seed=2, n=3),
+        make_query(16, k=2, seed=3, n=2, words=(" A", " B", " C")),
+        make_query(16, k=1, seed=4, n=3),
+    ]
+    for got, query in zip(box.score(queries), queries):
+        np.testing.assert_allclose(got, _pair_by_pair(box, query), atol=1e-4)
+
+
+def test_pooled_is_the_mean_embedding_of_each_sequence(tiny):
+    ids = [tiny.tokenize(q) for q in QUERIES]
+    expected = torch.stack([tiny.embed(x).mean(0) for x in ids])
+    torch.testing.assert_close(tiny.pooled(ids), expected)
+
+
+def test_plan_sorts_by_length_and_keeps_chunks_within_the_budget(tiny, generator):
+    box = BlackBox(tiny, generator, token_budget=60)
+    queries = [make_query(16, k=2, seed=0), make_query(16, k=3, seed=1, n=2)]
+    plan = box.plan(queries, [box.encode(q) for q in queries])
+    assert plan.lengths.tolist() == sorted(plan.lengths.tolist(), reverse=True)
+    assert sorted(plan.pairs.tolist()) == list(range(2 * 3 + 3 * 2))
+    assert [e - b for b, e in plan.chunks] == [rows for rows, _ in plan.shapes()]
+    assert all(rows * longest <= 60 or rows == 1 for rows, longest in plan.shapes())
+    assert box.score([]) == []
