@@ -24,6 +24,7 @@ from flwr.clientapp import ClientApp
 from . import protocol as wire
 from .config import RunConfig
 from .faults import inject, parse_faults
+from .privacy.defences import decoy_positions, gaussian_release
 from .search import CMASearch, SearchConfig, fitness
 from .tasks import user_data
 from .tasks.partition import PartitionConfig
@@ -47,6 +48,11 @@ class User:
         )
         self.labels = np.array([ex.label for ex in self.split.train])
         self.sigma_sq = 0.0  # sigma^2 summed over the populations asked this round (kept with the optimiser)
+        self.real_candidates: list[int] = []  # wire positions of the real candidates of the population out
+
+    def seed(self, *more: int) -> list[int]:
+        """Seed of one of this user's random draws: (run seed, partition id, *more)."""
+        return [self.config.seed, self.partition_id, *more]
 
     def inject_faults(self, msg: Message, round: int) -> None:
         """Act out this run's planned failures (``inject-faults``) for this user and message."""
@@ -86,6 +92,7 @@ class User:
         if search.pending:
             self.sigma_sq += float(search.es.sigma) ** 2
         record = {"blob": search.to_bytes(), "batch": batch, "round": round, "run-key": run_key}
+        record["real-candidates"] = self.real_candidates
         record["sigma-sq"] = self.sigma_sq
         self.context.state["search"] = ConfigRecord(record)
 
@@ -125,6 +132,7 @@ class User:
         if not search.pending:
             raise wire.ProtocolError(f"round {round}: scores for a population that was already told")
         self.sigma_sq = float(saved["sigma-sq"])
+        self.real_candidates = list(saved.get("real-candidates", [])) or list(range(search.config.popsize))
         return search, list(saved["batch"]), saved["run-key"]
 
     @property
@@ -140,6 +148,40 @@ class User:
             return list(range(n))
         rng = np.random.default_rng([self.config.seed, self.partition_id, round, step])
         return sorted(rng.choice(n, size, replace=False).tolist())
+
+    def text_layout(self, round: int) -> tuple[list, np.ndarray, np.ndarray]:
+        """The round's training texts as sent: the training rows with ``decoy-texts`` of this user's dev
+        rows per training row mixed in at seeded positions (none: the training rows in order).
+        Returns (rows in wire order, ``source (n_wire,)``: the training index of each, -1 for a decoy,
+        ``real (n_train,)``: the wire position of each training row)."""
+        train, dev = self.split.train, self.split.dev
+        n_decoy = min(int(np.floor(self.config.decoy_texts * len(train) + 0.5)), len(dev))
+        order, real = decoy_positions(len(train), n_decoy, self.seed(round, 1))
+        rows = [train[i] if i < len(train) else dev[i - len(train)] for i in order]
+        return rows, np.where(order < len(train), order, -1), real
+
+    def wire_batch(self, round: int, step: int, source: np.ndarray, real: np.ndarray) -> list[int]:
+        """Wire positions to score the next population on: the training batch (``next_batch``) and the
+        decoys (all of them with the whole training set, else ``decoy-texts`` per batch row, seeded)."""
+        batch = self.next_batch(round, step)
+        decoys = np.flatnonzero(source < 0)
+        if len(decoys) and len(batch) < len(real):
+            n = min(int(np.floor(self.config.decoy_texts * len(batch) + 0.5)), len(decoys))
+            decoys = np.random.default_rng(self.seed(round, step, 2)).choice(decoys, n, replace=False)
+        return sorted(real[batch].tolist() + decoys.tolist())
+
+    def ask(self, search: CMASearch, round: int) -> np.ndarray:
+        """The next population as sent ``(wire_popsize, r)``: CMA-ES's popsize candidates with
+        ``decoy-candidates`` draws of the same distribution mixed in at seeded positions; the real ones'
+        positions are kept (``real_candidates``) to pick their scores out at the tell."""
+        z = search.ask()
+        n_decoy = self.config.decoy_candidate_count
+        order, real = decoy_positions(len(z), n_decoy, self.seed(round, search.calls, 3))
+        self.real_candidates = real.tolist()
+        if n_decoy:
+            decoys = search.sample_like(n_decoy, np.random.default_rng(self.seed(round, search.calls, 4)))
+            z = np.concatenate([z, decoys])[order]
+        return z
 
     def texts(self, rows) -> ConfigRecord:
         return wire.texts(
@@ -184,21 +226,31 @@ def begin(msg: Message, context: Context) -> Message:
         search = user.round_search(round, z_start, wire.read_sigma(msg.content))
     else:
         search = user.load_search(round, z_start, run_key)
-    batch = user.next_batch(round, 0)
-    content = wire.population(search.ask(), batch)
-    content["texts"] = user.texts(user.split.train)
+    rows, source, real = user.text_layout(round)
+    batch = user.wire_batch(round, 0, source, real)
+    content = wire.population(user.ask(search, round), batch)
+    content["texts"] = user.texts(rows)
+    context.state["anchor"] = wire.arrays(z=z_start)  # the public point dp-clip measures the release from
     user.save(search, batch, round, run_key)
     return Message(content, reply_to=msg)
 
 
 def _tell(msg: Message, user: User, round: int) -> tuple[CMASearch, np.ndarray, str]:
     """Fitness of the scored population with the private labels, told to CMA-ES (state not saved yet);
-    also returns the round's run key."""
+    returns the search, the real candidates' losses ``(popsize,)`` and the round's run key. Decoy
+    candidates' and decoy texts' scores are dropped; ``selection-noise`` perturbs only what is told."""
     search, batch, run_key = user.saved_search(round)
-    shape = (search.config.popsize, len(batch), len(user.task.label_words))
-    scores = wire.read_shaped(msg.content, "scores", "scores", shape)
-    losses = fitness(scores, user.labels[batch], user.config.loss)
-    search.tell(losses)
+    c = user.config
+    shape = (search.config.popsize + c.decoy_candidate_count, len(batch), len(user.task.label_words))
+    scores = wire.read_shaped(msg.content, "scores", "scores", shape)[user.real_candidates]
+    source = user.text_layout(round)[1][batch]
+    real = source >= 0
+    losses = fitness(scores[:, real], user.labels[source[real]], c.loss)
+    told = losses
+    if c.selection_noise:
+        rng = np.random.default_rng(user.seed(round, search.calls, 5))
+        told = losses + rng.normal(0.0, c.selection_noise, size=losses.shape)
+    search.tell(told)
     return search, losses, run_key
 
 
@@ -208,8 +260,9 @@ def step(msg: Message, context: Context) -> Message:
     user, round = User(context), _round_of(msg)
     user.inject_faults(msg, round)
     search, _, run_key = _tell(msg, user, round)
-    batch = user.next_batch(round, search.calls)
-    reply = wire.population(search.ask(), batch)
+    _, source, real = user.text_layout(round)
+    batch = user.wire_batch(round, search.calls, source, real)
+    reply = wire.population(user.ask(search, round), batch)
     user.save(search, batch, round, run_key)
     return Message(reply, reply_to=msg)
 
@@ -234,12 +287,16 @@ def _local_search(search: CMASearch, losses: np.ndarray, sigma_sq: float) -> dic
 
 @app.train("finish")
 def finish(msg: Message, context: Context) -> Message:
-    """Tell the last population; keep and reply with the single customised vector. A FedBPT user
-    keeps nothing (its evaluation uses the global mean) and adds its ``_local_search`` metrics."""
+    """Tell the last population; keep and reply with the single customised vector (with ``dp-clip``:
+    its Gaussian release, the only z the provider ever gets, also at evaluation). A FedBPT user keeps
+    nothing (its evaluation uses the global mean) and adds its ``_local_search`` metrics."""
     user, round = User(context), _round_of(msg)
     user.inject_faults(msg, round)
     search, losses, run_key = _tell(msg, user, round)
     z = search.result
+    if user.config.dp_clip:
+        anchor = context.state.array_records["anchor"]["z"].numpy()
+        z = gaussian_release(z, anchor, user.config.dp_clip, user.config.dp_noise, user.seed(round, 6))
     metrics = {
         "train-loss": float(losses.mean()),
         "best-loss": search.best_fitness,

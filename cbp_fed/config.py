@@ -53,6 +53,13 @@ class RunConfig:
     prior_trim: float = 0.2
     round_timeout: float = 600.0
     inject_faults: str = ""
+    record_transcript: bool = False
+    dp_clip: float = 0.0
+    dp_noise: float = 0.0
+    dp_delta: float = 1e-5
+    decoy_texts: float = 0.0
+    decoy_candidates: float = 0.0
+    selection_noise: float = 0.0
     user_state_dir: str = ""
     resume_from: str = ""
     results_dir: str = "results"
@@ -79,6 +86,21 @@ class RunConfig:
         need(self.sigma0 > 0, "sigma0", "must be > 0")
         need(self.dirichlet_alpha > 0, "dirichlet_alpha", "must be > 0")
         need(self.round_timeout > 0, "round_timeout", "must be > 0")
+        need(self.dp_clip >= 0, "dp_clip", "must be >= 0: the L2 norm the uploaded z's shift is clipped to (0 = off)")
+        need(
+            self.dp_noise >= 0 and (self.dp_noise == 0 or self.dp_clip > 0),
+            "dp_noise",
+            "must be >= 0 (Gaussian noise std in units of dp-clip) and needs dp-clip > 0 to bound the sensitivity",
+        )
+        need(0 < self.dp_delta < 1, "dp_delta", "must be in (0, 1): the delta of the (epsilon, delta) guarantee")
+        need(0 <= self.decoy_texts <= 1, "decoy_texts", "must be in [0, 1]: decoy texts per training text")
+        need(0 <= self.decoy_candidates <= 4, "decoy_candidates", "must be in [0, 4]: decoy candidates per real one")
+        need(self.selection_noise >= 0, "selection_noise", "must be >= 0: std of the noise added to fitness (nats)")
+        need(
+            self.method != "fedbpt" or not (self.decoy_candidates or self.selection_noise),
+            "method",
+            "fedbpt does not take decoy-candidates or selection-noise (its users report their losses); set them to 0",
+        )
         try:
             parse_faults(self.inject_faults)
         except ValueError as err:
@@ -87,6 +109,16 @@ class RunConfig:
     @property
     def task_list(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.tasks.split(",") if t.strip())
+
+    @property
+    def decoy_candidate_count(self) -> int:
+        """Decoy candidates a user mixes into each population (``decoy-candidates`` x popsize, rounded)."""
+        return round(self.decoy_candidates * self.popsize)
+
+    @property
+    def wire_popsize(self) -> int:
+        """Candidates per population on the wire: the popsize real ones plus the decoys."""
+        return self.popsize + self.decoy_candidate_count
 
     @property
     def calls_per_round(self) -> int:

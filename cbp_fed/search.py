@@ -122,6 +122,16 @@ class CMASearch:
         self.calls += len(self._asked)
         self._asked = None
 
+    def sample_like(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n, r)`` float32 draws from the current search distribution N(mean, sigma^2 C), within the
+        bounds, that are NOT part of the population (decoy candidates: their scores are never told)."""
+        normal = rng.standard_normal((n, self.es.N))
+        steps = np.stack([self.es.sm.transform(x) for x in normal]) * self.es.sigma_vec.scaling
+        x = self.es.mean + self.es.sigma * steps
+        if self.config.bound:
+            x = np.clip(x, -self.config.bound, self.config.bound)
+        return x.astype(np.float32)
+
     @property
     def pending(self) -> bool:
         """True between ask() and tell(): a population is out for scoring."""

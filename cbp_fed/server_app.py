@@ -22,6 +22,7 @@ from .backbone import FrozenLM
 from .checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from .comm import MeteredGrid
 from .config import RunConfig
+from .privacy.transcript import TranscriptWriter
 from .results import RunFolder, console_round_line
 
 log = logging.getLogger("cbp_fed.server")
@@ -115,6 +116,8 @@ def main(grid: Grid, context: Context) -> None:
         log.info(console_round_line(record))
 
     strategy = STRATEGIES[config.method](config, lm, run.path, on_round)
+    if config.record_transcript:  # what the provider sees, per user and step, for the privacy attacks
+        strategy.transcript = TranscriptWriter(run.path / "transcript")
     if saved is not None:
         strategy.restore(*saved)
         run.keep_rounds(strategy.rounds_done)

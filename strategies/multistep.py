@@ -17,6 +17,8 @@ finite values, texts and label words within the BlackBox's limits, batch indices
 partition id no other node holds (a user cannot overwrite another user's z).
 Subclasses choose the start vector and what to learn across users (``start_vector``, ``aggregate``);
 ``checkpoint``/``restore`` carry the strategy's state across a provider crash (``resume-from``).
+With ``transcript`` set (``record-transcript``), every validated query, every score array returned
+and every final z is also handed to it: the provider's view, which the privacy attacks read.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class MultiStepStrategy(Strategy):
         self.rng = random.Random(config.seed)
         self.rounds_done = 0
         self.on_round = on_round or (lambda record: None)
+        self.transcript = None  # a cbp_fed.privacy.TranscriptWriter when the run records what the provider sees
 
     # ------------------------------------------------------------------ what subclasses decide
     def start_vector(self) -> np.ndarray:
@@ -171,6 +174,8 @@ class MultiStepStrategy(Strategy):
             started = time.time()
             meter_before = (self.blackbox.meter.calls, self.blackbox.meter.tokens, self.blackbox.meter.seconds)
             round_log = RoundLog(server_round)
+            if self.transcript:
+                self.transcript.begin_round(server_round, self.start_vector())
             begin = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
             round_log.sampled = len(begin)
             waiting = self._populations(
@@ -188,6 +193,10 @@ class MultiStepStrategy(Strategy):
                     waiting = self._populations(replies, waiting, round_log, kind)
                 else:
                     finished = self._valid(replies, round_log, kind, self._check_result)
+            if self.transcript:
+                for r in finished:
+                    z = wire.read_array(r.content, "result", "z", 1)
+                    self.transcript.final(self.partition_of[r.metadata.src_node_id], z)
             _, train_metrics = self.aggregate_train(server_round, finished)
             result.train_metrics_clientapp[server_round] = train_metrics
             record = {
@@ -212,6 +221,8 @@ class MultiStepStrategy(Strategy):
                     test_examples=evaluation.get("examples", 0),
                 )
             self.rounds_done = server_round
+            if self.transcript:
+                self.transcript.end_round(grid.round_summary(server_round) if hasattr(grid, "round_summary") else None)
             meter = self.blackbox.meter
             record.update(
                 calls=meter.calls - meter_before[0],
@@ -268,7 +279,7 @@ class MultiStepStrategy(Strategy):
         """The validated BlackBox query in a reply: its population over a batch of ``texts`` (the
         texts of this round's begin reply, or those it carries itself when ``texts`` is None: then
         all of them are validated and encoded, so none can fail later inside a batch)."""
-        k = self.config.popsize if use_batch else 1
+        k = self.config.wire_popsize if use_batch else 1  # real candidates + the user's decoys
         z = wire.read_shaped(reply.content, "query", "z", (k, self.z_start.size))
         if texts is None:
             texts = wire.read_texts(reply.content)
@@ -308,6 +319,11 @@ class MultiStepStrategy(Strategy):
             except (wire.ProtocolError, QueryError) as err:
                 round_log.fail(node, stage, str(err))
                 continue
+            if self.transcript:
+                kind = "evaluate" if whole_texts else "train"
+                n = len(texts["queries"])
+                batch = list(range(n)) if whole_texts else wire.read_batch(r.content, n)
+                self.transcript.query(texts["partition-id"], kind, None if node in waiting else texts, query.z, batch)
             sent = query.z.nbytes + (4 * len(query.queries) if not whole_texts else 0)
             if node in waiting:
                 sent += waiting[node].minimum_up_bytes
@@ -320,6 +336,9 @@ class MultiStepStrategy(Strategy):
         """All waiting users' populations through the BlackBox in one batched computation."""
         nodes = sorted(waiting)
         scores = self.blackbox.score([waiting[n].query for n in nodes])
+        if self.transcript:
+            for n, s in zip(nodes, scores):
+                self.transcript.scores(waiting[n].partition_id, s)
         return dict(zip(nodes, scores))
 
     def _evaluate(self, grid: Grid, server_round: int, timeout: float, round_log: RoundLog) -> MetricRecord:

@@ -1,0 +1,163 @@
+"""The provider's transcript and the user-side defences, through the real apps on the loopback grid:
+the transcript holds exactly what crossed the wire (round trip, schema version), and each defence
+changes what is on the wire as it claims (clipped + noised z, decoy texts, decoy candidates, noisy
+selection), with an exact (epsilon, delta) accountant."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cbp_fed import protocol as wire
+from cbp_fed.client_app import User
+from cbp_fed.config import RunConfig
+from cbp_fed.privacy import defences
+from cbp_fed.privacy.transcript import VERSION, Transcript, TranscriptWriter, text_hash
+from cbp_fed.prompts import PromptGenerator
+from cbp_fed.service import BlackBox
+from strategies import CBPStrategy
+
+from .loopback import LoopbackGrid
+
+pytestmark = pytest.mark.usefixtures("task_identity")
+
+R, K, POP = 8, 2, 4
+SMALL = dict(
+    backbone="tiny-random", tasks="sst2", r=R, m=8, t=2, popsize=POP, steps_per_round=K, n_test=6, shots_per_class=3
+)
+
+
+def run_rounds(tiny, tmp_path, rounds=2, users=2, **defence):
+    """A recorded CBP run on the loopback grid; returns (strategy, grid, transcript folder)."""
+    config = RunConfig(**SMALL, num_rounds=rounds, **defence)
+    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0, embed_std=tiny.embedding_std())
+    strategy = CBPStrategy(config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), "general")
+    strategy.transcript = TranscriptWriter(tmp_path / "transcript")
+    grid = LoopbackGrid(users, config.to_run_config())
+    strategy.start(grid, num_rounds=rounds)
+    return strategy, grid, tmp_path / "transcript"
+
+
+def test_transcript_round_trip_holds_what_crossed_the_wire(tiny, tmp_path):
+    strategy, grid, folder = run_rounds(tiny, tmp_path)
+    schema = json.loads((folder / "schema.json").read_text())
+    assert schema["version"] == VERSION and "candidates" in schema["npz"]
+    transcript = Transcript(tmp_path)
+    assert transcript.users() == [0, 1]
+    views = transcript.rounds(0)
+    assert [v.round for v in views] == [1, 2]
+    user = User(grid.contexts[1000])
+    for view in views:
+        assert view.candidates.shape == (K, POP, R) and view.scores.shape == (K, POP, 6, 2)
+        assert view.batches.shape == (K, 6) and view.eval_scores.shape == (6, 2)
+        assert view.train_hashes == [text_hash(ex.passage, ex.query) for ex in user.split.train]
+        assert view.eval_hashes == [text_hash(ex.passage, ex.query) for ex in user.split.test]
+        assert view.label_words == [" positive", " negative"] and view.task == "sst2"
+    np.testing.assert_array_equal(views[-1].final_z, strategy.user_z[0])
+    np.testing.assert_array_equal(views[-1].eval_z, grid.contexts[1000].state.array_records["z"]["z"].numpy())
+    np.testing.assert_array_equal(transcript.final_z(0), strategy.user_z[0])
+    passage, query = transcript.text(0, views[0].train_hashes[0])
+    assert passage + query == user.split.train[0].text
+    assert np.isnan(views[0].bytes).all()  # the loopback grid is not metered
+    (folder / "schema.json").write_text(json.dumps({**schema, "version": VERSION + 1}))
+    with pytest.raises(ValueError, match="version"):
+        Transcript(tmp_path)
+
+
+def test_dp_release_is_clipped_and_noised_and_is_all_the_provider_gets(tiny, tmp_path):
+    clip = 0.5
+    strategy, grid, _ = run_rounds(tiny, tmp_path, rounds=1, users=1, dp_clip=clip, sigma0=3.0)
+    transcript = Transcript(tmp_path)
+    view = transcript.rounds(0)[0]
+    clean = grid.contexts[1000].state.config_records["search"]
+    from cbp_fed.search import CMASearch
+
+    mean = CMASearch.from_bytes(clean["blob"]).result
+    assert np.linalg.norm(mean - view.z_start) > clip  # the search moved further than the clip ...
+    np.testing.assert_allclose(np.linalg.norm(view.final_z - view.z_start), clip, rtol=1e-5)  # ... the upload did not
+    np.testing.assert_allclose(view.eval_z, view.final_z)  # evaluation sends the release, never the clean z
+    _, grid, _ = run_rounds(tiny, tmp_path / "noised", rounds=1, users=1, dp_clip=clip, dp_noise=2.0, sigma0=3.0)
+    noised = Transcript(tmp_path / "noised").rounds(0)[0].final_z
+    # noise of std 2 x 0.5 per coordinate: the shift is ~ sqrt(R) times that, far past the clip
+    assert np.linalg.norm(noised - view.z_start) > 3 * clip
+
+
+def test_decoy_texts_and_candidates_are_on_the_wire_and_ignored_by_the_user(tiny, tmp_path):
+    _, grid, _ = run_rounds(tiny, tmp_path, rounds=1, users=1, decoy_texts=1.0, decoy_candidates=0.5)
+    view = Transcript(tmp_path).rounds(0)[0]
+    user = User(grid.contexts[1000])
+    train = {text_hash(ex.passage, ex.query) for ex in user.split.train}
+    dev = {text_hash(ex.passage, ex.query) for ex in user.split.dev}
+    assert len(view.train_hashes) == 12 and set(view.train_hashes) == train | dev  # 6 training + 6 decoy texts
+    assert view.train_hashes[:6] != [text_hash(ex.passage, ex.query) for ex in user.split.train]  # mixed in
+    assert view.candidates.shape == (K, POP + 2, R) and view.scores.shape == (K, POP + 2, 12, 2)  # 4 + 2 decoys
+    # the user tells CMA-ES only its real candidates' fitness on its training texts
+    assert grid.contexts[1000].state.array_records["z"] is not None and len(user.real_candidates) == 0
+
+
+def test_selection_noise_changes_the_told_ranking_not_the_reported_loss():
+    config = RunConfig(**SMALL, selection_noise=5.0).to_run_config()
+    grid = LoopbackGrid(1, config)
+    quiet = LoopbackGrid(1, RunConfig(**SMALL).to_run_config())
+    populations = []
+    for g in (grid, quiet):
+        reply = g.send_and_receive([wire_message(wire.start(1, np.zeros(R), "run"), wire.BEGIN)])[0]
+        first = wire.read_array(reply.content, "query", "z", 2)
+        scores = np.random.default_rng(0).normal(size=(POP, 6, 2))
+        reply = g.send_and_receive([wire_message(wire.scores(scores), wire.STEP)])[0]
+        populations.append((first, wire.read_array(reply.content, "query", "z", 2)))
+    np.testing.assert_array_equal(populations[0][0], populations[1][0])
+    assert not np.allclose(populations[0][1], populations[1][1])  # a different ranking moved the mean elsewhere
+
+
+def wire_message(content, kind):
+    from flwr.app import Message
+
+    return Message(content, dst_node_id=1000, message_type=kind, group_id="1")
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("dp-noise", 1.0, "needs dp-clip > 0"),
+        ("dp-delta", 0.0, "must be in \\(0, 1\\)"),
+        ("decoy-texts", 1.5, "must be in \\[0, 1\\]"),
+        ("decoy-candidates", -0.1, "must be in \\[0, 4\\]"),
+        ("selection-noise", -1.0, "must be >= 0"),
+    ],
+)
+def test_bad_defence_settings_are_named(key, value, message):
+    with pytest.raises(ValueError, match=f"'{key}'.*{message}"):
+        RunConfig.from_run_config({key: value})
+
+
+def test_accountant_matches_the_gaussian_privacy_curve_and_classic_bounds():
+    # mu-GDP delta(eps) computed independently: E[(1 - e^(eps - L))_+] with the privacy loss L ~ N(mu^2/2, mu^2)
+    mu, eps = 1.0, 2.0
+    grid = np.linspace(-12, 12, 400_001)
+    loss = mu**2 / 2 + mu * grid
+    density = np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
+    numeric = float(np.sum(np.maximum(0.0, 1 - np.exp(eps - loss)) * density) * (grid[1] - grid[0]))
+    assert defences.gdp_delta(mu, eps) == pytest.approx(numeric, rel=1e-4)
+    # one release at noise 2 (mu = 1) is 1-GDP: epsilon at delta = 1e-5 inverts the curve
+    e = defences.epsilon(2.0, 1, 1e-5)
+    assert defences.gdp_delta(1.0, e) == pytest.approx(1e-5, rel=1e-6)
+    assert e == pytest.approx(4.4, abs=0.1)
+    # the classic calibration sigma = sensitivity sqrt(2 ln(1.25/delta)) / eps (eps < 1) is an upper bound
+    classic_eps, delta = 0.8, 1e-5
+    noise = 2 * math.sqrt(2 * math.log(1.25 / delta)) / classic_eps  # std / C, with sensitivity 2C
+    assert defences.epsilon(noise, 1, delta) <= classic_eps
+    # composition: R releases cost like one at noise / sqrt(R); no noise is no guarantee
+    assert defences.epsilon(2.0, 4, 1e-5) == pytest.approx(defences.epsilon(1.0, 1, 1e-5))
+    assert defences.epsilon(0.0, 1, 1e-5) == math.inf
+
+
+def test_gaussian_release_clips_the_shift_from_the_anchor():
+    z, anchor = np.array([3.0, 4.0]), np.zeros(2)
+    np.testing.assert_allclose(defences.gaussian_release(z, anchor, 1.0, 0.0, 0), [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(defences.gaussian_release(z, anchor, 10.0, 0.0, 0), z)
+    draws = np.stack([defences.gaussian_release(np.zeros(2), anchor, 1.0, 3.0, s) for s in range(4000)])
+    assert draws.std() == pytest.approx(3.0, rel=0.05)
