@@ -107,6 +107,17 @@ def _report(args) -> None:
     print(text)
 
 
+def _attack(args) -> None:
+    from .privacy.attacks import run_attack
+
+    options = {"seed": args.seed, "max_users": args.max_users}
+    if args.shadows is not None:
+        options["shadows"] = args.shadows
+    result = run_attack(args.run, args.attack, **options)
+    console.print_json(json.dumps(result))
+    console.print(f"-> {Path(args.run) / 'privacy'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .customize import METHODS, CustomizeConfig
     from .domain_training import SDTConfig
@@ -160,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("summaries", nargs="+")
     p.add_argument("--out")
     p.set_defaults(run=_report)
+
+    p = sub.add_parser("attack", help="a leakage attack on a run's transcript (record-transcript = true)")
+    p.add_argument("--run", required=True, help="run folder (config.json, transcript/)")
+    p.add_argument(
+        "--attack", required=True, help="label-selection, membership, attribute, exposure, or all (-> RUN/privacy/)"
+    )
+    p.add_argument("--shadows", type=int, help="shadow users (default: membership 8 per target user, attribute 24)")
+    p.add_argument("--max-users", type=int, default=0, help="membership: attack only the first N users (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_attack)
     return parser
 
 

@@ -141,6 +141,14 @@ class Shadows:
 
         return tuple(load_task_spec(task_name).label_words)
 
+    def fits(self, row) -> bool:
+        """Whether the BlackBox can score ``row`` (its query fits in the run's ``max-tokens``)."""
+        try:
+            self.lm.encode(row.passage, row.query, self.config.max_tokens)
+            return True
+        except ValueError:
+            return False
+
     def scores(self, z: np.ndarray, rows, label_words) -> np.ndarray:
         """``(k, n, C)`` scores of candidates ``z (k, r)`` on ``rows``."""
         from ...service import Query

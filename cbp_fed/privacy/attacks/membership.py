@@ -40,11 +40,11 @@ def lira_scores(target: np.ndarray, shadow: np.ndarray, inside: np.ndarray) -> n
         target: ``(n,)`` the statistic under the target's z. shadow: ``(n, S)`` under each shadow's z.
         inside: ``(n, S)`` bool, whether the example was in that shadow's training set.
     """
-    pooled = {}
+    pooled = {}  # the variance of phi about each example's own mean, pooled over examples
     for flag in (True, False):
-        resid = [shadow[i, inside[i] == flag] - shadow[i, inside[i] == flag].mean() for i in range(len(shadow))]
-        values = np.concatenate([r for r in resid if len(r) > 1]) if any(len(r) > 1 for r in resid) else np.ones(1)
-        pooled[flag] = max(float(values.std()), 1e-6)
+        groups = [shadow[i, inside[i] == flag] for i in range(len(shadow))]
+        resid = [g - g.mean() for g in groups if len(g) > 1]
+        pooled[flag] = max(float(np.concatenate(resid).std()), 1e-6) if resid else 1.0
     out = np.zeros(len(target))
     for i in range(len(target)):
         ll = {}
@@ -93,18 +93,20 @@ def run(run_dir: Path, shadows: int = 8, seed: int = 0, lm=None, max_users: int 
         t = truth[p]
         members = list(t.train)
         non_members = [sha for sha in t.dev if sha not in t.train][: len(members)]
-        challenge = members + non_members
-        rows = [t.rows[sha] for sha in challenge]
+        rows = [t.rows[sha] for sha in members + non_members]
+        fits = [sim.fits(ex) for ex in rows]  # the user's texts the BlackBox can score (too long: refused)
+        rows = [ex for ex, ok in zip(rows, fits) if ok]
+        n_members = sum(fits[: len(members)])
         labels = np.array([ex.label for ex in rows])
         target = logit_confidence(sim.scores(transcript.final_z(p)[None], rows, t.label_words)[0], labels)
         phi, inside = np.zeros((len(rows), shadows)), np.zeros((len(rows), shadows), bool)
         for s in range(shadows):
-            chosen = sorted(rng.sample(range(len(rows)), max(1, min(len(members), len(rows) // 2))))
+            chosen = sorted(rng.sample(range(len(rows)), max(1, min(n_members, len(rows) // 2))))
             inside[chosen, s] = True
             z = sim.train([rows[i] for i in chosen], t.label_words, seed=seed * 100_003 + p * 1000 + s)
             phi[:, s] = logit_confidence(sim.scores(z[None], rows, t.label_words)[0], labels)
         all_scores.append(lira_scores(target, phi, inside))
-        all_members.append(np.arange(len(rows)) < len(members))
+        all_members.append(np.arange(len(rows)) < n_members)
     scores, members = np.concatenate(all_scores), np.concatenate(all_members)
     metrics = roc_metrics(scores, members)
     out = Path(run_dir) / "privacy"

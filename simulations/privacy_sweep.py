@@ -1,0 +1,224 @@
+"""The privacy sweep: every attack without defences and under each defence at several strengths, with
+the accuracy each defence costs.
+
+    python -m simulations.privacy_sweep [--preset simulations/privacy.toml] [--users 24] [--out results/privacy]
+                                        [--defences none dp decoy-texts decoy-candidates selection-noise]
+                                        [--shadows 8] [--attribute-shadows 24] [--set "key=value ..."] [--report-only]
+
+Each cell is one real `flwr run .` (simulations/local_run.py) of the preset with the transcript on and
+one defence at one strength (``STRENGTHS``), into ``<out>/<defence>-<level>/``; then every attack
+(``cbp-fed attack``) on its transcript, into that folder's ``privacy/``. The preset's generator is
+trained first if missing (``simulations.suite.ensure_generator``). Resumable like the suite: a
+cell with a summary.json is not run again, a cell killed after a round resumes from its checkpoint,
+an attack with its JSON is not run again. Then ``<out>/privacy_report.md`` (one row per cell:
+accuracy and its cost against no defence, epsilon where there is one, every attack's metric against
+its chance level) and ``<out>/privacy_utility.png`` (each leakage metric against test accuracy, one
+line per defence through its strengths). ``--set`` overrides preset keys (e.g. the tiny backbone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cbp_fed.privacy.attacks import ATTACKS, run_attack  # noqa: E402
+from cbp_fed.privacy.defences import epsilon  # noqa: E402
+from simulations.local_run import ROOT, flwr_run, parse_settings, run_config_string  # noqa: E402
+from simulations.suite import ensure_generator  # noqa: E402
+
+DP_CLIP = 5.0
+STRENGTHS = {
+    "none": [{}],
+    "dp": [{"dp-clip": DP_CLIP, "dp-noise": n} for n in (0.05, 0.2, 1.0)],
+    "decoy-texts": [{"decoy-texts": f} for f in (0.25, 0.5, 1.0)],
+    "decoy-candidates": [{"decoy-candidates": f} for f in (0.5, 1.0, 2.0)],
+    "selection-noise": [{"selection-noise": s} for s in (0.05, 0.2, 1.0)],
+}
+# (attack, metric, chance metric or None, label on the plot)
+LEAKAGE = [
+    ("label-selection", "accuracy", "majority_baseline", "label inference accuracy"),
+    ("membership", "auc", None, "membership ROC AUC"),
+    ("attribute", "accuracy", "chance", "attribute (task) accuracy"),
+]
+
+
+def cells(defences: list[str]) -> list[tuple[str, dict]]:
+    """(cell name, defence settings) in sweep order."""
+    return [(f"{d}-{i}", s) for d in defences for i, s in enumerate(STRENGTHS[d])]
+
+
+def run_cell(name: str, defence: dict, preset: dict, users: int, out: Path) -> None:
+    """One flwr run of the preset with ``defence`` into ``out/name`` (resumes a killed one)."""
+    folder = out / name
+    settings = {
+        **preset,
+        **defence,
+        "record-transcript": True,
+        "results-dir": str(out),
+        "run-name": name,
+        "user-state-dir": str((out / ".users").resolve()),
+        "min-users": users,
+    }
+    if (folder / "checkpoint.safetensors").exists():
+        settings["resume-from"] = str(folder.resolve())
+    elif folder.exists():
+        shutil.rmtree(folder)  # killed before its first round: nothing to keep
+    run = flwr_run(users, run_config_string(settings), flwr_home=ROOT / ".state" / "flwr-privacy")
+    if run.get("status") != "finished:completed" or not (folder / "summary.json").exists():
+        raise RuntimeError(f"cell {name} ended {run.get('status')}: see {folder}")
+
+
+def attack_cell(folder: Path, shadows: int, attribute_shadows: int) -> dict:
+    """Every attack on one cell (those already done are read back)."""
+    results = {}
+    for name in ATTACKS:
+        path = folder / "privacy" / f"{name}.json"
+        if not path.exists():
+            options = {"shadows": attribute_shadows if name == "attribute" else shadows}
+            run_attack(folder, name, **options)
+        results[name] = json.loads(path.read_text())
+    return results
+
+
+def load_cell(folder: Path, defence: str) -> dict:
+    config = json.loads((folder / "config.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    eps = epsilon(config["dp-noise"], config["num-rounds"], config["dp-delta"]) if config["dp-clip"] else None
+    attacks = {n: json.loads(p.read_text()) for n in ATTACKS if (p := folder / "privacy" / f"{n}.json").exists()}
+    return {
+        "name": folder.name,
+        "defence": defence,
+        "settings": {
+            k: config[k] for k in ("dp-clip", "dp-noise", "decoy-texts", "decoy-candidates", "selection-noise")
+        },
+        "accuracy": summary["final_test_accuracy"],
+        "calls": summary["calls"],
+        "epsilon": eps,
+        "attacks": attacks,
+    }
+
+
+def _strength(cell: dict) -> str:
+    s = cell["settings"]
+    return {
+        "none": "-",
+        "dp": f"clip {s['dp-clip']:g}, noise {s['dp-noise']:g}",
+        "decoy-texts": f"{s['decoy-texts']:g} per text",
+        "decoy-candidates": f"{s['decoy-candidates']:g} per candidate",
+        "selection-noise": f"std {s['selection-noise']:g} nats",
+    }[cell["defence"]]
+
+
+def report(rows: list[dict], preset: dict, users: int) -> str:
+    """privacy_report.md: one row per cell."""
+    base = next((r["accuracy"] for r in rows if r["defence"] == "none"), None)
+    lines = [
+        f"# Privacy sweep: {users} users, {preset.get('backbone')}, tasks {preset.get('tasks')}, "
+        f"{preset.get('num-rounds')} rounds x {preset.get('steps-per-round')} generations x {preset.get('popsize')}",
+        "",
+        "Leakage metrics with their chance level in brackets: label inference accuracy on the users' training",
+        "texts [majority-class baseline]; membership LiRA ROC AUC [0.5] and TPR at 1% / 0.1% FPR; attribute",
+        "probe accuracy [most frequent value]; exposure: share of the texts scored in training that are training",
+        "rows. Epsilon: (epsilon, delta)-DP of each user's released z over all rounds (exact Gaussian DP).",
+        "",
+        "| defence | strength | epsilon | test acc | cost | provider calls | label acc [base] | MIA AUC | "
+        "TPR@1% | TPR@0.1% | attribute acc [chance] | exposure |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a = r["attacks"]
+        label = a.get("label-selection", {})
+        mia = a.get("membership", {})
+        attr = a.get("attribute", {})
+        exposure = a.get("exposure", {}).get("mean", {}).get("scored_texts_that_are_training_rows")
+        eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.3g}"
+        cost = "-" if base is None or r["accuracy"] is None else f"{100 * (base - r['accuracy']):+.1f}"
+
+        def pct(d, k):
+            return f"{100 * d[k]:.1f}" if k in d else "-"
+
+        auc = f"{mia['auc']:.3f}" if "auc" in mia else "-"
+        lines.append(
+            f"| {r['defence']} | {_strength(r)} | {eps} | {pct(r, 'accuracy')} | {cost} | {r['calls']:,} | "
+            f"{pct(label, 'accuracy')} [{pct(label, 'majority_baseline')}] | {auc} | "
+            f"{pct(mia, 'tpr_at_1%_fpr')} | {pct(mia, 'tpr_at_0.1%_fpr')} | "
+            f"{pct(attr, 'accuracy')} [{pct(attr, 'chance')}] | "
+            f"{'-' if exposure is None else f'{100 * exposure:.0f}%'} |"
+        )
+    lines += ["", "![privacy-utility](privacy_utility.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """privacy_utility.png: each leakage metric (y) against test accuracy (x), one line per defence
+    through its strengths (starting from no defence), the chance level dashed."""
+    fig, axes = plt.subplots(1, len(LEAKAGE), figsize=(4.6 * len(LEAKAGE), 3.8), squeeze=False)
+    none = [r for r in rows if r["defence"] == "none"]
+    for ax, (attack, metric, chance, title) in zip(axes[0], LEAKAGE):
+        for defence in STRENGTHS:
+            series = none + [r for r in rows if r["defence"] == defence] if defence != "none" else none
+            points = [
+                (100 * r["accuracy"], r["attacks"][attack][metric])
+                for r in series
+                if attack in r["attacks"] and r["accuracy"] is not None
+            ]
+            if not points:
+                continue
+            x, y = zip(*points)
+            style = {"marker": "*", "markersize": 12, "linestyle": ""} if defence == "none" else {"marker": "o"}
+            ax.plot(x, y, label=defence, **style)
+        levels = [r["attacks"][attack][chance] for r in rows if chance and attack in r["attacks"]]
+        ax.axhline(np.mean(levels) if levels else 0.5, color="grey", linestyle="--", lw=0.8, label="chance")
+        ax.set(xlabel="test accuracy (%)", ylabel=title, title=title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", type=Path, default=ROOT / "simulations" / "privacy.toml")
+    parser.add_argument("--users", type=int, default=24)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "privacy")
+    parser.add_argument("--defences", nargs="+", default=list(STRENGTHS), choices=list(STRENGTHS))
+    parser.add_argument("--shadows", type=int, default=8, help="membership: shadow users per target user")
+    parser.add_argument("--attribute-shadows", type=int, default=24, help="attribute: shadow users for the probe")
+    parser.add_argument("--set", default="", help="preset overrides, e.g. \"backbone='tiny-random' generator=''\"")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from finished cells")
+    args = parser.parse_args()
+    preset = {**tomllib.loads(args.preset.read_text()), **parse_settings(args.set)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    if preset.get("generator") and not args.report_only:
+        ensure_generator(preset["domain"], ROOT / preset["generator"])  # the suite's SDT checkpoint, trained if missing
+    rows = []
+    for name, defence in cells(args.defences):
+        folder = args.out / name
+        if not args.report_only:
+            if not (folder / "summary.json").exists():
+                run_cell(name, defence, preset, args.users, args.out)
+            attack_cell(folder, args.shadows, args.attribute_shadows)
+            print(f"{name}: done", flush=True)
+        if (folder / "summary.json").exists():
+            rows.append(load_cell(folder, name.rsplit("-", 1)[0]))
+    if not rows:
+        print("no finished cells yet")
+        return 1
+    (args.out / "privacy_report.md").write_text(report(rows, preset, args.users))
+    plot(rows, args.out / "privacy_utility.png")
+    print((args.out / "privacy_report.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Attacks that would catch a broken attack: on a planted case with known leakage each beats chance by
+a clear margin; on a null case (labels or membership independent of everything the provider saw) it
+does not. Then every attack end to end on a recorded run of the real apps on the tiny backbone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cbp_fed.config import RunConfig
+from cbp_fed.privacy.attacks import run_attack
+from cbp_fed.privacy.attacks.attribute import probe_accuracy
+from cbp_fed.privacy.attacks.common import roc_metrics
+from cbp_fed.privacy.attacks.label_selection import infer_labels, score_predictions
+from cbp_fed.privacy.attacks.membership import lira_scores, logit_confidence
+from cbp_fed.privacy.transcript import Transcript, TranscriptWriter, text_hash
+from cbp_fed.prompts import ProjectedPrompt
+from cbp_fed.search import CMASearch, SearchConfig, fitness
+from cbp_fed.service import BlackBox
+from strategies import BBTStrategy
+
+from .loopback import LoopbackGrid
+
+
+# ----------------------------------------------------------------------------- label inference
+def synthetic_run(folder: Path, null: bool, seed: int, users=10, n=16, r=32, popsize=6, steps=3, rounds=3) -> dict:
+    """Users running the real CMA-ES against a linear 'model' (scores = z . W_j,c + noise), recorded
+    by the real writer. Planted: the user tells CE of its true labels. Null: it tells random numbers,
+    so nothing the provider sees depends on the labels. Returns the truth {user: {hash: label}}."""
+    writer = TranscriptWriter(folder / "transcript")
+    rng = np.random.default_rng(seed)
+    searches = [
+        CMASearch(np.zeros(r), SearchConfig(popsize, 1.0, rounds * steps * popsize), seed * 1000 + u)
+        for u in range(users)
+    ]
+    weights = rng.normal(size=(users, n, 2, r)) / np.sqrt(r)
+    labels = rng.integers(0, 2, (users, n))
+    queries = [[f"user {u} text {j}" for j in range(n)] for u in range(users)]
+    for round in range(1, rounds + 1):
+        writer.begin_round(round, np.zeros(r))
+        for u, search in enumerate(searches):
+            texts = {
+                "passages": [""] * n,
+                "queries": queries[u],
+                "label-words": [" a", " b"],
+                "task": "t",
+                "domain": "d",
+            }
+            for g in range(steps):
+                z = search.ask()
+                writer.query(u, "train", texts if g == 0 else None, z, list(range(n)))
+                scores = np.einsum("kr,ncr->knc", z, weights[u]) + 0.1 * rng.normal(size=(popsize, n, 2))
+                writer.scores(u, scores)
+                search.tell(rng.normal(size=popsize) if null else fitness(scores, labels[u]))
+            writer.final(u, search.result)
+        writer.end_round()
+    return {u: {text_hash("", q): int(y) for q, y in zip(queries[u], labels[u])} for u in range(users)}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_label_inference_reads_labels_off_the_selection_and_nothing_off_noise(tmp_path, seed):
+    results = {}
+    for null in (False, True):
+        truth = synthetic_run(tmp_path / str(null), null, seed)
+        transcript = Transcript(tmp_path / str(null))
+        predictions = {p: infer_labels(transcript, p) for p in transcript.users()}
+        results[null] = score_predictions(predictions, truth)
+        assert results[null]["texts"] == 160
+    planted, null = results[False], results[True]
+    assert planted["accuracy"] > planted["majority_baseline"] + 0.2 and planted["p_value"] < 1e-6
+    assert null["accuracy"] < null["majority_baseline"] + 0.08 and null["p_value"] > 1e-3
+
+
+# ----------------------------------------------------------------------------- membership
+def lira_case(planted: bool, seed: int, n=1000, shadows=16, effect=1.5):
+    """Per-example difficulty mu_i; the statistic is mu_i + effect x (in training set) + noise for the
+    shadows; for the target the effect applies to members only when ``planted``."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0, 2, n)
+    inside = rng.random((n, shadows)) < 0.5
+    shadow = difficulty[:, None] + effect * inside + rng.normal(size=(n, shadows))
+    members = rng.random(n) < 0.5
+    target = difficulty + effect * (members if planted else 0) + rng.normal(size=n)
+    return lira_scores(target, shadow, inside), members
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lira_detects_planted_membership_and_not_independent_membership(seed):
+    planted = roc_metrics(*lira_case(True, seed))
+    null = roc_metrics(*lira_case(False, seed))
+    assert planted["auc"] > 0.75 and planted["tpr_at_1%_fpr"] > 0.04
+    assert abs(null["auc"] - 0.5) < 0.06 and null["tpr_at_1%_fpr"] < 0.04
+
+
+def test_roc_metrics_and_logit_confidence_on_known_values():
+    perfect = roc_metrics(np.array([3.0, 2.0, 1.0, 0.0]), np.array([True, True, False, False]))
+    assert perfect["auc"] == 1.0 and perfect["tpr_at_0.1%_fpr"] == 1.0
+    assert roc_metrics(np.array([0.0, 1.0]), np.array([True, False]))["auc"] == 0.0
+    phi = logit_confidence(np.array([[0.0, np.log(3.0)]]), np.array([1]))  # p = 0.75 -> log 3
+    np.testing.assert_allclose(phi, [np.log(3.0)])
+
+
+# ----------------------------------------------------------------------------- attribute
+@pytest.mark.parametrize("seed", [0, 1])
+def test_attribute_probe_reads_a_planted_attribute_and_not_an_independent_one(seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(2, 32))
+
+    def users(count):
+        y = rng.integers(0, 2, count)
+        return centres[y] * 0.5 + rng.normal(size=(count, 32)), y
+
+    shadow_z, shadow_y = users(60)
+    target_z, target_y = users(200)
+    planted = probe_accuracy(shadow_z, shadow_y, target_z, target_y, 2)
+    null = probe_accuracy(shadow_z, shadow_y, target_z, rng.integers(0, 2, 200), 2)
+    assert planted["accuracy"] > planted["chance"] + 0.25 and planted["p_value"] < 1e-6
+    assert null["accuracy"] < null["chance"] + 0.08
+
+
+# ----------------------------------------------------------------------------- end to end
+def recorded_run(tiny, folder: Path, users=3, **defence) -> Path:
+    """A BBT run of the real apps on the loopback grid with the transcript on, in a run folder."""
+    config = RunConfig(
+        method="bbt",
+        backbone="tiny-random",
+        tasks="sst2",
+        r=8,
+        t=2,
+        popsize=4,
+        steps_per_round=2,
+        num_rounds=2,
+        n_test=6,
+        shots_per_class=3,
+        min_users=users,
+        max_tokens=96,
+        record_transcript=True,
+        **defence,
+    )
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config.to_run_config()))
+    box = BlackBox(tiny, ProjectedPrompt.for_backbone(tiny, config.t, config.r, config.seed), max_tokens=96)
+    strategy = BBTStrategy(config, box, np.zeros(config.r, np.float32))
+    strategy.transcript = TranscriptWriter(folder / "transcript")
+    strategy.start(LoopbackGrid(users, config.to_run_config()), num_rounds=config.num_rounds)
+    return folder
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_every_attack_runs_on_a_recorded_run_and_exposure_sees_the_decoys(tiny, tmp_path):
+    run = recorded_run(tiny, tmp_path / "run", decoy_texts=1.0)
+    results = run_attack(run, "all", shadows=2)
+    assert set(results) == {"label-selection", "membership", "attribute", "exposure"}
+    for name in results:
+        assert json.loads((run / "privacy" / f"{name}.json").read_text())["attack"] == name
+    assert (run / "privacy" / "membership_roc.png").stat().st_size > 0
+    assert results["label-selection"]["texts"] == 3 * 6 and 0 <= results["label-selection"]["accuracy"] <= 1
+    assert 0 <= results["membership"]["auc"] <= 1 and results["membership"]["members"] == 3 * 6
+    assert results["attribute"]["attribute"] == "label-skew" and results["attribute"]["users"] == 3
+    exposure = results["exposure"]["mean"]
+    assert exposure["training_rows_seen"] == 1.0 and exposure["dev_rows_seen"] == 1.0  # decoys are dev rows
+    assert exposure["scored_texts_that_are_training_rows"] == 0.5 and exposure["test_rows_seen"] == 1.0
+    with pytest.raises(ValueError, match="unknown attack"):
+        run_attack(run, "telepathy")
