@@ -3,7 +3,8 @@ the accuracy each defence costs.
 
     python -m simulations.privacy_sweep [--preset simulations/privacy.toml] [--users 24] [--out results/privacy]
                                         [--defences none dp decoy-texts decoy-candidates selection-noise]
-                                        [--shadows 8] [--attribute-shadows 24] [--set "key=value ..."] [--report-only]
+                                        [--levels 0 1 2] [--shadows 8] [--attribute-shadows 24]
+                                        [--set "key=value ..."] [--report-only]
 
 Each cell is one real `flwr run .` (simulations/local_run.py) of the preset with the transcript on and
 one defence at one strength (``STRENGTHS``), into ``<out>/<defence>-<level>/``; then every attack
@@ -52,9 +53,10 @@ LEAKAGE = [
 ]
 
 
-def cells(defences: list[str]) -> list[tuple[str, dict]]:
-    """(cell name, defence settings) in sweep order."""
-    return [(f"{d}-{i}", s) for d in defences for i, s in enumerate(STRENGTHS[d])]
+def cells(defences: list[str], levels: list[int]) -> list[tuple[str, dict]]:
+    """(cell name, defence settings) in sweep order: each defence at the ``levels`` of its strengths
+    (no defence has the one level 0)."""
+    return [(f"{d}-{i}", s) for d in defences for i, s in enumerate(STRENGTHS[d]) if i in levels or d == "none"]
 
 
 def run_cell(name: str, defence: dict, preset: dict, users: int, out: Path) -> None:
@@ -69,6 +71,8 @@ def run_cell(name: str, defence: dict, preset: dict, users: int, out: Path) -> N
         "user-state-dir": str((out / ".users").resolve()),
         "min-users": users,
     }
+    if settings.get("generator"):  # absolute: the ServerApp and the attacks may run elsewhere than ROOT
+        settings["generator"] = str((ROOT / settings["generator"]).resolve())
     if (folder / "checkpoint.safetensors").exists():
         settings["resume-from"] = str(folder.resolve())
     elif folder.exists():
@@ -192,6 +196,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=24)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "privacy")
     parser.add_argument("--defences", nargs="+", default=list(STRENGTHS), choices=list(STRENGTHS))
+    parser.add_argument("--levels", type=int, nargs="+", default=[0, 1, 2], help="which strengths (0 = weakest)")
     parser.add_argument("--shadows", type=int, default=8, help="membership: shadow users per target user")
     parser.add_argument("--attribute-shadows", type=int, default=24, help="attribute: shadow users for the probe")
     parser.add_argument("--set", default="", help="preset overrides, e.g. \"backbone='tiny-random' generator=''\"")
@@ -202,7 +207,7 @@ def main() -> int:
     if preset.get("generator") and not args.report_only:
         ensure_generator(preset["domain"], ROOT / preset["generator"])  # the suite's SDT checkpoint, trained if missing
     rows = []
-    for name, defence in cells(args.defences):
+    for name, defence in cells(args.defences, args.levels):
         folder = args.out / name
         if not args.report_only:
             if not (folder / "summary.json").exists():
