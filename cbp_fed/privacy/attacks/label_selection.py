@@ -13,9 +13,11 @@ user's first). Per generation:
 
 Candidates the user selected have large e_i; if text j has label c, they tend to have small
 l_i(j, c). The evidence for "text j has label c" is the correlation over candidates of -l(j, c)
-with e, summed over every generation that scored text j; the attack predicts the label with the
-most evidence (a per-example marginal: first order in the other texts' labels). Decoy candidates
-and decoy texts are taken at face value (the provider cannot tell them apart).
+with e, summed over every generation that scored text j (a per-example marginal: first order in
+the other texts' labels). From there, a coordinate ascent on the whole label vector maximises the
+agreement of the implied fitness ranking (the mean loss over the batch, what the user told CMA-ES)
+with e over all generations (``infer_labels``). Decoy candidates and decoy texts are taken at face
+value (the provider cannot tell them apart).
 """
 
 from __future__ import annotations
@@ -76,11 +78,29 @@ def generations(transcript: Transcript, partition: int, exact_final: bool = True
     return out
 
 
-def infer_labels(transcript: Transcript, partition: int, exact_final: bool = True, restarts: bool = False) -> dict:
+def _pearson(f: np.ndarray, e: np.ndarray) -> float:
+    """Correlation of two ``(k,)`` vectors (0 when either is flat)."""
+    f, e = f - f.mean(), e - e.mean()
+    norm = np.sqrt((f**2).sum() * (e**2).sum())
+    return float((f * e).sum() / norm) if norm > 0 else 0.0
+
+
+def infer_labels(
+    transcript: Transcript, partition: int, exact_final: bool = True, restarts: bool = False, sweeps: int = 10
+) -> dict:
     """{text hash: {"label": predicted, "evidence": [per label], "generations": n}} for every text the
-    user had scored in a generation whose next mean the provider could estimate (``generations``)."""
+    user had scored in a generation whose next mean the provider could estimate (``generations``).
+
+    Two stages. Marginal: per text, the label whose loss correlates best with how far each candidate
+    was followed (the evidence). Joint: starting there, coordinate ascent on the whole label vector y
+    of the objective sum_g corr(-fitness_g(y), followed_g), with fitness_g(y) ``(k,)`` the mean loss
+    over generation g's batch under y, exactly what the user told CMA-ES. The joint stage separates
+    what a shift of z does to every text alike (which reveals only the label balance) from what it
+    does to one text."""
     evidence: dict[str, np.ndarray] = {}
     seen = defaultdict(int)
+    used = []  # (text indices (b,), losses (k, b, C), followed (k,)) per usable generation
+    index: dict[str, int] = {}
     for gen in generations(transcript, partition, exact_final, restarts):
         if gen["next"] is None:
             continue
@@ -93,10 +113,45 @@ def infer_labels(transcript: Transcript, partition: int, exact_final: bool = Tru
         for j, sha in enumerate(gen["hashes"]):
             evidence[sha] = evidence.get(sha, 0) + corr[j]
             seen[sha] += 1
+            index.setdefault(sha, len(index))
+        used.append((np.array([index[sha] for sha in gen["hashes"]]), loss, followed))
+    labels = np.zeros(len(index), dtype=int)
+    for sha, i in index.items():
+        labels[i] = int(np.argmax(evidence[sha]))
+    if used:
+        labels = _coordinate_ascent(labels, used, sweeps)
     return {
-        sha: {"label": int(np.argmax(e)), "evidence": [float(v) for v in e], "generations": seen[sha]}
-        for sha, e in evidence.items()
+        sha: {"label": int(labels[i]), "evidence": [float(v) for v in evidence[sha]], "generations": seen[sha]}
+        for sha, i in index.items()
     }
+
+
+def _coordinate_ascent(labels: np.ndarray, used: list, sweeps: int) -> np.ndarray:
+    """Improve ``labels (n,)`` one text at a time on sum_g corr(-fitness_g(labels), followed_g) until
+    no single change helps (or ``sweeps`` passes)."""
+    n_labels = used[0][1].shape[2]
+    sums = [loss[:, np.arange(len(idx)), labels[idx]].sum(axis=1) for idx, loss, _ in used]  # (k,) per generation
+    where = defaultdict(list)  # text -> [(generation, position in its batch)]
+    for g, (idx, _, _) in enumerate(used):
+        for j, i in enumerate(idx):
+            where[int(i)].append((g, j))
+    for _ in range(sweeps):
+        changed = False
+        for i, places in where.items():
+            gains = np.zeros(n_labels)
+            for c in range(n_labels):
+                for g, j in places:
+                    loss, followed = used[g][1], used[g][2]
+                    trial = sums[g] + loss[:, j, c] - loss[:, j, labels[i]]
+                    gains[c] += _pearson(-trial, followed) - _pearson(-sums[g], followed)
+            best = int(np.argmax(gains))
+            if best != labels[i] and gains[best] > 1e-12:
+                for g, j in places:
+                    sums[g] = sums[g] + used[g][1][:, j, best] - used[g][1][:, j, labels[i]]
+                labels[i], changed = best, True
+        if not changed:
+            break
+    return labels
 
 
 def score_predictions(predictions: dict[int, dict[str, dict]], truth: dict[int, dict[str, int]]) -> dict:
