@@ -4,6 +4,7 @@
 #   make demo-core   one process, no Flower: SDT + the four methods on BoolQ, small sizes
 #   make deploy-demo a real deployment on loopback: TLS, SuperNode authentication, 3 users, a refused node
 #   make experiments the core comparison table on the real SmolLM2 (long: about an hour)
+#   make bench       the performance bench: limit, BlackBox vs bare forward, what was tried, federation (~20 min)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo demo-core deploy-demo test lint experiments clean
+.PHONY: setup demo demo-core deploy-demo test lint experiments bench clean
 
 setup: $(VENV)/.ready
 
@@ -55,6 +56,9 @@ experiments: setup
 	$(PY) -m simulations.core_table --tasks boolq --threads 1 --n-test 200 & \
 	  $(PY) -m simulations.core_table --tasks pubmedqa --threads 1 --n-test 200 --sdt-steps 200; wait
 	$(BIN)/cbp-fed report results/core/*/summary.json --out results/core/table.md
+
+bench: setup
+	$(PY) -m simulations.bench
 
 clean:
 	rm -rf $(VENV) .state results/demo-core

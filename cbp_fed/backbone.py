@@ -283,8 +283,7 @@ class FrozenLM:
         B = prompts.shape[0]
         if B != len(token_ids):
             raise ValueError(f"{B} prompts for {len(token_ids)} sequences")
-        embeds, mask, lengths = self._inputs(prompts, token_ids)
-        position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+        embeds, mask, position_ids, lengths = self.batch_inputs(prompts, token_ids)
         hidden = self.model.model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids
         ).last_hidden_state
@@ -292,15 +291,16 @@ class FrozenLM:
             return hidden[:, -1]
         return hidden[torch.arange(B, device=self.device), lengths - 1]
 
-    def _inputs(
+    def batch_inputs(
         self, prompts: torch.Tensor, token_ids: Sequence[Sequence[int]]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The padded batch of ``[prefix ; prompt_b ; tokens_b]`` rows without a Python loop over rows.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model's inputs for a padded batch of ``[prefix ; prompt_b ; tokens_b]`` rows, built without a
+        Python loop over rows (the benchmark feeds them to the bare forward to time the model alone).
 
         One embedding lookup of a ``(B, L)`` id grid (pads look up id 0; the mask hides them), then the
         prompts are scattered into their ``t`` columns of each row (``masked_scatter`` keeps gradients).
-        Returns embeds ``(B, L, d)`` in the model's dtype, the attention mask ``(B, L)`` (1 = real) and
-        the row lengths ``(B,)``.
+        Returns embeds ``(B, L, d)`` in the model's dtype, the attention mask ``(B, L)`` (1 = real), the
+        position ids ``(B, L)`` (0 at each row's first real token) and the row lengths ``(B,)``.
         """
         B, t = prompts.shape[:2]
         n_prefix = len(self.prefix_ids)
@@ -315,7 +315,8 @@ class FrozenLM:
             [i for ids in token_ids for i in (*self.prefix_ids, *ids)], dtype=torch.long, device=self.device
         )
         embeds = self._embedding(grid).to(self.dtype).masked_scatter(is_prompt[..., None], prompts.to(self.dtype))
-        return embeds, mask.long(), lengths
+        mask = mask.long()
+        return embeds, mask, (mask.cumsum(1) - 1).clamp(min=0), lengths
 
     def label_logits(self, hidden: torch.Tensor, label_ids: torch.Tensor) -> torch.Tensor:
         """``hidden: (B, d)``, ``label_ids: (C,)`` -> ``(B, C)`` fp32 logits of the label words only."""

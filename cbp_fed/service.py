@@ -82,7 +82,7 @@ class Plan:
 
     def shapes(self) -> list[tuple[int, int]]:
         """``(rows, padded length)`` of each chunk's forward: what a raw forward at the same shapes runs."""
-        return [(end - begin, int(self.lengths[begin])) for begin, end in self.chunks]
+        return [(end - begin, int(self.lengths[begin:end].max())) for begin, end in self.chunks]
 
 
 class BlackBox:

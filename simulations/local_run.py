@@ -26,6 +26,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import IO
 
 from simulations.monitor import PeakMemory
 
@@ -116,17 +117,19 @@ def flwr_run(
     timeout: float = 3600,
     port: int | None = None,
     extra_env: dict[str, str] | None = None,
+    output: IO | None = None,
 ) -> dict:
     """Run the app once; returns the run's entry of `flwr list` (its "status" says how it ended).
 
     ``port``: the local SuperLink's port (default: a free one); ``extra_env``: more environment for `flwr`
-    and the SuperLink it starts (e.g. RAY_ADDRESS to run on an existing Ray cluster).
+    and the SuperLink it starts (e.g. RAY_ADDRESS to run on an existing Ray cluster); ``output``: a file
+    for the run's streamed log (default: this process's stdout).
     """
     env = {**environment(flwr_home or ROOT / ".state" / "flwr", users), **(extra_env or {})}
     port = private_superlink(env, port)
     command = ["flwr", "run", str(ROOT), "--stream"] + (["--run-config", run_config] if run_config else [])
     try:
-        subprocess.run(command, env=env, cwd=ROOT, timeout=timeout, check=False)
+        subprocess.run(command, env=env, cwd=ROOT, timeout=timeout, check=False, stdout=output, stderr=output)
         listing = subprocess.run(
             ["flwr", "list", "--format", "json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
@@ -142,7 +145,7 @@ def simulate(settings: dict, users: int, folder: Path, timeout: float = 3600, **
     Returns the facts also written to ``folder/local_run.json`` (when the run made its folder): run id,
     status, elapsed seconds and the peak resident memory of this run's processes (its SuperLink's tree:
     SuperExec, the ServerApp's simulation process, Ray and the ClientApp actors; not other runs').
-    ``flwr_args`` go to ``flwr_run`` (flwr_home, extra_env).
+    ``flwr_args`` go to ``flwr_run`` (flwr_home, extra_env, output).
     """
     port = free_port()
     with PeakMemory(roots=lambda: superlinks(port)) as peak:
