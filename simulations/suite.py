@@ -115,16 +115,17 @@ def _mean_std(values: list[float]) -> str:
     return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}" if len(values) > 1 else f"{values.mean():.1f}"
 
 
-def calls_to_reach(cells: list[dict], domain: str, method: str, target: float) -> int | None:
-    """Fewest calls per user at which ``method``'s seed-mean accuracy reaches ``target`` (None: never)."""
+def calls_to_reach(cells: list[dict], domain: str, method: str, target: float) -> str:
+    """Fewest calls per user at which ``method``'s seed-mean accuracy reaches ``target``, as text."""
     curves = [c["curve"] for c in cells if c["domain"] == domain and c["method"] == method]
     if not curves:
-        return None
+        return "not run"
     points = defaultdict(list)
     for curve in curves:
         for calls, accuracy in curve:
             points[calls].append(accuracy)
-    return next((calls for calls in sorted(points) if np.mean(points[calls]) >= target), None)
+    reached = [calls for calls in sorted(points) if np.mean(points[calls]) >= target]
+    return str(reached[0]) if reached else f"not within {max(points)}"
 
 
 def table(cells: list[dict]) -> str:
@@ -136,7 +137,7 @@ def table(cells: list[dict]) -> str:
     tasks = {c["domain"]: c["task"] for c in cells}
     head = " | ".join(f"{d} ({tasks[d]}) acc %" for d in domains)
     lines = [
-        f"| method | {head} | seeds | calls/user | test texts | up B/user/round | down B/user/round |",
+        f"| method | {head} | seeds | calls/user | test texts | train up B/user/round | train down B/user/round |",
         "|---|" + "---|" * (len(domains) + 5),
     ]
     for method in METHODS:
@@ -165,11 +166,10 @@ def table(cells: list[dict]) -> str:
             continue
         target = float(np.mean([c["accuracy"] for c in cbp]))
         budget = cbp[0]["calls_per_user"]
-        needs = [calls_to_reach(cells, d, m, target) for m in ("bbt", "fedbpt")]
         bbt = groups.get(("bbt", d))
-        reverse = calls_to_reach(cells, d, "cbp", float(np.mean([c["accuracy"] for c in bbt]))) if bbt else None
-        shown = [f"{n}" if n is not None else f"not within {budget}" for n in (*needs, reverse)]
-        lines.append(f"| {d} | {100 * target:.1f} at {budget} | {shown[0]} | {shown[1]} | {shown[2]} |")
+        reverse = calls_to_reach(cells, d, "cbp", float(np.mean([c["accuracy"] for c in bbt]))) if bbt else "-"
+        needs = " | ".join(calls_to_reach(cells, d, m, target) for m in ("bbt", "fedbpt"))
+        lines.append(f"| {d} | {100 * target:.1f} at {budget} | {needs} | {reverse} |")
     return "\n".join(lines) + "\n"
 
 
@@ -197,7 +197,8 @@ def plot(cells: list[dict], out: Path) -> None:
             if not runs:
                 continue
             if method in ("zero-shot", "sdt-only"):
-                ax.axhline(100 * np.mean([r[-1][1] for r in runs]), linestyle=":", color="grey", label=method)
+                style = {"zero-shot": (":", "grey"), "sdt-only": ("--", "black")}[method]
+                ax.axhline(100 * np.mean([r[-1][1] for r in runs]), linestyle=style[0], color=style[1], label=method)
                 continue
             calls = [p[0] for p in runs[0]]
             acc = 100 * np.array([[p[1] for p in r] for r in runs if len(r) == len(calls)])
