@@ -1,8 +1,9 @@
-"""`cbp-fed`: prepare, sdt, customize, report.
+"""`cbp-fed`: prepare, sdt, customize, tune, report.
 
 cbp-fed prepare                          convert the bundled models, check every task loads
 cbp-fed sdt --domain commonsense --out runs/gen-commonsense
 cbp-fed customize --task boolq --method cbp --generator runs/gen-commonsense --budget 200 --seed 0 --out runs/x
+cbp-fed tune --task boolq --domain commonsense --trials 10 --out results/tune/boolq
 cbp-fed report runs/*/summary.json --out table.md
 """
 
@@ -98,6 +99,22 @@ def _customize(args) -> None:
     )
 
 
+def _tune(args) -> None:
+    import torch
+
+    from .tune import TuneConfig, tune
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = tune(TuneConfig(**{f.name: getattr(args, f.name) for f in fields(TuneConfig)}))
+    best = report["best"]
+    console.print(
+        f"best of {report['completed_trials']} trials: trial {best['trial']} {best['params']}: "
+        f"dev accuracy {best['dev_accuracy']:.3f}, test accuracy {best['test_accuracy']:.3f} "
+        f"-> {Path(args.out) / 'tune.json'}"
+    )
+
+
 def _report(args) -> None:
     from .report import summaries_table
 
@@ -122,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .customize import METHODS, CustomizeConfig
     from .domain_training import SDTConfig
     from .search import LOSSES
+    from .tune import TuneConfig
 
     sdt_defaults = {f.name: f.default for f in fields(SDTConfig)}
     cz = {f.name: f.default for f in fields(CustomizeConfig) if f.name != "task"}
+    tn = {f.name: f.default for f in fields(TuneConfig)}
     parser = argparse.ArgumentParser(
         prog="cbp-fed", description="CBP-Tuning: customise a black-box LLM with one vector"
     )
@@ -166,6 +185,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     model_options(p)
     p.set_defaults(run=_customize)
+
+    p = sub.add_parser(
+        "tune", help="Bayesian search (Optuna TPE) of sigma0, popsize, m, t and the SDT lr for CBP on dev; test once"
+    )
+    p.add_argument("--task", required=True)
+    p.add_argument("--domain", default=tn["domain"], help="SDT domain of the generators")
+    p.add_argument("--out", required=True, help="study folder: study.db, generators/, tune.json, tune.md, tune.png")
+    p.add_argument("--trials", type=int, default=tn["trials"], help="completed trials to reach (resumes the study)")
+    p.add_argument("--startup-trials", type=int, default=tn["startup_trials"], help="random trials before TPE")
+    p.add_argument("--sigma0", type=float, nargs=2, default=tn["sigma0"], metavar=("LOW", "HIGH"), help="log scale")
+    p.add_argument("--popsize", type=int, nargs=2, default=tn["popsize"], metavar=("LOW", "HIGH"))
+    p.add_argument("--m", type=int, nargs="+", default=tn["m"], help="choices of the generator bottleneck")
+    p.add_argument("--t", type=int, nargs="+", default=tn["t"], help="choices of the prompt length")
+    p.add_argument("--lr", type=float, nargs="+", default=tn["lr"], help="choices of the SDT learning rate")
+    for key in ("r", "sdt_steps", "sdt_batch_size", "sdt_pool_size", "sdt_eval_size", "n_dev", "n_test", "seed"):
+        p.add_argument("--" + key.replace("_", "-"), type=int, default=tn[key])
+    p.add_argument("--budget", type=int, default=tn["budget"], help="model calls per CMA-ES search")
+    p.add_argument("--shots", type=int, default=tn["shots"], help="training examples per class")
+    p.add_argument("--max-tokens", type=int, default=tn["max_tokens"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--backbone", default=tn["backbone"], help="registry name, local folder or hub id")
+    p.add_argument("--dtype", default=tn["dtype"], choices=["auto", "fp32", "bf16"])
+    p.add_argument("--device", default=tn["device"], help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    p.set_defaults(run=_tune)
 
     p = sub.add_parser("report", help="markdown table over summary.json files")
     p.add_argument("summaries", nargs="+")

@@ -9,6 +9,9 @@ The loop is the whole method seen from the user's side:
         search.tell(fitness(scores, private train labels)) (k,)
     keep z = search.result and report its test accuracy
 
+``eval_split="dev"`` reports the dev split instead and never scores a test row: hyperparameter
+search (``tune.py``) selects on dev and touches test once, at the end.
+
 The same code runs the baselines: zero-shot (no prompt, no search), SDT-only (generator with z0,
 no search) and BBT (a projected prompt without generator). The federated strategies reuse the
 BlackBox, CMASearch and fitness pieces.
@@ -33,11 +36,17 @@ from .tasks import load_task_spec, task_names, user_split
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
 SEARCHING = ("bbt", "cbp")
+EVAL_SPLITS = ("test", "dev")
 
 
 @dataclass(frozen=True)
 class CustomizeConfig:
-    """One user-side run. ``generator`` (an SDT checkpoint folder) is required by sdt-only and cbp."""
+    """One user-side run. ``generator`` (an SDT checkpoint folder) is required by sdt-only and cbp.
+
+    ``eval_split`` is the split the summary's accuracies (and budget-curve points) are measured on;
+    with ``"dev"`` no test row is ever scored. ``n_dev`` is the dev size (None: as many as train, the
+    BBT convention).
+    """
 
     task: str
     method: str = "cbp"
@@ -57,8 +66,14 @@ class CustomizeConfig:
     n_test: int = 300
     max_tokens: int = 128
     checkpoints: tuple[int, ...] = ()
+    eval_split: str = "test"
+    n_dev: int | None = None
 
     def __post_init__(self):
+        if self.eval_split not in EVAL_SPLITS:
+            raise ValueError(f"unknown eval_split {self.eval_split!r}; choose from {EVAL_SPLITS}")
+        if self.n_dev is not None and self.n_dev < 1:
+            raise ValueError(f"n_dev must be >= 1 (or None: as many as train), got {self.n_dev}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {METHODS}")
         if self.task not in task_names() and not self.task.endswith(".json"):
@@ -92,7 +107,9 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
     """Run one user-side customisation and return its summary (see ``cbp-fed customize``)."""
     started = time.time()
     task = load_task_spec(config.task)
-    split = user_split(task, config.seed, config.shots_per_class, n_test=config.n_test)
+    split = user_split(task, config.seed, config.shots_per_class, n_dev=config.n_dev, n_test=config.n_test)
+    on = config.eval_split
+    eval_rows = split.dev if on == "dev" else split.test
     lm = lm or FrozenLM.load(config.backbone, config.dtype, config.device)
     source, z, source_info = build_source(config, lm)
     box = BlackBox(lm, source, max_tokens=config.max_tokens)
@@ -102,13 +119,13 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         return box.score([query])[0]
 
     def evaluate(z_final: np.ndarray) -> dict:
-        test = scores_of(z_final[None], split.test)[0]
+        scores = scores_of(z_final[None], eval_rows)[0]
         train = scores_of(z_final[None], split.train)[0]
-        labels = [ex.label for ex in split.test]
+        labels = [ex.label for ex in eval_rows]
         return {
-            "test_accuracy": accuracy(test, labels),
-            "test_accuracy_calibrated": accuracy(calibrated(test, train), labels),
-            "test_predicted_share": np.bincount(test.argmax(1), minlength=len(task.label_words)).tolist(),
+            f"{on}_accuracy": accuracy(scores, labels),
+            f"{on}_accuracy_calibrated": accuracy(calibrated(scores, train), labels),
+            f"{on}_predicted_share": np.bincount(scores.argmax(1), minlength=len(task.label_words)).tolist(),
         }
 
     train_labels = np.array([ex.label for ex in split.train])
@@ -137,8 +154,9 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         z = search.result
     final = curve[-1] if curve and curve[-1]["calls"] == search.calls else evaluate(z)
     final = {k: v for k, v in final.items() if k != "calls"}
-    dev = scores_of(z[None], split.dev)[0]
-    test_labels = [ex.label for ex in split.test]
+    if on == "test":
+        final["dev_accuracy"] = accuracy(scores_of(z[None], split.dev)[0], [ex.label for ex in split.dev])
+    eval_labels = [ex.label for ex in eval_rows]
     return {
         "task": config.task,
         "domain": task.domain,
@@ -151,9 +169,9 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         "train_size": len(split.train),
         "dev_size": len(split.dev),
         "test_size": len(split.test),
+        "eval_split": on,
         **final,
-        "dev_accuracy": accuracy(dev, [ex.label for ex in split.dev]),
-        "majority_rate": max(Counter(test_labels).values()) / len(test_labels),
+        "majority_rate": max(Counter(eval_labels).values()) / len(eval_labels),
         "best_train_loss": search.best_fitness if search else None,
         "curve": curve,
         "calls_total": box.meter.calls,
