@@ -153,6 +153,8 @@ def test_accountant_matches_the_gaussian_privacy_curve_and_classic_bounds():
     # composition: R releases cost like one at noise / sqrt(R); no noise is no guarantee
     assert defences.epsilon(2.0, 4, 1e-5) == pytest.approx(defences.epsilon(1.0, 1, 1e-5))
     assert defences.epsilon(0.0, 1, 1e-5) == math.inf
+    # little noise, many rounds: a large but finite epsilon (no overflow), growing as the noise shrinks
+    assert 100 < defences.epsilon(0.2, 3, 1e-5) < defences.epsilon(0.05, 3, 1e-5) < math.inf
 
 
 def test_gaussian_release_clips_the_shift_from_the_anchor():

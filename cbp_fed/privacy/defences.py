@@ -58,12 +58,20 @@ def _phi(x: float) -> float:
     return 0.5 * math.erfc(-x / math.sqrt(2.0))
 
 
+def _log_phi(x: float) -> float:
+    """log of the standard normal CDF, also far in the lower tail (asymptotic series below -30)."""
+    if x > -30:
+        return math.log(_phi(x))
+    return -0.5 * x * x - math.log(-x) - 0.5 * math.log(2 * math.pi) + math.log1p(-1 / (x * x))
+
+
 def gdp_delta(mu: float, epsilon: float) -> float:
     """The exact delta(epsilon) of a mu-GDP mechanism (Gaussian mechanism with sensitivity / std = mu):
-    ``Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu - mu/2)``."""
+    ``Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu - mu/2)`` (the second term in log space: e^eps overflows
+    where Phi underflows)."""
     if mu <= 0:
         return 0.0
-    return _phi(-epsilon / mu + mu / 2) - math.exp(epsilon) * _phi(-epsilon / mu - mu / 2)
+    return _phi(-epsilon / mu + mu / 2) - math.exp(epsilon + _log_phi(-epsilon / mu - mu / 2))
 
 
 def gdp_mu(noise: float, releases: int) -> float:
