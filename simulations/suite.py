@@ -137,7 +137,7 @@ def table(cells: list[dict]) -> str:
     tasks = {c["domain"]: c["task"] for c in cells}
     head = " | ".join(f"{d} ({tasks[d]}) acc %" for d in domains)
     lines = [
-        f"| method | {head} | seeds | calls/user | test texts | train up B/user/round | train down B/user/round |",
+        f"| method | {head} | seeds | calls/user | test texts | train B up/user/round | train B down/user/round |",
         "|---|" + "---|" * (len(domains) + 5),
     ]
     for method in METHODS:
@@ -151,10 +151,14 @@ def table(cells: list[dict]) -> str:
         texts = "/".join(
             str(groups[(method, d)][0]["test_examples"]) if (method, d) in groups else "-" for d in domains
         )
-        up, down = (np.mean([c[key] for c in runs]) for key in ("bytes_up", "bytes_down"))
-        lines.append(
-            f"| {method} | {accs} | {seeds} | {runs[0]['calls_per_user']} | {texts} | {up:,.0f} | {down:,.0f} |"
+        up, down = (
+            " / ".join(
+                f"{np.mean([c[key] for c in groups[(method, d)]]):,.0f}" if (method, d) in groups else "-"
+                for d in domains
+            )
+            for key in ("bytes_up", "bytes_down")
         )
+        lines.append(f"| {method} | {accs} | {seeds} | {runs[0]['calls_per_user']} | {texts} | {up} | {down} |")
     lines += ["", "Calls per user to reach CBP's accuracy at its budget (from the per-round curves):", ""]
     lines += [
         "| domain | CBP acc % at calls | BBT needs | FedBPT needs | CBP needs for BBT's final |",
