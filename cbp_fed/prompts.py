@@ -3,6 +3,10 @@
 Every source has the same call signature, so the BlackBox and the trainer never branch on method:
 
     source(z: (k, r), pooled: (n, d)) -> prompts: (k, n, t, d)
+    source.pairs(z: (K, r), pooled: (N, d), candidate: (P,), text: (P,)) -> prompts: (P, t, d)
+
+``pairs`` gives the prompt of chosen (candidate, text) pairs only: the BlackBox stacks every user's
+candidates and texts and builds all their prompts in one call instead of one call per user.
 
 - ``PromptGenerator`` (CBP): instance-dependent, I = pooled + A z, p = L_U(GeLU(L_D(I))).
 - ``ProjectedPrompt`` (BBT): p = reshape(A' z) + p_init, the same for every input.
@@ -46,9 +50,15 @@ class PromptGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         """z: (k, r), pooled: (n, d) -> prompts (k, n, t, d)."""
-        inputs = pooled[None] + (z @ self.A.T)[:, None]  # (k, n, d)
-        prompts = self.up(nn.functional.gelu(self.down(inputs)))  # (k, n, t*d)
-        return prompts.view(z.shape[0], pooled.shape[0], self.t, self.d)
+        return self._generate(pooled[None] + (z @ self.A.T)[:, None])  # inputs (k, n, d)
+
+    def pairs(self, z: torch.Tensor, pooled: torch.Tensor, candidate: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """z: (K, r), pooled: (N, d), candidate/text: (P,) row indices -> prompts (P, t, d)."""
+        return self._generate(pooled[text] + (z @ self.A.T)[candidate])  # inputs (P, d)
+
+    def _generate(self, inputs: torch.Tensor) -> torch.Tensor:
+        """I: (..., d) -> L_U(GeLU(L_D(I))): (..., t, d)."""
+        return self.up(nn.functional.gelu(self.down(inputs))).unflatten(-1, (self.t, self.d))
 
 
 class ProjectedPrompt(nn.Module):
@@ -75,6 +85,10 @@ class ProjectedPrompt(nn.Module):
         prompts = (z @ self.A.T).view(-1, self.t, self.d) + self.p_init  # (k, t, d)
         return prompts[:, None].expand(-1, pooled.shape[0], -1, -1)
 
+    def pairs(self, z: torch.Tensor, pooled: torch.Tensor, candidate: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """z: (K, r), candidate: (P,) row indices (pooled and text unused) -> prompts (P, t, d)."""
+        return ((z @ self.A.T).view(-1, self.t, self.d) + self.p_init)[candidate]
+
 
 class NoPrompt(nn.Module):
     """Zero-shot: an empty prompt, ``(k, n, 0, d)``."""
@@ -85,6 +99,9 @@ class NoPrompt(nn.Module):
 
     def forward(self, z: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         return pooled.new_zeros(z.shape[0], pooled.shape[0], 0, self.d)
+
+    def pairs(self, z: torch.Tensor, pooled: torch.Tensor, candidate: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return pooled.new_zeros(len(candidate), 0, self.d)
 
 
 BBT_INSTRUCTION = "Read the text and answer the question with one of the given answers."

@@ -22,6 +22,9 @@ import torch
 
 from .backbone import FrozenLM
 
+PROMPT_SLICE = 4096
+"""Pairs whose prompts are generated at once (fp32 intermediates of ~PROMPT_SLICE x t x d floats)."""
+
 
 class QueryError(ValueError):
     """A query the BlackBox refuses; the message names what is wrong."""
@@ -195,14 +198,22 @@ class BlackBox:
         return Plan(rows_t, order, lengths_t, self._chunks(lengths_t.tolist()))
 
     def _prompts(self, queries: Sequence[Query], encoded: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:
-        """Every pair's soft prompt, ``(pairs, t, d)`` in the model's dtype: query u's ``(k, n, t, d)``
-        flattened at its offset. Written in place, so at most one query's prompts exist twice."""
-        sizes = [q.z.shape[0] * len(ids) for q, ids in zip(queries, encoded)]
-        pooled = self.lm.pooled([x for ids in encoded for x in ids]).split([len(ids) for ids in encoded])
-        out = torch.empty(sum(sizes), self.source.t, self.lm.d, dtype=self.lm.dtype, device=self.lm.device)
-        for q, p, part in zip(queries, pooled, out.split(sizes)):
-            z = torch.as_tensor(q.z, dtype=torch.float32, device=self.lm.device)
-            part.copy_(self.source(z, p).reshape(part.shape))
+        """Every pair's soft prompt, ``(pairs, t, d)`` in the model's dtype and (u, c, e) order, from one
+        ``source.pairs`` call over all users' stacked candidates ``(K, r)`` and pooled texts ``(N, d)``."""
+        device = self.lm.device
+        z = torch.as_tensor(np.concatenate([q.z for q in queries]), dtype=torch.float32, device=device)
+        pooled = self.lm.pooled([x for ids in encoded for x in ids])
+        candidate, text, k_seen, n_seen = [], [], 0, 0
+        for q, ids in zip(queries, encoded):
+            k, n = q.z.shape[0], len(ids)
+            candidate.append(torch.arange(k_seen, k_seen + k).repeat_interleave(n))
+            text.append(torch.arange(n_seen, n_seen + n).repeat(k))
+            k_seen, n_seen = k_seen + k, n_seen + n
+        candidate, text = torch.cat(candidate).to(device), torch.cat(text).to(device)
+        out = torch.empty(len(candidate), self.source.t, self.lm.d, dtype=self.lm.dtype, device=device)
+        for begin in range(0, len(candidate), PROMPT_SLICE):  # bounded fp32 intermediates
+            end = begin + PROMPT_SLICE
+            out[begin:end] = self.source.pairs(z, pooled, candidate[begin:end], text[begin:end])
         return out
 
     def _label_scores(

@@ -33,6 +33,15 @@ def test_shapes_of_every_prompt_source(tiny, generator):
     assert NoPrompt(tiny.d)(z, pooled).shape == (4, 5, 0, tiny.d)
 
 
+def test_pairs_are_the_prompts_of_the_chosen_candidate_and_text(tiny, generator):
+    z, pooled = torch.randn(4, 16), torch.randn(5, tiny.d)
+    candidate, text = torch.tensor([3, 0, 3, 1]), torch.tensor([4, 4, 0, 2])
+    bbt = ProjectedPrompt(instruction_embedding(tiny, 6), r=16, embed_std=tiny.embedding_std())
+    for source in (generator, bbt, NoPrompt(tiny.d)):
+        with torch.no_grad():
+            torch.testing.assert_close(source.pairs(z, pooled, candidate, text), source(z, pooled)[candidate, text])
+
+
 def test_generator_prompts_depend_on_the_input(tiny, generator):
     out = generator(torch.randn(1, 16), torch.randn(2, tiny.d))
     assert not torch.allclose(out[0, 0], out[0, 1])
