@@ -79,7 +79,11 @@ def run_cell(domain: str, method: str, seed: int, users: int, out: Path) -> dict
     run = flwr_run(users, run_config_string(settings), flwr_home=ROOT / ".state" / "flwr-suite")
     if run.get("status") != "finished:completed" or not (folder / "summary.json").exists():
         raise RuntimeError(f"cell {name} ended {run.get('status')}: see {folder}")
-    return json.loads((folder / "summary.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    if summary["final_test_accuracy"] is None:  # every user refused: a preset problem, not a result
+        (folder / "summary.json").rename(folder / "summary.failed.json")
+        raise RuntimeError(f"cell {name}: no user could be evaluated; the failures are in {folder / 'rounds.jsonl'}")
+    return summary
 
 
 # ----------------------------------------------------------------------------- the table and plots
