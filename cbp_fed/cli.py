@@ -130,9 +130,9 @@ def _attack(args) -> None:
     options = {"seed": args.seed, "max_users": args.max_users}
     if args.shadows is not None:
         options["shadows"] = args.shadows
-    result = run_attack(args.run, args.attack, **options)
+    result = run_attack(args.run_dir, args.attack, **options)
     console.print_json(json.dumps(result))
-    console.print(f"-> {Path(args.run) / 'privacy'}")
+    console.print(f"-> {Path(args.run_dir) / 'privacy'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_report)
 
     p = sub.add_parser("attack", help="a leakage attack on a run's transcript (record-transcript = true)")
-    p.add_argument("--run", required=True, help="run folder (config.json, transcript/)")
+    p.add_argument("--run", dest="run_dir", required=True, help="run folder (config.json, transcript/)")
     p.add_argument(
         "--attack", required=True, help="label-selection, membership, attribute, exposure, or all (-> RUN/privacy/)"
     )

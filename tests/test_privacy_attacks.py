@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cbp_fed import cli
 from cbp_fed.config import RunConfig
 from cbp_fed.privacy.attacks import run_attack
 from cbp_fed.privacy.attacks.attribute import probe_accuracy
@@ -165,3 +166,6 @@ def test_every_attack_runs_on_a_recorded_run_and_exposure_sees_the_decoys(tiny, 
     assert exposure["scored_texts_that_are_training_rows"] == 0.5 and exposure["test_rows_seen"] == 1.0
     with pytest.raises(ValueError, match="unknown attack"):
         run_attack(run, "telepathy")
+    (run / "privacy" / "exposure.json").unlink()
+    assert cli.main(["attack", "--run", str(run), "--attack", "exposure"]) == 0  # the command line writes it again
+    assert json.loads((run / "privacy" / "exposure.json").read_text())["mean"] == exposure
