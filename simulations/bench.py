@@ -11,9 +11,10 @@ Writes ``results/bench/bench.json`` (a rerun section replaces its own entry, the
 users). The federation runs' folders and logs go to ``results/bench/runs/``.
 
 How it measures. These machines are shared with other jobs, so every comparison is a ratio of two
-things timed side by side in one process, interleaved (A B A B ...), the median of the per-pair ratios.
+things timed side by side in one process, interleaved (A B A B ...).
 On a CPU the in-process sections run torch on ``--threads`` threads (default 1) and time with the
-process's CPU time: other jobs on the machine then slow neither side, and tokens/s are per core. On
+process's CPU time (tokens/s are per core); a busy sibling hyperthread still slows a core, so each side
+is repeated ``--reps`` times and the fastest repetitions are compared (noise only ever adds time). On
 CUDA they time wall-clock after a synchronise. The federation runs (``flwr run``, Ray, 2 cores) time
 wall-clock: their ratios (framework vs forward) come from one run each.
 
@@ -35,7 +36,6 @@ import os
 import platform
 import random
 import shutil
-import statistics
 import sys
 import time
 import tomllib
@@ -64,10 +64,10 @@ class Sizes:
 
     one: tuple[int, int] = (6, 16)
     many_users: int = 100
-    many: tuple[int, int] = (1, 2)
+    many: tuple[int, int] = (1, 1)
     tried: tuple[int, int] = (4, 4)
     max_tokens: int = 64
-    reps: int = 2
+    reps: int = 3
     users: tuple[int, ...] = (10, 30, 100, 300)
     memory_users: int = 300
     real_users: int = 10
@@ -111,8 +111,9 @@ def side_by_side(clock: Clock, reps: int, fns: dict[str, Callable], warm: dict[s
 
 
 def speedup(times: dict[str, list[float]], base: str, variant: str) -> float:
-    """How many times faster ``variant`` ran than ``base``: the median of the per-repetition ratios."""
-    return statistics.median(b / v for b, v in zip(times[base], times[variant]))
+    """How many times faster ``variant`` ran than ``base``: the ratio of the fastest repetition of each
+    (other jobs on a shared machine only ever add time, also CPU time through a busy sibling core)."""
+    return min(times[base]) / min(times[variant])
 
 
 # ------------------------------------------------------------------ inputs
@@ -200,8 +201,8 @@ def forward_flops(lm: FrozenLM, shapes: list[tuple[int, int]]) -> float:
 class Bench:
     """One bench run: arguments, clock, progress display and the sections' results."""
 
-    def __init__(self, args: argparse.Namespace, sizes: Sizes, progress: Progress):
-        self.args, self.sizes, self.progress = args, sizes, progress
+    def __init__(self, args: argparse.Namespace, sizes: Sizes, progress: Progress, previous: dict):
+        self.args, self.sizes, self.progress, self.previous = args, sizes, progress, previous
         self.device = torch.device(args.device)
         self.clock = Clock(self.device)
         self.task, self.busy = None, False
@@ -246,7 +247,7 @@ class Bench:
             {"bare": lambda: bare_forward(lm, small), "matmul": matmuls},
         )
         flops, peak = forward_flops(lm, shapes), 3 * 2 * n**3
-        seconds = statistics.median(times["bare"])
+        seconds = min(times["bare"])
         return {
             "dtype": "bf16" if lm.dtype == torch.bfloat16 else "fp32",
             "chunks": len(shapes),
@@ -255,10 +256,8 @@ class Bench:
             "seconds": seconds,
             "tokens_per_s": real_tokens(inputs) / seconds,
             "flops_per_s": flops / seconds,
-            "matmul_flops_per_s": peak / statistics.median(times["matmul"]),
-            "share_of_peak": statistics.median(
-                (flops / f) / (peak / m) for f, m in zip(times["bare"], times["matmul"])
-            ),
+            "matmul_flops_per_s": peak / min(times["matmul"]),
+            "share_of_peak": (flops / seconds) / (peak / min(times["matmul"])),
         }
 
     # -------------------------------------------------------------- blackbox
@@ -291,7 +290,7 @@ class Bench:
             {"blackbox": lambda: box.score(small), "bare": lambda: bare_forward(lm, small_inputs)},
         )
         pairs, tokens = users * k * n, real_tokens(inputs)
-        bb, bare = statistics.median(times["blackbox"]), statistics.median(times["bare"])
+        bb, bare = min(times["blackbox"]), min(times["bare"])
         return {
             "dtype": str(lm.dtype).removeprefix("torch."),
             "users": users,
@@ -313,7 +312,7 @@ class Bench:
     def tried(self) -> dict:
         """Each speed idea timed against its alternative on the real backbone (and the tiny one where the
         idea is about overhead), with the change of the scores it causes."""
-        self.start("tried", 7 + (self.device.type == "cpu") + self.args.compile)
+        self.start("tried", 8 + (self.device.type == "cpu") + self.args.compile)
         lm = load_lm(self.args.backbone, self.args.dtype, self.args.device)
         source = prompt_source(lm)
         box = BlackBox(lm, source, max_tokens=self.sizes.max_tokens)
@@ -327,6 +326,7 @@ class Bench:
             self.last_position_only(box, query),
             self.batching(box, 1, 1),
             self.batching(tiny_box, *self.sizes.one),
+            self.one_source_call(tiny_box),
             self.length_sorted(box),
             *self.token_budgets(lm, source, query, small),
             self.token_cache(tiny_box),
@@ -336,6 +336,8 @@ class Bench:
             rows.append(self.int8(lm, source, query, small, evaluation, reference))
         if self.args.compile:
             rows.append(self.compiled(lm, source, query, small, evaluation, reference))
+        else:  # minutes to compile: keep the row of the last run that measured it
+            rows += [r for r in self.previous.get("tried", {}).get("rows", []) if r["idea"] == "torch.compile"]
         return {"rows": rows, "query": list(self.sizes.tried), "eval_texts": self.sizes.eval_texts}
 
     def evaluation_set(self) -> list[Query]:
@@ -387,6 +389,21 @@ class Bench:
             make_queries(2, 1, 1),
             f"{len(queries)} users x {k} x {n} pairs in one call vs one call per user",
             {"kept": True, "why": "identical scores (test_batched_scores_equal_scores_one_query_at_a_time)"},
+        )
+
+    def one_source_call(self, box: BlackBox) -> dict:
+        """All users' prompts from one ``source.pairs`` call vs one ``source(z, pooled)`` call per user."""
+        self.step("tried: prompts in one call")
+        queries = make_queries(self.sizes.many_users, *self.sizes.many)
+        per_user = PerUserPrompts(box.lm, box.source, max_tokens=self.sizes.max_tokens)
+        return self.compare(
+            f"all users' prompts in one call ({box.lm.name})",
+            per_user.score,
+            box.score,
+            queries,
+            make_queries(2, 1, 1),
+            f"{len(queries)} users x {self.sizes.many[0]} x {self.sizes.many[1]}: one source.pairs call vs one a user",
+            {"kept": True, "why": "same prompts (test_pairs_are_the_prompts_of_the_chosen_candidate_and_text)"},
         )
 
     def length_sorted(self, box: BlackBox) -> dict:
@@ -534,9 +551,14 @@ class Bench:
         if sizes.memory_users not in sizes.users:
             plan.append((f"tiny-{sizes.memory_users}", tiny | {"num-rounds": 1}, sizes.memory_users))
         plan.append((f"real-{sizes.real_users}", real, sizes.real_users))
-        self.start("federation", len(plan))
+        wanted = set(self.args.runs.split(",")) if self.args.runs else {label for label, _, _ in plan}
+        kept = {r["run"]: r for r in self.previous.get("federation", {}).get("runs", []) if r["run"] not in wanted}
+        self.start("federation", len(wanted))
         runs = []
         for label, settings, users in plan:
+            if label in kept:
+                runs.append(kept[label])
+                continue
             self.step(f"federation: {label} ({users} users)")
             runs.append(run_federation(label, settings, users, runs_dir))
         return {"runs": runs, "fedbpt_state_bytes": fedbpt_state_bytes(R), "overhead_bytes": up_overhead(R)}
@@ -558,6 +580,19 @@ class ArrivalOrder(BlackBox):
             longest = max(longest, length)
         chunks.append((begin, len(lengths)))
         return Plan(sorted_plan.rows[order], sorted_plan.pairs[order], lengths, chunks)
+
+
+class PerUserPrompts(BlackBox):
+    """The BlackBox building prompts with one ``source(z, pooled)`` call per user (as before ``pairs``):
+    only for the bench's comparison."""
+
+    def _prompts(self, queries, encoded) -> torch.Tensor:
+        pooled = self.lm.pooled([x for ids in encoded for x in ids]).split([len(ids) for ids in encoded])
+        prompts = [
+            self.source(torch.as_tensor(q.z, dtype=torch.float32, device=self.lm.device), p).flatten(0, 1)
+            for q, p in zip(queries, pooled)
+        ]
+        return torch.cat(prompts).to(self.lm.dtype)
 
 
 # ------------------------------------------------------------------ federation helpers
@@ -768,8 +803,13 @@ def plot_scaling(fed: dict, path: Path) -> None:
     left.set(xscale="log", yscale="log", xlabel="users (tiny backbone, diagonal CMA-ES)", ylabel="seconds per round")
     right = left.twinx()
     right.plot(users, [r["framework_ms_per_message"] for r in runs], "^:", color="gray", label="framework ms/message")
-    right.set_ylabel("framework ms per message")
-    fig.legend(loc="upper left", bbox_to_anchor=(0.12, 0.88))
+    right.set(ylabel="framework ms per message", ylim=(0, 1.2 * max(r["framework_ms_per_message"] for r in runs)))
+    low, high = min(r["forward_s"] for r in runs), max(r["round_s"] for r in runs)
+    left.set_xticks(users, [str(u) for u in users])
+    left.set_yticks([t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if low / 2 < t < 2 * high])
+    left.yaxis.set_major_formatter("{x:g}")
+    left.minorticks_off()
+    fig.legend(loc="lower right", bbox_to_anchor=(0.88, 0.15))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -786,10 +826,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes
     parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU (CPU time is per core)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile in 'tried'")
     parser.add_argument("--one", help="one user's query, CANDIDATESxTEXTS (default 6x16)")
-    parser.add_argument("--many", help="each user's query in the many-users case, CANDIDATESxTEXTS (default 2x2)")
+    parser.add_argument("--many", help="each user's query in the many-users case, CANDIDATESxTEXTS (default 1x1)")
+    parser.add_argument("--tried", help="the query of 'limit' and 'tried', CANDIDATESxTEXTS (default 4x4)")
     parser.add_argument("--many-users", type=int, help="users whose queries are scored in one call (default 100)")
     parser.add_argument("--users", help="users of the federation sweep, comma-separated (default 10,30,100,300)")
-    parser.add_argument("--reps", type=int, help="timed repetitions per comparison (default 2)")
+    parser.add_argument("--reps", type=int, help="timed repetitions per comparison (default 3)")
+    parser.add_argument("--runs", help="federation: rerun only these runs (e.g. tiny-300), keep the others' figures")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - set(SECTIONS)
@@ -800,6 +842,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes
     overrides = {
         "one": args.one and shape(args.one),
         "many": args.many and shape(args.many),
+        "tried": args.tried and shape(args.tried),
         "many_users": args.many_users,
         "reps": args.reps,
         "users": args.users and tuple(int(u) for u in args.users.split(",")),
@@ -826,7 +869,7 @@ def main(argv: list[str] | None = None) -> int:
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        runner = Bench(args, sizes, progress)
+        runner = Bench(args, sizes, progress, dict(bench))
         for name in args.only.split(","):
             started, load = time.time(), os.getloadavg()[0]
             result = getattr(runner, name)()

