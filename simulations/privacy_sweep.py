@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tomllib
 from pathlib import Path
@@ -34,8 +33,8 @@ import numpy as np  # noqa: E402
 
 from cbp_fed.privacy.attacks import ATTACKS, run_attack  # noqa: E402
 from cbp_fed.privacy.defences import epsilon  # noqa: E402
-from simulations.local_run import ROOT, flwr_run, parse_settings, run_config_string  # noqa: E402
-from simulations.suite import ensure_generator  # noqa: E402
+from simulations.local_run import ROOT, parse_settings  # noqa: E402
+from simulations.suite import ensure_generator, run_resumable  # noqa: E402
 
 DP_CLIP = 5.0
 STRENGTHS = {
@@ -61,7 +60,6 @@ def cells(defences: list[str], levels: list[int]) -> list[tuple[str, dict]]:
 
 def run_cell(name: str, defence: dict, preset: dict, users: int, out: Path) -> None:
     """One flwr run of the preset with ``defence`` into ``out/name`` (resumes a killed one)."""
-    folder = out / name
     settings = {
         **preset,
         **defence,
@@ -73,13 +71,7 @@ def run_cell(name: str, defence: dict, preset: dict, users: int, out: Path) -> N
     }
     if settings.get("generator"):  # absolute: the ServerApp and the attacks may run elsewhere than ROOT
         settings["generator"] = str((ROOT / settings["generator"]).resolve())
-    if (folder / "checkpoint.safetensors").exists():
-        settings["resume-from"] = str(folder.resolve())
-    elif folder.exists():
-        shutil.rmtree(folder)  # killed before its first round: nothing to keep
-    run = flwr_run(users, run_config_string(settings), flwr_home=ROOT / ".state" / "flwr-privacy")
-    if run.get("status") != "finished:completed" or not (folder / "summary.json").exists():
-        raise RuntimeError(f"cell {name} ended {run.get('status')}: see {folder}")
+    run_resumable(settings, users, ROOT / ".state" / "flwr-privacy")
 
 
 def attack_cell(folder: Path, shadows: int, attribute_shadows: int) -> dict:

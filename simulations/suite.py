@@ -56,10 +56,24 @@ def ensure_generator(domain: str, folder: Path) -> None:
     subprocess.run(command, check=True, cwd=ROOT)
 
 
+def run_resumable(settings: dict, users: int, flwr_home: Path) -> Path:
+    """One `flwr run` with ``settings`` into their results-dir/run-name: a run killed after a round
+    resumes from its checkpoint (the users' state under ``user-state-dir``), one killed before starts
+    afresh. Returns the run folder; raises unless the run completed."""
+    folder = Path(settings["results-dir"]) / settings["run-name"]
+    if (folder / "checkpoint.safetensors").exists():
+        settings = {**settings, "resume-from": str(folder.resolve())}
+    elif folder.exists():
+        shutil.rmtree(folder)  # killed before its first round: nothing to keep
+    run = flwr_run(users, run_config_string(settings), flwr_home=flwr_home)
+    if run.get("status") != "finished:completed" or not (folder / "summary.json").exists():
+        raise RuntimeError(f"run {folder.name} ended {run.get('status')}: see {folder}")
+    return folder
+
+
 def run_cell(domain: str, method: str, seed: int, users: int, out: Path) -> dict:
-    """One cell through `flwr run`; resumes a killed one from its checkpoint; returns its summary."""
+    """One cell of the suite (a resumable run of the domain's preset); returns its summary."""
     name = f"{domain}-{method}-s{seed}"
-    folder = out / name
     settings = {
         **preset(domain),
         "method": method,
@@ -72,13 +86,7 @@ def run_cell(domain: str, method: str, seed: int, users: int, out: Path) -> dict
     }
     if method in ("zero-shot", "sdt-only"):
         settings["num-rounds"] = 1
-    if (folder / "checkpoint.safetensors").exists():
-        settings["resume-from"] = str(folder.resolve())
-    elif folder.exists():
-        shutil.rmtree(folder)  # killed before its first round: nothing to keep
-    run = flwr_run(users, run_config_string(settings), flwr_home=ROOT / ".state" / "flwr-suite")
-    if run.get("status") != "finished:completed" or not (folder / "summary.json").exists():
-        raise RuntimeError(f"cell {name} ended {run.get('status')}: see {folder}")
+    folder = run_resumable(settings, users, ROOT / ".state" / "flwr-suite")
     summary = json.loads((folder / "summary.json").read_text())
     if summary["final_test_accuracy"] is None:  # every user refused: a preset problem, not a result
         (folder / "summary.json").rename(folder / "summary.failed.json")
@@ -128,7 +136,7 @@ def calls_to_reach(cells: list[dict], domain: str, method: str, target: float) -
     for curve in curves:
         for calls, accuracy in curve:
             points[calls].append(accuracy)
-    reached = [calls for calls in sorted(points) if np.mean(points[calls]) >= target]
+    reached = [calls for calls in sorted(points) if np.mean(points[calls]) >= target - 1e-9]  # equal counts
     return str(reached[0]) if reached else f"not within {max(points)}"
 
 
