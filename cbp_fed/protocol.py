@@ -46,9 +46,11 @@ def read_array(content: RecordDict, record: str, key: str, ndim: int) -> np.ndar
         raise ProtocolError(f"array {record}/{key} cannot be decoded: {err}") from err
     if value.ndim != ndim or not np.issubdtype(value.dtype, np.floating):
         raise ProtocolError(f"array {record}/{key} must be a {ndim}-D float array, got {value.dtype} {value.shape}")
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused below
+        value = value.astype(np.float32, copy=False)
     if not np.isfinite(value).all():
-        raise ProtocolError(f"array {record}/{key} contains NaN or infinite values")
-    return value.astype(np.float32, copy=False)
+        raise ProtocolError(f"array {record}/{key} contains NaN or infinite values (in float32)")
+    return value
 
 
 def read_config(content: RecordDict, record: str, key: str, kind: type, many: bool = False):

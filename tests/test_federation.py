@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
 from cbp_fed import protocol as wire
 from cbp_fed.comm import MeteredGrid
@@ -76,6 +76,9 @@ def test_user_rejects_scores_of_the_wrong_shape_and_keeps_its_state():
     assert grid.contexts[1000].state.config_records["search"]["blob"] == before
     reply = send(grid, 1000, wire.STEP, wire.scores(np.full((POP, 6, 2), np.nan)))
     assert reply.has_error() and "NaN" in reply.error.reason
+    huge = RecordDict({"scores": ArrayRecord({"scores": Array(np.full((POP, 6, 2), 1e300))})})  # float64
+    reply = send(grid, 1000, wire.STEP, huge)
+    assert reply.has_error() and reply.error.reason.startswith("ProtocolError") and "infinite" in reply.error.reason
 
 
 def test_aggregate_train_keeps_each_users_z_and_the_prior_is_their_mean(strategy):
