@@ -566,7 +566,7 @@ class Bench:
             reference,
             f"inductor, dynamic shapes; compiling took {compile_s:.0f} s wall",
         )
-        row["compile_s"] = compile_s
+        row.update(compile_s=compile_s, measured_by="python -m simulations.bench " + " ".join(sys.argv[1:]))
         return row
 
     # -------------------------------------------------------------- federation
@@ -790,8 +790,9 @@ def md_tried(tried: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for r in tried["rows"]:
+        why = r["why"] + (f" (measured by `{r['measured_by']}`)" if "measured_by" in r else "")
         lines.append(
-            f"| {r['idea']} | {r['what']} | {r['speedup']:.2f} | {'kept' if r['kept'] else 'dropped'} | {r['why']} |"
+            f"| {r['idea']} | {r['what']} | {r['speedup']:.2f} | {'kept' if r['kept'] else 'dropped'} | {why} |"
         )
     return "\n".join(lines)
 
