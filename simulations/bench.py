@@ -737,7 +737,7 @@ def provenance(bench: dict, name: str) -> str:
     """The command that made a section, how long it took and the machine's load (1-min average, start/end)."""
     section = bench[name]
     load = "/".join(f"{x:.1f}" for x in section.get("load", []))
-    return f"\n`{bench['commands'][name]}` ({section['wall_s']:.0f} s wall, load average {load} on this machine)\n"
+    return f"\n\n`{bench['commands'][name]}` ({section['wall_s']:.0f} s wall, load average {load} on this machine)\n"
 
 
 def md_limit(limit: dict) -> str:
