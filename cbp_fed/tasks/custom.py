@@ -6,6 +6,7 @@ package ships). Hub datasets need network access; local files do not.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import string
@@ -122,6 +123,7 @@ def _spec_path(spec: str) -> Path:
     raise FileNotFoundError(f"custom task spec {spec} does not exist (looked here and under {PROJECT_ROOT})")
 
 
+@functools.cache  # a ClientApp process asks for its task on every message; read the data once
 def load_task_spec(spec: str) -> Task:
     """A registry name, or a JSON or TOML file holding a ``CustomTaskConfig`` (how the CLI and the
     apps name a user's own data), e.g. ``{"source": "reviews.csv", "template": "Review: {text}\\nSentiment:",

@@ -120,6 +120,7 @@ def user_task(config: PartitionConfig, partition_id: int) -> tuple[Task, tuple[E
     return load_task_spec(task_name), tuple(rows[i] for i in row_indices)
 
 
+@functools.lru_cache(maxsize=4096)  # every message of a user rebuilds its User: split once per process
 def user_data(
     config: PartitionConfig, partition_id: int, shots_per_class: int = 8, n_test: int = 64, seed: int = 0
 ) -> tuple[Task, UserSplit]:
