@@ -127,7 +127,7 @@ def _report(args) -> None:
 def _attack(args) -> None:
     from .privacy.attacks import run_attack
 
-    options = {"seed": args.seed, "max_users": args.max_users}
+    options = {"seed": args.seed, "max_users": args.max_users, "shadow_cache": args.shadow_cache}
     if args.shadows is not None:
         options["shadows"] = args.shadows
     result = run_attack(args.run_dir, args.attack, **options)
@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--shadows", type=int, help="shadow users (default: membership 8 per target user, attribute 24)")
     p.add_argument("--max-users", type=int, default=0, help="membership: attack only the first N users (0 = all)")
+    p.add_argument("--shadow-cache", help="folder keeping trained shadows' z, shared between runs (default: none)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_attack)
     return parser

@@ -4,6 +4,7 @@ the accuracy each defence costs.
     python -m simulations.privacy_sweep [--preset simulations/privacy.toml] [--users 24] [--out results/privacy]
                                         [--defences none dp decoy-texts decoy-candidates selection-noise]
                                         [--levels 0 1 2] [--shadows 8] [--attribute-shadows 24]
+                                        [--membership-users 0]
                                         [--set "key=value ..."] [--report-only]
 
 Each cell is one real `flwr run .` (simulations/local_run.py) of the preset with the transcript on and
@@ -74,13 +75,15 @@ def run_cell(name: str, defence: dict, preset: dict, users: int, out: Path) -> N
     run_resumable(settings, users, ROOT / ".state" / "flwr-privacy")
 
 
-def attack_cell(folder: Path, shadows: int, attribute_shadows: int) -> dict:
-    """Every attack on one cell (those already done are read back)."""
+def attack_cell(folder: Path, shadows: int, attribute_shadows: int, membership_users: int) -> dict:
+    """Every attack on one cell (those already done are read back). Shadows are cached in the sweep's
+    ``.shadows/``: cells whose shadows would be the same (no defence and the decoys) train them once."""
     results = {}
     for name in ATTACKS:
         path = folder / "privacy" / f"{name}.json"
         if not path.exists():
             options = {"shadows": attribute_shadows if name == "attribute" else shadows}
+            options.update(max_users=membership_users, shadow_cache=folder.parent / ".shadows")
             run_attack(folder, name, **options)
         results[name] = json.loads(path.read_text())
     return results
@@ -191,6 +194,7 @@ def main() -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=[0, 1, 2], help="which strengths (0 = weakest)")
     parser.add_argument("--shadows", type=int, default=8, help="membership: shadow users per target user")
     parser.add_argument("--attribute-shadows", type=int, default=24, help="attribute: shadow users for the probe")
+    parser.add_argument("--membership-users", type=int, default=0, help="membership: the first N users (0 = all)")
     parser.add_argument("--set", default="", help="preset overrides, e.g. \"backbone='tiny-random' generator=''\"")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from finished cells")
     args = parser.parse_args()
@@ -204,7 +208,7 @@ def main() -> int:
         if not args.report_only:
             if not (folder / "summary.json").exists():
                 run_cell(name, defence, preset, args.users, args.out)
-            attack_cell(folder, args.shadows, args.attribute_shadows)
+            attack_cell(folder, args.shadows, args.attribute_shadows, args.membership_users)
             print(f"{name}: done", flush=True)
         if (folder / "summary.json").exists():
             rows.append(load_cell(folder, name.rsplit("-", 1)[0]))

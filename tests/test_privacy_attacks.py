@@ -4,6 +4,7 @@ does not. Then every attack end to end on a recorded run of the real apps on the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from cbp_fed import cli
 from cbp_fed.config import RunConfig
 from cbp_fed.privacy.attacks import run_attack
 from cbp_fed.privacy.attacks.attribute import probe_accuracy
-from cbp_fed.privacy.attacks.common import roc_metrics
+from cbp_fed.privacy.attacks.common import Shadows, roc_metrics
 from cbp_fed.privacy.attacks.label_selection import infer_labels, score_predictions
 from cbp_fed.privacy.attacks.membership import lira_scores, logit_confidence
 from cbp_fed.privacy.transcript import Transcript, TranscriptWriter, text_hash
@@ -169,3 +170,20 @@ def test_every_attack_runs_on_a_recorded_run_and_exposure_sees_the_decoys(tiny, 
     (run / "privacy" / "exposure.json").unlink()
     assert cli.main(["attack", "--run", str(run), "--attack", "exposure"]) == 0  # the command line writes it again
     assert json.loads((run / "privacy" / "exposure.json").read_text())["mean"] == exposure
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_the_shadow_cache_serves_a_shadow_only_when_nothing_it_depends_on_changed(tiny, tmp_path, monkeypatch):
+    run = recorded_run(tiny, tmp_path / "run")
+    shadows = Shadows(run, np.zeros(8, np.float32), tiny, cache=tmp_path / "shadows")
+    rows, words = shadows.public_rows("sst2")[:4], shadows.label_words("sst2")
+    z = shadows.train(rows, words, seed=1)
+    assert len(list((tmp_path / "shadows").glob("*.npy"))) == 1
+    trained = []
+    monkeypatch.setattr(Shadows, "_train", lambda self, *args: trained.append(args) or np.ones(8, np.float32))
+    assert np.array_equal(shadows.train(rows, words, seed=1), z) and not trained  # served from the cache
+    shadows.train(rows, words, seed=2)
+    shadows.train(rows[:3], words, seed=1)
+    shadows.config = dataclasses.replace(shadows.config, selection_noise=0.5)
+    shadows.train(rows, words, seed=1)
+    assert len(trained) == 3  # another seed, other rows, another defence: each trained afresh

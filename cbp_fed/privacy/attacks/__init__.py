@@ -26,16 +26,16 @@ def _label_selection(run_dir: Path, **_) -> dict:
     return score_predictions(predictions, truth)
 
 
-def _membership(run_dir: Path, shadows: int = 8, seed: int = 0, max_users: int = 0, **_) -> dict:
+def _membership(run_dir: Path, shadows: int = 8, seed: int = 0, max_users: int = 0, shadow_cache=None, **_) -> dict:
     from .membership import run
 
-    return run(run_dir, shadows=shadows, seed=seed, max_users=max_users)
+    return run(run_dir, shadows=shadows, seed=seed, max_users=max_users, shadow_cache=shadow_cache)
 
 
-def _attribute(run_dir: Path, shadows: int = 24, seed: int = 0, **_) -> dict:
+def _attribute(run_dir: Path, shadows: int = 24, seed: int = 0, shadow_cache=None, **_) -> dict:
     from .attribute import run
 
-    return run(run_dir, shadows=shadows, seed=seed)
+    return run(run_dir, shadows=shadows, seed=seed, shadow_cache=shadow_cache)
 
 
 def _exposure(run_dir: Path, **_) -> dict:

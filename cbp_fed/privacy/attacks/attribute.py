@@ -55,9 +55,9 @@ def probe_accuracy(
     }
 
 
-def run(run_dir: Path, shadows: int = 24, seed: int = 0, lm=None) -> dict:
+def run(run_dir: Path, shadows: int = 24, seed: int = 0, lm=None, shadow_cache=None) -> dict:
     """The probe on every user with a final z; the attribute is the task with several tasks, else the
-    label skew."""
+    label skew. ``shadow_cache``: see ``Shadows``."""
     transcript = Transcript(run_dir)
     config = run_config_of(transcript)
     users = [p for p in transcript.users() if transcript.final_z(p) is not None]
@@ -65,7 +65,7 @@ def run(run_dir: Path, shadows: int = 24, seed: int = 0, lm=None) -> dict:
         raise ValueError(f"{run_dir}: no user uploaded a final z")
     truth = ground_truth(config, transcript.users())
     z_start = transcript.rounds(users[0])[0].z_start
-    sim = Shadows(run_dir, z_start, lm)
+    sim = Shadows(run_dir, z_start, lm, shadow_cache)
     rng = random.Random(seed)
     tasks = list(config.task_list)
     attribute = "task" if len(tasks) > 1 else "label-skew"

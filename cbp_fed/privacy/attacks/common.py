@@ -9,10 +9,14 @@ Shadow users (``Shadows``) are users the provider simulates itself from public k
 provider-side rows of the run's tasks (public to it by construction), the run's config (public) and
 its own BlackBox. Each shadow runs the same CMA-ES as a real user (same popsize, sigma0, budget,
 start vector and, under Kerckhoffs' principle, the same defences on its z) offline in this process.
+Shadows are the attacks' main cost; with a ``cache`` folder a shadow's z is kept under a hash of
+everything it depends on, so runs that differ only in what shadows do not model (decoys) share them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +122,10 @@ class Shadows:
         run_dir: the run folder (config.json, transcript/, the generator when the run trained one).
         z_start: ``(r,)`` the start vector users got (the transcript's first round).
         lm: an already loaded backbone (tests pass the tiny one); default: the run's backbone.
+        cache: a folder for trained shadows' z, shared between runs (None: no cache).
     """
 
-    def __init__(self, run_dir: str | Path, z_start: np.ndarray, lm=None):
+    def __init__(self, run_dir: str | Path, z_start: np.ndarray, lm=None, cache: str | Path | None = None):
         from ...backbone import FrozenLM
 
         self.run_dir = Path(run_dir)
@@ -129,6 +134,7 @@ class Shadows:
         self.lm = lm or FrozenLM.load(self.config.backbone, self.config.dtype, self.config.device)
         self.blackbox = provider_blackbox(self.config, self.lm, self.run_dir)
         self.z_start = np.asarray(z_start, np.float32)
+        self.cache = Path(cache) if cache else None
 
     def public_rows(self, task_name: str) -> list:
         """The provider-side rows of a task (public to the provider; never in any user's data)."""
@@ -159,6 +165,32 @@ class Shadows:
     def train(self, rows, label_words, seed: int) -> np.ndarray:
         """One shadow user's released z ``(r,)``: CMA-ES from ``z_start`` on ``rows`` with the run's
         settings and budget, its batch sampling, selection noise and Gaussian release."""
+        if self.cache is None:
+            return self._train(rows, label_words, seed)
+        path = self.cache / f"{self._key(rows, label_words, seed)}.npy"
+        if path.exists():
+            return np.load(path)
+        z = self._train(rows, label_words, seed)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        np.save(path.with_suffix(".tmp.npy"), z)
+        path.with_suffix(".tmp.npy").replace(path)  # atomic: a killed attack leaves no half-written shadow
+        return z
+
+    def _key(self, rows, label_words, seed: int) -> str:
+        """sha256 of everything a shadow's z depends on: the BlackBox, the search, the defences on z,
+        the start vector, the rows with their labels, the label words and the seed."""
+        c = self.config
+        fields = ("backbone", "dtype", "method", "generator", "seed", "max_tokens", "t", "r", "popsize", "sigma0")
+        fields += ("num_rounds", "steps_per_round", "diagonal", "loss", "batch_size", "selection_noise")
+        fields += ("dp_clip", "dp_noise")
+        facts = {f: getattr(c, f) for f in fields}
+        facts["generator_dir"] = str((Path(c.generator) if c.generator else self.run_dir / "generator").resolve())
+        facts["rows"] = [(text_hash(ex.passage, ex.query), ex.label) for ex in rows]
+        facts["label_words"], facts["shadow_seed"] = list(label_words), seed
+        blob = json.dumps(facts, sort_keys=True, default=str).encode() + self.z_start.tobytes()
+        return hashlib.sha256(blob).hexdigest()
+
+    def _train(self, rows, label_words, seed: int) -> np.ndarray:
         from ...search import CMASearch, SearchConfig, fitness
         from ..defences import gaussian_release
 

@@ -76,9 +76,9 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, path: Path, title: st
     plt.close(fig)
 
 
-def run(run_dir: Path, shadows: int = 8, seed: int = 0, lm=None, max_users: int = 0) -> dict:
+def run(run_dir: Path, shadows: int = 8, seed: int = 0, lm=None, max_users: int = 0, shadow_cache=None) -> dict:
     """The attack on every user with a final z (the first ``max_users`` when > 0); writes the ROC plot
-    into ``run_dir/privacy/membership_roc.png`` and returns the metrics."""
+    into ``run_dir/privacy/membership_roc.png`` and returns the metrics. ``shadow_cache``: see ``Shadows``."""
     transcript = Transcript(run_dir)
     config = run_config_of(transcript)
     users = [p for p in transcript.users() if transcript.final_z(p) is not None]
@@ -86,7 +86,7 @@ def run(run_dir: Path, shadows: int = 8, seed: int = 0, lm=None, max_users: int 
     if not users:
         raise ValueError(f"{run_dir}: no user uploaded a final z")
     truth = ground_truth(config, transcript.users())
-    sim = Shadows(run_dir, transcript.rounds(users[0])[0].z_start, lm)
+    sim = Shadows(run_dir, transcript.rounds(users[0])[0].z_start, lm, shadow_cache)
     rng = random.Random(seed)
     all_scores, all_members = [], []
     for p in users:
