@@ -1,7 +1,7 @@
 """The privacy sweep: every attack without defences and under each defence at several strengths, with
 the accuracy each defence costs.
 
-    python -m simulations.privacy_sweep [--preset simulations/privacy.toml] [--users 24] [--out results/privacy]
+    python -m simulations.privacy_sweep [--preset simulations/privacy.toml] [--users 20] [--out results/privacy]
                                         [--defences none dp decoy-texts decoy-candidates selection-noise]
                                         [--levels 0 1 2] [--shadows 8] [--attribute-shadows 24]
                                         [--membership-users 0]
@@ -188,7 +188,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", type=Path, default=ROOT / "simulations" / "privacy.toml")
-    parser.add_argument("--users", type=int, default=24)
+    parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "privacy")
     parser.add_argument("--defences", nargs="+", default=list(STRENGTHS), choices=list(STRENGTHS))
     parser.add_argument("--levels", type=int, nargs="+", default=[0, 1, 2], help="which strengths (0 = weakest)")
