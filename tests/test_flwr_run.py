@@ -7,20 +7,20 @@ import json
 
 import pytest
 
-from simulations.local_run import flwr_run, superlinks
+from simulations.local_run import flwr_run, free_port, superlinks
 
 
 @pytest.mark.slow
 def test_flwr_run_completes_and_writes_the_run_folder(tmp_path):
-    before = superlinks()
+    port = free_port()
     settings = (
         f"backbone='tiny-random' sdt-steps=3 r=16 m=8 t=2 popsize=4 steps-per-round=2 num-rounds=2 "
         f"tasks='sst2' n-test=12 shots-per-class=3 min-users=3 results-dir='{tmp_path}' run-name='it' "
         "inject-faults='crash:1@1'"
     )
-    run = flwr_run(users=3, run_config=settings, flwr_home=tmp_path / "flwr", timeout=600)
+    run = flwr_run(users=3, run_config=settings, flwr_home=tmp_path / "flwr", timeout=600, port=port)
     assert run["status"] == "finished:completed", run
-    assert not superlinks() - before  # the SuperLink it started is stopped (others may run beside it)
+    assert not superlinks(port)  # the SuperLink it started is stopped (other runs may go on beside it)
 
     folder = tmp_path / "it"
     config = json.loads((folder / "config.json").read_text())
