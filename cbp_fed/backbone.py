@@ -334,8 +334,11 @@ class FrozenLM:
 
 def describe(lm: FrozenLM) -> dict:
     """The backbone's identity as a generator checkpoint records it: the name it was loaded by and,
-    to tell models apart whatever they are called, architecture, sizes and a hash of the embeddings."""
-    sample = lm._embedding.weight[:256].detach().float().cpu().numpy().round(4).tobytes()
+    to tell models apart whatever they are called, architecture, sizes and a hash of the embeddings.
+
+    The hash is taken after rounding to bf16, the coarsest dtype a backbone loads in, so the same
+    weights loaded in fp32 or bf16 (``dtype=auto`` on a GPU) have one identity."""
+    sample = lm._embedding.weight[:256].detach().to(torch.bfloat16).float().cpu().numpy().tobytes()
     return {
         "name": lm.name,
         "architecture": type(lm.model).__name__,

@@ -145,13 +145,12 @@ def load_lm(name: str, dtype: str, device: str) -> FrozenLM:
 
 
 def prompt_source(lm: FrozenLM) -> PromptGenerator:
-    """The trained commonsense generator for SmolLM2 when it is here (checked against an fp32 copy of the
-    backbone, as it was trained), else a seeded random one: the speed is the same."""
+    """The trained commonsense generator for SmolLM2 when it is here, else a seeded random one: the speed
+    is the same."""
     if lm.name == "smollm2-135m" and (GENERATOR / "generator.json").exists():
         from cbp_fed.domain_training import load_generator
 
-        reference = lm if lm.dtype == torch.float32 else load_lm(lm.name, "fp32", "cpu")
-        return load_generator(GENERATOR, reference)[0].to(lm.device)
+        return load_generator(GENERATOR, lm)[0]
     torch.manual_seed(0)
     return PromptGenerator(lm.d, r=R, m=M, t=T, embed_std=lm.embedding_std()).to(lm.device)
 

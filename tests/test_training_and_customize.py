@@ -45,6 +45,19 @@ def test_checkpoint_round_trip(tiny, trained):
     torch.testing.assert_close(loaded.A, gen.A)  # A is rebuilt from its seed, not stored
 
 
+def test_checkpoint_loads_into_the_same_backbone_in_bf16(trained):
+    """A generator trained on fp32 weights serves the same weights loaded in bf16 (dtype=auto on a GPU)."""
+    gen, _, folder = trained
+    tiny_bf16 = FrozenLM.load("tiny-random", dtype="bf16")
+    loaded, _ = load_generator(folder, tiny_bf16)
+    z, pooled = torch.randn(2, 16), torch.randn(3, tiny_bf16.d)
+    torch.testing.assert_close(loaded(z, pooled), gen(z, pooled))
+    text = tiny_bf16.tokenize("Is the sky blue?")
+    hidden = tiny_bf16.last_hidden(loaded(z[:1], tiny_bf16.pooled([text]))[0], [text])
+    assert hidden.dtype == torch.bfloat16
+    assert torch.isfinite(tiny_bf16.label_logits(hidden, tiny_bf16.label_token_ids([" yes", " no"]))).all()
+
+
 def test_checkpoint_for_another_backbone_is_refused(tiny, trained):
     _, _, folder = trained
     from transformers import LlamaConfig, LlamaForCausalLM
