@@ -3,7 +3,7 @@ the accuracy each defence costs.
 
     python -m simulations.privacy_sweep [--preset simulations/privacy.toml] [--users 20] [--out results/privacy]
                                         [--defences none dp decoy-texts decoy-candidates selection-noise]
-                                        [--levels 0 1 2] [--shadows 8] [--attribute-shadows 24]
+                                        [--levels 0 1 2 3] [--shadows 8] [--attribute-shadows 24]
                                         [--membership-users 0]
                                         [--set "key=value ..."] [--report-only]
 
@@ -40,7 +40,7 @@ from simulations.suite import ensure_generator, run_resumable  # noqa: E402
 DP_CLIP = 5.0
 STRENGTHS = {
     "none": [{}],
-    "dp": [{"dp-clip": DP_CLIP, "dp-noise": n} for n in (0.05, 0.2, 1.0)],
+    "dp": [{"dp-clip": DP_CLIP, "dp-noise": n} for n in (0.05, 0.2, 1.0, 4.0)],  # one release: epsilon 970, 92, 10, 2
     "decoy-texts": [{"decoy-texts": f} for f in (0.25, 0.5, 1.0)],
     "decoy-candidates": [{"decoy-candidates": f} for f in (0.5, 1.0, 2.0)],
     "selection-noise": [{"selection-noise": s} for s in (0.05, 0.2, 1.0)],
@@ -53,10 +53,15 @@ LEAKAGE = [
 ]
 
 
-def cells(defences: list[str], levels: list[int]) -> list[tuple[str, dict]]:
+def cells(defences: list[str], levels: list[int] | None = None) -> list[tuple[str, dict]]:
     """(cell name, defence settings) in sweep order: each defence at the ``levels`` of its strengths
-    (no defence has the one level 0)."""
-    return [(f"{d}-{i}", s) for d in defences for i, s in enumerate(STRENGTHS[d]) if i in levels or d == "none"]
+    (all by default; no defence has the one level 0)."""
+    return [
+        (f"{d}-{i}", s)
+        for d in defences
+        for i, s in enumerate(STRENGTHS[d])
+        if levels is None or i in levels or d == "none"
+    ]
 
 
 def run_cell(name: str, defence: dict, preset: dict, users: int, out: Path) -> None:
@@ -191,7 +196,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "privacy")
     parser.add_argument("--defences", nargs="+", default=list(STRENGTHS), choices=list(STRENGTHS))
-    parser.add_argument("--levels", type=int, nargs="+", default=[0, 1, 2], help="which strengths (0 = weakest)")
+    parser.add_argument("--levels", type=int, nargs="+", help="which strengths (0 = weakest; default all)")
     parser.add_argument("--shadows", type=int, default=8, help="membership: shadow users per target user")
     parser.add_argument("--attribute-shadows", type=int, default=24, help="attribute: shadow users for the probe")
     parser.add_argument("--membership-users", type=int, default=0, help="membership: the first N users (0 = all)")
