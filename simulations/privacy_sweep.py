@@ -15,7 +15,9 @@ cell with a summary.json is not run again, a cell killed after a round resumes f
 an attack with its JSON is not run again. Then ``<out>/privacy_report.md`` (one row per cell:
 accuracy and its cost against no defence, epsilon where there is one, every attack's metric against
 its chance level) and ``<out>/privacy_utility.png`` (each leakage metric against test accuracy, one
-line per defence through its strengths). ``--set`` overrides preset keys (e.g. the tiny backbone).
+line per defence through its strengths). A reference cell ``<out>/start/`` scores the start vector alone
+(``method = "sdt-only"``: no user search) on the same test texts, so a defence's accuracy can be read
+against what the users' search added. ``--set`` overrides preset keys (e.g. the tiny backbone).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ STRENGTHS = {
     "decoy-candidates": [{"decoy-candidates": f} for f in (0.5, 1.0, 2.0)],
     "selection-noise": [{"selection-noise": s} for s in (0.05, 0.2, 1.0)],
 }
+START = "start"  # the reference cell: the start vector alone, no user search, no attacks
 # (attack, metric, chance metric or None, label on the plot)
 LEAKAGE = [
     ("label-selection", "accuracy", "majority_baseline", "label inference accuracy"),
@@ -123,7 +126,13 @@ def _strength(cell: dict) -> str:
     }[cell["defence"]]
 
 
-def report(rows: list[dict], preset: dict, users: int) -> str:
+def start_accuracy(out: Path) -> float | None:
+    """Test accuracy of the start vector alone (the reference cell), None before it ran."""
+    summary = out / START / "summary.json"
+    return json.loads(summary.read_text())["final_test_accuracy"] if summary.exists() else None
+
+
+def report(rows: list[dict], preset: dict, users: int, start: float | None) -> str:
     """privacy_report.md: one row per cell."""
     base = next((r["accuracy"] for r in rows if r["defence"] == "none"), None)
     lines = [
@@ -135,6 +144,16 @@ def report(rows: list[dict], preset: dict, users: int) -> str:
         "probe accuracy [most frequent value]; exposure: share of the texts scored in training that are training",
         "rows. Epsilon: (epsilon, delta)-DP of each user's released z over all rounds (exact Gaussian DP).",
         "",
+        *(
+            [
+                f"The start vector alone (no user search, same test texts) scores {100 * start:.1f}% against "
+                f"{100 * base:.1f}% for the search without defence: a cell near {100 * start:.1f}% has lost what "
+                "the users' search added.",
+                "",
+            ]
+            if start is not None and base is not None
+            else []
+        ),
         "| defence | strength | epsilon | test acc | cost | provider calls | label acc [base] | MIA AUC | "
         "TPR@1% | TPR@0.1% | attribute acc [chance] | exposure |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -163,13 +182,14 @@ def report(rows: list[dict], preset: dict, users: int) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, start: float | None) -> None:
     """privacy_utility.png: each leakage metric (y) against test accuracy (x), one line per defence
-    through its strengths (starting from no defence), the chance level dashed."""
+    through its strengths (starting from no defence), the chance level dashed, the start vector's
+    accuracy dotted."""
     fig, axes = plt.subplots(1, len(LEAKAGE), figsize=(4.6 * len(LEAKAGE), 3.8), squeeze=False)
     none = [r for r in rows if r["defence"] == "none"]
     for ax, (attack, metric, chance, title) in zip(axes[0], LEAKAGE):
-        for defence in STRENGTHS:
+        for defence in {r["defence"]: None for r in rows}:  # those in the sweep, in order
             series = none + [r for r in rows if r["defence"] == defence] if defence != "none" else none
             points = [
                 (100 * r["accuracy"], r["attacks"][attack][metric])
@@ -183,6 +203,8 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.plot(x, y, label=defence, **style)
         levels = [r["attacks"][attack][chance] for r in rows if chance and attack in r["attacks"]]
         ax.axhline(np.mean(levels) if levels else 0.5, color="grey", linestyle="--", lw=0.8, label="chance")
+        if start is not None:
+            ax.axvline(100 * start, color="grey", linestyle=":", lw=0.8, label="start vector, no search")
         ax.set(xlabel="test accuracy (%)", ylabel=title, title=title)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -207,6 +229,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if preset.get("generator") and not args.report_only:
         ensure_generator(preset["domain"], ROOT / preset["generator"])  # the suite's SDT checkpoint, trained if missing
+    if not args.report_only and start_accuracy(args.out) is None:
+        run_cell(START, {"method": "sdt-only"}, preset, args.users, args.out)
     rows = []
     for name, defence in cells(args.defences, args.levels):
         folder = args.out / name
@@ -220,8 +244,9 @@ def main() -> int:
     if not rows:
         print("no finished cells yet")
         return 1
-    (args.out / "privacy_report.md").write_text(report(rows, preset, args.users))
-    plot(rows, args.out / "privacy_utility.png")
+    start = start_accuracy(args.out)
+    (args.out / "privacy_report.md").write_text(report(rows, preset, args.users, start))
+    plot(rows, args.out / "privacy_utility.png", start)
     print((args.out / "privacy_report.md").read_text())
     return 0
 
