@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from cbp_fed.privacy.attacks import ATTACKS, run_attack  # noqa: E402
 from cbp_fed.privacy.defences import epsilon  # noqa: E402
+from cbp_fed.privacy.utility import utility_of  # noqa: E402
 from simulations.local_run import ROOT, parse_settings  # noqa: E402
 from simulations.suite import ensure_generator, run_resumable  # noqa: E402
 
@@ -109,6 +110,7 @@ def load_cell(folder: Path, defence: str) -> dict:
             k: config[k] for k in ("dp-clip", "dp-noise", "decoy-texts", "decoy-candidates", "selection-noise")
         },
         "accuracy": summary["final_test_accuracy"],
+        "utility": utility(folder),
         "calls": summary["calls"],
         "epsilon": eps,
         "attacks": attacks,
@@ -126,13 +128,21 @@ def _strength(cell: dict) -> str:
     }[cell["defence"]]
 
 
-def start_accuracy(out: Path) -> float | None:
-    """Test accuracy of the start vector alone (the reference cell), None before it ran."""
-    summary = out / START / "summary.json"
-    return json.loads(summary.read_text())["final_test_accuracy"] if summary.exists() else None
+def utility(folder: Path) -> dict:
+    """``utility_of`` a cell, kept in its ``privacy/utility.json`` (the transcript stays local)."""
+    path = folder / "privacy" / "utility.json"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(utility_of(folder), indent=1))
+    return json.loads(path.read_text())
 
 
-def report(rows: list[dict], preset: dict, users: int, start: float | None) -> str:
+def start_utility(out: Path) -> dict | None:
+    """The utility of the start vector alone (the reference cell), None before it ran."""
+    return utility(out / START) if (out / START / "summary.json").exists() else None
+
+
+def report(rows: list[dict], preset: dict, users: int, start: dict | None) -> str:
     """privacy_report.md: one row per cell."""
     base = next((r["accuracy"] for r in rows if r["defence"] == "none"), None)
     lines = [
@@ -143,20 +153,22 @@ def report(rows: list[dict], preset: dict, users: int, start: float | None) -> s
         "texts [majority-class baseline]; membership LiRA ROC AUC [0.5] and TPR at 1% / 0.1% FPR; attribute",
         "probe accuracy [most frequent value]; exposure: share of the texts scored in training that are training",
         "rows. Epsilon: (epsilon, delta)-DP of each user's released z over all rounds (exact Gaussian DP).",
+        "Test loss: cross-entropy (nats) of the label words on the users' test texts, mean over users; cost:",
+        "test accuracy points lost against no defence.",
         "",
         *(
             [
-                f"The start vector alone (no user search, same test texts) scores {100 * start:.1f}% against "
-                f"{100 * base:.1f}% for the search without defence: a cell near {100 * start:.1f}% has lost what "
-                "the users' search added.",
+                f"The start vector alone (no user search, same test texts) scores {100 * start['accuracy']:.1f}% "
+                f"at a test loss of {start['loss']:.3f} nats, against {100 * base:.1f}% for the search without "
+                f"defence; a constant answer per user would score {100 * start['constant_accuracy']:.1f}%.",
                 "",
             ]
             if start is not None and base is not None
             else []
         ),
-        "| defence | strength | epsilon | test acc | cost | provider calls | label acc [base] | MIA AUC | "
+        "| defence | strength | epsilon | test acc | test loss | cost | provider calls | label acc [base] | MIA AUC | "
         "TPR@1% | TPR@0.1% | attribute acc [chance] | exposure |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a = r["attacks"]
@@ -172,7 +184,8 @@ def report(rows: list[dict], preset: dict, users: int, start: float | None) -> s
 
         auc = f"{mia['auc']:.3f}" if "auc" in mia else "-"
         lines.append(
-            f"| {r['defence']} | {_strength(r)} | {eps} | {pct(r, 'accuracy')} | {cost} | {r['calls']:,} | "
+            f"| {r['defence']} | {_strength(r)} | {eps} | {pct(r, 'accuracy')} | {r['utility']['loss']:.3f} | "
+            f"{cost} | {r['calls']:,} | "
             f"{pct(label, 'accuracy')} [{pct(label, 'majority_baseline')}] | {auc} | "
             f"{pct(mia, 'tpr_at_1%_fpr')} | {pct(mia, 'tpr_at_0.1%_fpr')} | "
             f"{pct(attr, 'accuracy')} [{pct(attr, 'chance')}] | "
@@ -182,7 +195,7 @@ def report(rows: list[dict], preset: dict, users: int, start: float | None) -> s
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path, start: float | None) -> None:
+def plot(rows: list[dict], path: Path, start: dict | None) -> None:
     """privacy_utility.png: each leakage metric (y) against test accuracy (x), one line per defence
     through its strengths (starting from no defence), the chance level dashed, the start vector's
     accuracy dotted."""
@@ -204,7 +217,7 @@ def plot(rows: list[dict], path: Path, start: float | None) -> None:
         levels = [r["attacks"][attack][chance] for r in rows if chance and attack in r["attacks"]]
         ax.axhline(np.mean(levels) if levels else 0.5, color="grey", linestyle="--", lw=0.8, label="chance")
         if start is not None:
-            ax.axvline(100 * start, color="grey", linestyle=":", lw=0.8, label="start vector, no search")
+            ax.axvline(100 * start["accuracy"], color="grey", linestyle=":", lw=0.8, label="start vector, no search")
         ax.set(xlabel="test accuracy (%)", ylabel=title, title=title)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -229,7 +242,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if preset.get("generator") and not args.report_only:
         ensure_generator(preset["domain"], ROOT / preset["generator"])  # the suite's SDT checkpoint, trained if missing
-    if not args.report_only and start_accuracy(args.out) is None:
+    if not args.report_only and start_utility(args.out) is None:
         run_cell(START, {"method": "sdt-only"}, preset, args.users, args.out)
     rows = []
     for name, defence in cells(args.defences, args.levels):
@@ -244,7 +257,7 @@ def main() -> int:
     if not rows:
         print("no finished cells yet")
         return 1
-    start = start_accuracy(args.out)
+    start = start_utility(args.out)
     (args.out / "privacy_report.md").write_text(report(rows, preset, args.users, start))
     plot(rows, args.out / "privacy_utility.png", start)
     print((args.out / "privacy_report.md").read_text())

@@ -17,6 +17,7 @@ from cbp_fed.client_app import User
 from cbp_fed.config import RunConfig
 from cbp_fed.privacy import defences
 from cbp_fed.privacy.transcript import VERSION, Transcript, TranscriptWriter, text_hash
+from cbp_fed.privacy.utility import utility_of
 from cbp_fed.prompts import PromptGenerator
 from cbp_fed.search import CMASearch
 from cbp_fed.service import BlackBox
@@ -167,3 +168,16 @@ def test_gaussian_release_clips_the_shift_from_the_anchor():
     np.testing.assert_allclose(defences.gaussian_release(z, anchor, 10.0, 0.0, 0), z)
     draws = np.stack([defences.gaussian_release(np.zeros(2), anchor, 1.0, 3.0, s) for s in range(4000)])
     assert draws.std() == pytest.approx(3.0, rel=0.05)
+
+
+def test_utility_from_the_transcript_matches_what_the_users_reported(tiny, tmp_path):
+    config = RunConfig(**SMALL, num_rounds=1)
+    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0, embed_std=tiny.embedding_std())
+    strategy = CBPStrategy(config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), "general")
+    strategy.transcript = TranscriptWriter(tmp_path / "transcript")
+    result = strategy.start(LoopbackGrid(3, config.to_run_config()), num_rounds=1)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_run_config()))  # as the run folder has it
+    utility = utility_of(tmp_path)
+    assert utility["users"] == 3
+    assert utility["accuracy"] == pytest.approx(result.evaluate_metrics_clientapp[1]["accuracy"])
+    assert math.log(2) / 2 < utility["loss"] < 5 and 0.5 <= utility["constant_accuracy"] <= 1

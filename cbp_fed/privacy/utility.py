@@ -1,0 +1,45 @@
+"""What the customisation is worth to its users, read back from a recorded run.
+
+Each user's last evaluation in the transcript (the scores ``(n, C)`` returned for its test texts under
+the z it sent) against the true test labels (``attacks.common.ground_truth``): accuracy, the
+cross-entropy of the label-word softmax, and the best a constant answer scores on the same texts. The
+privacy sweep reads a defence's cost from these; with a few dozen test texts per user the loss shows
+a change that the accuracy cannot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .attacks.common import ground_truth, run_config_of
+from .transcript import Transcript
+
+
+def utility_of(run_dir: str | Path) -> dict:
+    """Means over the evaluated users of their test accuracy, test loss (nats) and constant-answer accuracy."""
+    transcript = Transcript(run_dir)
+    users = transcript.users()
+    truth = ground_truth(run_config_of(transcript), users)
+    per_user = []
+    for p in users:
+        evaluated = [v for v in transcript.rounds(p) if v.eval_scores is not None]
+        if not evaluated:
+            continue
+        view = evaluated[-1]
+        scores = view.eval_scores.astype(np.float64)  # (n, C)
+        labels = np.array([truth[p].test[h] for h in view.eval_hashes])
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        per_user.append(
+            (
+                float((scores.argmax(axis=1) == labels).mean()),
+                float(-log_probs[np.arange(len(labels)), labels].mean()),
+                float(np.bincount(labels, minlength=scores.shape[1]).max() / len(labels)),
+            )
+        )
+    if not per_user:
+        raise ValueError(f"{run_dir}: the transcript holds no evaluation")
+    accuracy, loss, constant = np.mean(per_user, axis=0)
+    return {"users": len(per_user), "accuracy": accuracy, "loss": loss, "constant_accuracy": constant}
