@@ -12,9 +12,9 @@ one defence at one strength (``STRENGTHS``), into ``<out>/<defence>-<level>/``; 
 (``cbp-fed attack``) on its transcript, into that folder's ``privacy/``. The preset's generator is
 trained first if missing (``simulations.suite.ensure_generator``). Resumable like the suite: a
 cell with a summary.json is not run again, a cell killed after a round resumes from its checkpoint,
-an attack with its JSON is not run again. Then ``<out>/privacy_report.md`` (one row per cell:
-accuracy and its cost against no defence, epsilon where there is one, every attack's metric against
-its chance level) and ``<out>/privacy_utility.png`` (each leakage metric against test accuracy, one
+an attack with its JSON is not run again. Then ``<out>/privacy_report.md`` (one row per cell: accuracy,
+test loss and the accuracy cost against no defence, epsilon where there is one, every attack's metric
+against its chance level) and ``<out>/privacy_utility.png`` (each leakage metric against test accuracy, one
 line per defence through its strengths). A reference cell ``<out>/start/`` scores the start vector alone
 (``method = "sdt-only"``: no user search) on the same test texts, so a defence's accuracy can be read
 against what the users' search added. ``--set`` overrides preset keys (e.g. the tiny backbone).

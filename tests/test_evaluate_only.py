@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ from cbp_fed import protocol as wire
 from cbp_fed.comm import MeteredGrid
 from cbp_fed.config import RunConfig
 from cbp_fed.domain_training import SDTConfig, save_generator, train_generator
+from cbp_fed.privacy.transcript import TranscriptWriter
+from cbp_fed.privacy.utility import utility_of
 from strategies import STRATEGIES
 
 from .loopback import LoopbackGrid
@@ -26,6 +30,7 @@ def test_evaluate_only_methods_score_each_users_test_set_once(tiny, tmp_path, me
     )
     records = []
     strategy = STRATEGIES[method](config, tiny, tmp_path / "run", records.append)
+    strategy.transcript = TranscriptWriter(tmp_path / "run" / "transcript")
     grid = MeteredGrid(LoopbackGrid(3, config.to_run_config()), node_key=lambda n: strategy.partition_of.get(n, n))
     result = strategy.start(grid, num_rounds=config.num_rounds)
 
@@ -35,5 +40,8 @@ def test_evaluate_only_methods_score_each_users_test_set_once(tiny, tmp_path, me
     assert result.evaluate_metrics_clientapp[1]["users"] == 3
     kinds = {t for user in grid.round_summary(1)["users"].values() for t in user["up"]}
     assert kinds == {wire.EVAL_QUERY, wire.EVAL_SCORE}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config.to_run_config()))
+    utility = utility_of(tmp_path / "run")  # the evaluation is in the transcript, as in a training run
+    assert utility["users"] == 3 and utility["accuracy"] == pytest.approx(record["test_accuracy"])
     if method == "sdt-only":  # every user is scored with the domain's z0
         np.testing.assert_array_equal(strategy.start_vector(), gen.z0.detach().numpy())
