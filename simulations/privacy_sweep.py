@@ -242,7 +242,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if preset.get("generator") and not args.report_only:
         ensure_generator(preset["domain"], ROOT / preset["generator"])  # the suite's SDT checkpoint, trained if missing
-    if not args.report_only and start_utility(args.out) is None:
+    if not args.report_only and not (args.out / START / "summary.json").exists():
         run_cell(START, {"method": "sdt-only"}, preset, args.users, args.out)
     rows = []
     for name, defence in cells(args.defences, args.levels):

@@ -53,8 +53,7 @@ class EvaluateOnlyStrategy(MultiStepStrategy):
         if self.transcript:
             self.transcript.begin_round(1, self.start_vector())
         evaluation = self._evaluate(grid, 1, timeout, round_log)
-        if self.transcript:
-            self.transcript.end_round(grid.round_summary(1) if hasattr(grid, "round_summary") else None)
+        self._end_transcript_round(grid, 1)
         result.evaluate_metrics_clientapp[1] = evaluation
         meter = self.blackbox.meter
         self.rounds_done = 1

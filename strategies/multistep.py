@@ -221,8 +221,7 @@ class MultiStepStrategy(Strategy):
                     test_examples=evaluation.get("examples", 0),
                 )
             self.rounds_done = server_round
-            if self.transcript:
-                self.transcript.end_round(grid.round_summary(server_round) if hasattr(grid, "round_summary") else None)
+            self._end_transcript_round(grid, server_round)
             meter = self.blackbox.meter
             record.update(
                 calls=meter.calls - meter_before[0],
@@ -331,6 +330,11 @@ class MultiStepStrategy(Strategy):
                 sent += sum(len(t.encode()) for key in ("passages", "queries", "label-words") for t in texts[key])
             out[node] = Waiting(texts["partition-id"], texts, query, sent)
         return out
+
+    def _end_transcript_round(self, grid: Grid, server_round: int) -> None:
+        """Write the round's transcript files (with its metered bytes where the grid meters them)."""
+        if self.transcript:
+            self.transcript.end_round(grid.round_summary(server_round) if hasattr(grid, "round_summary") else None)
 
     def _score(self, waiting: dict[int, Waiting]) -> dict[int, np.ndarray]:
         """All waiting users' populations through the BlackBox in one batched computation."""

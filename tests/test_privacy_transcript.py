@@ -34,19 +34,21 @@ SMALL = dict(
 
 
 def run_rounds(tiny, tmp_path, rounds=2, users=2, **defence):
-    """A recorded CBP run on the loopback grid; returns (strategy, grid, transcript folder)."""
+    """A recorded CBP run on the loopback grid, its config.json beside the transcript as in a run
+    folder; returns (strategy, grid, transcript folder, Flower's Result)."""
     config = RunConfig(**SMALL, num_rounds=rounds, **defence)
     torch.manual_seed(0)  # the generator's layers: the same model in every run of a test
     gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0, embed_std=tiny.embedding_std())
     strategy = CBPStrategy(config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), "general")
     strategy.transcript = TranscriptWriter(tmp_path / "transcript")
     grid = LoopbackGrid(users, config.to_run_config())
-    strategy.start(grid, num_rounds=rounds)
-    return strategy, grid, tmp_path / "transcript"
+    result = strategy.start(grid, num_rounds=rounds)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_run_config()))
+    return strategy, grid, tmp_path / "transcript", result
 
 
 def test_transcript_round_trip_holds_what_crossed_the_wire(tiny, tmp_path):
-    strategy, grid, folder = run_rounds(tiny, tmp_path)
+    strategy, grid, folder, _ = run_rounds(tiny, tmp_path)
     schema = json.loads((folder / "schema.json").read_text())
     assert schema["version"] == VERSION and "candidates" in schema["npz"]
     transcript = Transcript(tmp_path)
@@ -73,7 +75,7 @@ def test_transcript_round_trip_holds_what_crossed_the_wire(tiny, tmp_path):
 
 def test_dp_release_is_clipped_and_noised_and_is_all_the_provider_gets(tiny, tmp_path):
     clip = 0.5
-    strategy, grid, _ = run_rounds(tiny, tmp_path, rounds=1, users=1, dp_clip=clip, sigma0=3.0)
+    strategy, grid, _, _ = run_rounds(tiny, tmp_path, rounds=1, users=1, dp_clip=clip, sigma0=3.0)
     transcript = Transcript(tmp_path)
     view = transcript.rounds(0)[0]
     clean = grid.contexts[1000].state.config_records["search"]
@@ -81,7 +83,7 @@ def test_dp_release_is_clipped_and_noised_and_is_all_the_provider_gets(tiny, tmp
     assert np.linalg.norm(mean - view.z_start) > clip  # the search moved further than the clip ...
     np.testing.assert_allclose(np.linalg.norm(view.final_z - view.z_start), clip, rtol=1e-5)  # ... the upload did not
     np.testing.assert_allclose(view.eval_z, view.final_z)  # evaluation sends the release, never the clean z
-    _, grid, _ = run_rounds(tiny, tmp_path / "noised", rounds=1, users=1, dp_clip=clip, dp_noise=2.0, sigma0=3.0)
+    _, grid, _, _ = run_rounds(tiny, tmp_path / "noised", rounds=1, users=1, dp_clip=clip, dp_noise=2.0, sigma0=3.0)
     noised = Transcript(tmp_path / "noised").rounds(0)[0].final_z
     # the same search (the noise is added after it), so the difference is exactly the user's seeded
     # Gaussian draw of std dp-noise x dp-clip = 1.0, from (seed 0, partition 0, round 1)
@@ -90,7 +92,7 @@ def test_dp_release_is_clipped_and_noised_and_is_all_the_provider_gets(tiny, tmp
 
 
 def test_decoy_texts_and_candidates_are_on_the_wire_and_ignored_by_the_user(tiny, tmp_path):
-    _, grid, _ = run_rounds(tiny, tmp_path, rounds=1, users=1, decoy_texts=1.0, decoy_candidates=0.5)
+    _, grid, _, _ = run_rounds(tiny, tmp_path, rounds=1, users=1, decoy_texts=1.0, decoy_candidates=0.5)
     view = Transcript(tmp_path).rounds(0)[0]
     user = User(grid.contexts[1000])
     train = {text_hash(ex.passage, ex.query) for ex in user.split.train}
@@ -171,12 +173,7 @@ def test_gaussian_release_clips_the_shift_from_the_anchor():
 
 
 def test_utility_from_the_transcript_matches_what_the_users_reported(tiny, tmp_path):
-    config = RunConfig(**SMALL, num_rounds=1)
-    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0, embed_std=tiny.embedding_std())
-    strategy = CBPStrategy(config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), "general")
-    strategy.transcript = TranscriptWriter(tmp_path / "transcript")
-    result = strategy.start(LoopbackGrid(3, config.to_run_config()), num_rounds=1)
-    (tmp_path / "config.json").write_text(json.dumps(config.to_run_config()))  # as the run folder has it
+    *_, result = run_rounds(tiny, tmp_path, rounds=1, users=3)
     utility = utility_of(tmp_path)
     assert utility["users"] == 3
     assert utility["accuracy"] == pytest.approx(result.evaluate_metrics_clientapp[1]["accuracy"])

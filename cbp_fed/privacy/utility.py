@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..search import fitness
 from .attacks.common import ground_truth, run_config_of
 from .transcript import Transcript
 
@@ -28,14 +29,12 @@ def utility_of(run_dir: str | Path) -> dict:
         if not evaluated:
             continue
         view = evaluated[-1]
-        scores = view.eval_scores.astype(np.float64)  # (n, C)
+        scores = view.eval_scores  # (n, C)
         labels = np.array([truth[p].test[h] for h in view.eval_hashes])
-        shifted = scores - scores.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         per_user.append(
             (
                 float((scores.argmax(axis=1) == labels).mean()),
-                float(-log_probs[np.arange(len(labels)), labels].mean()),
+                float(fitness(scores[None], labels)[0]),  # the users' own cross-entropy
                 float(np.bincount(labels, minlength=scores.shape[1]).max() / len(labels)),
             )
         )
