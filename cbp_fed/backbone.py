@@ -1,19 +1,26 @@
-"""FrozenLM: a frozen causal LM that scores label words behind soft prompts.
+"""FrozenLM: a frozen causal LM that scores the choices of a task behind soft prompts.
 
 The provider's model. It is loaded by registry name (the bundled GGUF models of DATA.md, converted
 once to a safetensors cache), by local directory, or by hub id, and never trained: every parameter
 has ``requires_grad=False``. Gradients still flow through it to a soft prompt (SDT).
 
-The one hot operation is ``last_hidden`` then ``label_logits``: given soft prompts ``(B, t, d)`` and B
-token sequences, one forward over ``[prefix ; prompt ; tokens]`` gives the hidden state at the last
-real position, ``(B, d)``, which is multiplied with the C label words' output rows only, ``(B, C)``:
-never full-vocabulary logits, never for every position.
+A task's C choices are scored in one of two ways (``choice_scores`` is the single entry point):
+
+- label words: ``last_hidden`` then ``label_logits``. Given soft prompts ``(B, t, d)`` and B token
+  sequences, one forward over ``[prefix ; prompt ; tokens]`` gives the hidden state at the last real
+  position, ``(B, d)``, multiplied with the C label words' output rows only, ``(B, C)``: never
+  full-vocabulary logits, never for every position.
+- answer options (multiple choice, as lm-evaluation-harness scores them): ``option_logprobs``, the
+  log-likelihood of each option's tokens after ``[prefix ; prompt ; context]``. The shared context
+  runs once per row and the C options continue from its KV cache; the full-vocabulary log-softmax is
+  taken only at the positions that predict option tokens.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import logging
 import os
 import time
@@ -26,6 +33,10 @@ import torch
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+LOGIT_SLICE = 1024
+"""Option positions whose full-vocabulary logits are formed at once (fp32 ``LOGIT_SLICE x V``, ~200 MB for SmolLM2)."""
+KEY_TOKEN_CHARS = 4
+"""A query token steers passage truncation when it decodes (stripped) to at least this many characters."""
 
 
 def cache_root() -> Path:
@@ -195,6 +206,8 @@ class FrozenLM:
         self._embedding = model.get_input_embeddings()
         self._output_rows = model.get_output_embeddings().weight  # (V, d)
         self._softcap = getattr(model.config, "final_logit_softcapping", None)
+        # transformers 5 renamed the decoder's past_key_values argument to cache (the old name is deprecated)
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
         bos = tokenizer.bos_token_id
         probe = tokenizer("a").input_ids
         self.prefix_ids: list[int] = [bos] if bos is not None and probe and probe[0] == bos else []
@@ -226,20 +239,57 @@ class FrozenLM:
             self._token_cache[text] = ids
         return ids
 
-    def encode(self, passage: str, query: str, max_tokens: int) -> list[int]:
-        """Token ids of ``passage + query`` in at most ``max_tokens``, cutting the passage from the left.
+    def encode(self, passage: str, query: str, max_tokens: int, options: Sequence[str] = ()) -> list[int]:
+        """Token ids of ``passage + query`` in at most ``max_tokens``, less the longest option's tokens.
 
-        The query (question, options, answer cue) is never cut: a query longer than ``max_tokens``
-        is an error, since scoring it without its answer cue would be meaningless.
+        The query (question, answer cue) and the options are never cut: if they do not fit it is an error,
+        since scoring without the answer cue or a whole option would be meaningless. A passage that does
+        not fit in the room left keeps the window of its tokens that best matches the query (``passage_window``).
         """
         query_ids = self.tokenize(query)
-        if len(query_ids) > max_tokens:
-            raise ValueError(f"query of {len(query_ids)} tokens exceeds max_tokens={max_tokens}: {query[:80]!r}...")
+        longest = max((len(self.option_ids(o)) for o in options), default=0)
+        room = max_tokens - longest - len(query_ids)
+        if room < 0:
+            option = f" + an option of {longest}" if longest else ""
+            raise ValueError(
+                f"query of {len(query_ids)} tokens{option} exceeds max_tokens={max_tokens}: {query[:80]!r}..."
+            )
         if not passage:
             return query_ids
-        passage_ids = self.tokenize(passage)
-        room = max_tokens - len(query_ids)
-        return (passage_ids[len(passage_ids) - room :] if room > 0 else []) + query_ids
+        return self.passage_window(self.tokenize(passage), query_ids, room) + query_ids
+
+    def passage_window(self, passage_ids: list[int], query_ids: list[int], room: int) -> list[int]:
+        """The at most ``room`` contiguous passage tokens kept beside the query.
+
+        A passage that fits is kept whole. Otherwise windows of ``room`` tokens start every ``room // 4``
+        tokens, plus the one ending the passage, and each scores the number of distinct key tokens of the
+        query it contains (ids decoding to at least ``KEY_TOKEN_CHARS`` characters: "capital", " France",
+        not "the", "?"). The best window wins and ties go to the latest, so a passage that shares no key
+        token with the query keeps its end, as cutting from the left would: the sentence a question asks
+        about survives wherever it is, deterministically and at a few set look-ups per window.
+        """
+        if len(passage_ids) <= room:
+            return passage_ids
+        if room <= 0:
+            return []
+        keys = {i for i in set(query_ids) if len(self.tokenizer.decode([i]).strip()) >= KEY_TOKEN_CHARS}
+        last = len(passage_ids) - room
+        starts = [*range(0, last, max(1, room // 4)), last]
+        best = max(reversed(starts), key=lambda start: len(keys.intersection(passage_ids[start : start + room])))
+        return passage_ids[best : best + room]
+
+    def option_ids(self, option: str) -> list[int]:
+        """Token ids of an answer option, tokenised on its own with its leading space (``" Paris"``).
+
+        lm-evaluation-harness tokenises context + continuation together and splits them; with a
+        leading-space option and a context ending before that space (``"Answer:"``) the byte-level BPE of
+        the bundled backbones splits at the space either way, so the ids are the same. An option that
+        tokenises to nothing is an error.
+        """
+        ids = self.tokenize(option)
+        if not ids:
+            raise ValueError(f"option {option!r} tokenises to nothing")
+        return ids
 
     def label_token_ids(self, label_words: Sequence[str]) -> torch.Tensor:
         """First token id of each label word, ``(C,)``; words that share a first token are an error."""
@@ -287,9 +337,13 @@ class FrozenLM:
         hidden = self.model.model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids
         ).last_hidden_state
+        return self._at_last(hidden, lengths)
+
+    def _at_last(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``hidden: (B, L, d)`` of a padded batch, ``lengths: (B,)`` -> ``(B, d)`` at each row's last real position."""
         if self.padding_side == "left":
             return hidden[:, -1]
-        return hidden[torch.arange(B, device=self.device), lengths - 1]
+        return hidden[torch.arange(len(lengths), device=self.device), lengths - 1]
 
     def batch_inputs(
         self, prompts: torch.Tensor, token_ids: Sequence[Sequence[int]]
@@ -320,10 +374,116 @@ class FrozenLM:
 
     def label_logits(self, hidden: torch.Tensor, label_ids: torch.Tensor) -> torch.Tensor:
         """``hidden: (B, d)``, ``label_ids: (C,)`` -> ``(B, C)`` fp32 logits of the label words only."""
-        logits = hidden.float() @ self._output_rows[label_ids].float().T
-        if self._softcap:
-            logits = torch.tanh(logits / self._softcap) * self._softcap
-        return logits
+        return self._capped(hidden.float() @ self._output_rows[label_ids].float().T)
+
+    def option_logprobs(
+        self, prompts: torch.Tensor, contexts: Sequence[Sequence[int]], options: Sequence[Sequence[Sequence[int]]]
+    ) -> torch.Tensor:
+        """Log-likelihood of each row's C answer options after ``[prefix ; prompt_b ; context_b]``.
+
+        ``scores[b, c] = sum_j log p(options[b][c][j] | prefix, prompt_b, context_b, options[b][c][:j])``.
+        The contexts run once, padded on ``self.padding_side`` as in ``last_hidden``, filling a KV cache
+        that is then repeated C times; the options less their last token (it predicts nothing) continue on
+        it as ``B*C`` right-padded rows whose positions follow their context's. The last context position
+        predicts an option's first token, option position j its token j+1; only there is the
+        full-vocabulary log-softmax taken (``token_logprobs``). Cost: the contexts once plus the options'
+        tokens, where C separate forwards would run every context C times. Differentiable w.r.t. ``prompts``.
+
+        Args:
+            prompts: ``(B, t, d)`` soft prompts (t may be 0), any float dtype.
+            contexts: B token sequences of unequal lengths.
+            options: B lists of C non-empty token sequences each (``option_ids``), the same C for every row.
+        Returns:
+            ``(B, C)`` fp32 summed log-probabilities.
+        """
+        from transformers import DynamicCache
+
+        B, C = prompts.shape[0], len(options[0]) if options else 0
+        if not B == len(contexts) == len(options) or any(len(row) != C for row in options):
+            raise ValueError(f"{B} prompts need {B} contexts and {B} lists of C options each")
+        flat = [list(ids) for row in options for ids in row]  # (B*C) option sequences, row-major
+        if not all(flat):
+            raise ValueError("an option has no tokens")
+        targets, valid = self._option_grid(flat)  # (B*C, S)
+        embeds, mask, positions, lengths = self.batch_inputs(prompts, contexts)
+        cache = DynamicCache(config=self.model.config)
+        last = self._at_last(self._decode(embeds, mask, positions, cache), lengths)
+        predictors = last.repeat_interleave(C, 0)[:, None]  # (B*C, 1, d): predicts each option's first token
+        if targets.shape[1] > 1:
+            cache.batch_repeat_interleave(C)
+            steps = torch.arange(targets.shape[1] - 1, device=self.device)
+            continued = self._decode(
+                self._embedding(targets[:, :-1]).to(self.dtype),
+                torch.cat([mask.repeat_interleave(C, 0), valid[:, 1:].long()], 1),
+                lengths.repeat_interleave(C)[:, None] + steps,
+                cache,
+            )
+            predictors = torch.cat([predictors, continued], 1)  # (B*C, S, d)
+        logprobs = self.token_logprobs(predictors[valid], targets[valid])  # (tokens of all options,)
+        row = torch.arange(B * C, device=self.device).repeat_interleave(valid.sum(1))
+        return torch.zeros(B * C, device=self.device).index_add(0, row, logprobs).view(B, C)
+
+    def _option_grid(self, flat: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Options right-padded into ``(rows, S)`` ids (pads are id 0) and the ``(rows, S)`` bool mask of real
+        tokens, S the longest option."""
+        counts = torch.tensor([len(ids) for ids in flat], device=self.device)
+        valid = torch.arange(int(counts.max()), device=self.device)[None] < counts[:, None]
+        grid = torch.zeros(valid.shape, dtype=torch.long, device=self.device)
+        grid[valid] = torch.tensor([i for ids in flat for i in ids], dtype=torch.long, device=self.device)
+        return grid, valid
+
+    def _decode(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        """The decoder's final-norm hidden states ``(B, L, d)`` for L new positions after those in ``cache``
+        (a ``DynamicCache``, extended in place); ``mask: (B, cached + L)``."""
+        return self.model.model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_arg: cache},
+        ).last_hidden_state
+
+    def token_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``hidden: (N, d)`` final-norm states at N positions, ``targets: (N,)`` the tokens they predict ->
+        ``(N,)`` fp32 log-probabilities: a full-vocabulary log-softmax at these positions only, formed
+        ``LOGIT_SLICE`` positions at a time so the ``(slice, V)`` logits stay bounded."""
+        rows = self._output_rows.float()
+        parts = []
+        for begin in range(0, len(targets), LOGIT_SLICE):
+            logits = self._capped(hidden[begin : begin + LOGIT_SLICE].float() @ rows.T)
+            picked = logits.gather(1, targets[begin : begin + LOGIT_SLICE, None])[:, 0]
+            parts.append(picked - logits.logsumexp(1))
+        return torch.cat(parts)
+
+    def choice_scores(
+        self,
+        prompts: torch.Tensor,
+        token_ids: Sequence[Sequence[int]],
+        label_words: Sequence[str],
+        options: Sequence[Sequence[str]] | None = None,
+        length_norm: bool = False,
+    ) -> torch.Tensor:
+        """Scores ``(B, C)`` fp32 of each row's C choices behind ``prompts: (B, t, d)``, differentiable w.r.t. the
+        prompts: one call for a trainer whichever way its task is scored, with the meaning of a ``Query``.
+
+        ``options`` None: the logits of the C ``label_words`` at the last position. Otherwise B lists of C
+        option strings (``label_words`` then only name the C choices) and the scores are the options' summed
+        token log-probabilities, divided by each option's number of characters when ``length_norm``
+        (lm-evaluation-harness's acc_norm). ``token_ids``: the B encoded contexts (``encode`` with the row's
+        options, so that context and longest option fit ``max_tokens``).
+        """
+        if options is None:
+            return self.label_logits(self.last_hidden(prompts, token_ids), self.label_token_ids(label_words))
+        if any(len(row) != len(label_words) for row in options):
+            raise ValueError(f"every row needs {len(label_words)} options, one per label word")
+        scores = self.option_logprobs(prompts, token_ids, [[self.option_ids(o) for o in row] for row in options])
+        if length_norm:
+            scores = scores / torch.tensor([[len(o) for o in row] for row in options], device=self.device)
+        return scores
+
+    def _capped(self, logits: torch.Tensor) -> torch.Tensor:
+        """The model's final logit soft-capping (Gemma's), where it has one."""
+        return torch.tanh(logits / self._softcap) * self._softcap if self._softcap else logits
 
     def lm_loss(self, text: str) -> float:
         """Mean next-token cross-entropy (nats/token) on plain text: a trained-model sanity check."""

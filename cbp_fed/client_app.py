@@ -44,9 +44,15 @@ class User:
             self.config.partition, self.config.task_list, num_partitions, self.config.dirichlet_alpha, self.config.seed
         )
         self.task, self.split = user_data(
-            partition, self.partition_id, self.config.shots_per_class, self.config.n_test, self.config.seed
+            partition,
+            self.partition_id,
+            self.config.shots_per_class,
+            self.config.n_test,
+            self.config.seed,
+            class_balanced=self.config.class_balanced,
         )
         self.labels = np.array([ex.label for ex in self.split.train])
+        self.selects = self.config.select_on_dev and self.config.method != "fedbpt" and bool(self.split.dev)
         self.sigma_sq = 0.0  # sigma^2 summed over the populations asked this round (kept with the optimiser)
         self.real_candidates: list[int] = []  # wire positions of the real candidates of the population out
 
@@ -123,14 +129,17 @@ class User:
         if saved["z"] is not None:
             self.context.state["z"] = wire.arrays(z=saved["z"])
 
-    def saved_search(self, round: int) -> tuple[CMASearch, list[int], str]:
-        """The optimiser mid-round, refusing a step that belongs to no round this user began."""
+    def saved_search(self, round: int, pending: bool = True) -> tuple[CMASearch, list[int], str]:
+        """The optimiser mid-round, refusing a step that belongs to no round this user began, and scores
+        for a population that was already told (``pending``) or for a selection never asked for."""
         saved = self.context.state.config_records.get("search")
         if saved is None or saved.get("round") != round:
             raise wire.ProtocolError(f"a step of round {round} without a train.begin of that round")
         search = CMASearch.from_bytes(saved["blob"])
-        if not search.pending:
+        if pending and not search.pending:
             raise wire.ProtocolError(f"round {round}: scores for a population that was already told")
+        if not pending and (search.pending or "select" not in self.context.state.array_records):
+            raise wire.ProtocolError(f"round {round}: a train.finish before this user's train.select")
         self.sigma_sq = float(saved["sigma-sq"])
         self.real_candidates = list(saved.get("real-candidates", [])) or list(range(search.config.popsize))
         return search, list(saved["batch"]), saved["run-key"]
@@ -150,21 +159,31 @@ class User:
         return sorted(rng.choice(n, size, replace=False).tolist())
 
     def text_layout(self, round: int) -> tuple[list, np.ndarray, np.ndarray]:
-        """The round's training texts as sent: the training rows with ``decoy-texts`` of this user's dev
-        rows per training row mixed in at seeded positions (none: the training rows in order).
-        Returns (rows in wire order, ``source (n_wire,)``: the training index of each, -1 for a decoy,
+        """The round's texts as sent: the training rows with ``decoy-texts`` of this user's dev rows per
+        training row mixed in at seeded positions (none: the training rows in order), then, when it
+        selects on dev, the dev rows not already sent. Returns (rows in wire order, ``source (n_wire,)``:
+        the training index of each, -1 for a decoy, -2 for a dev row sent only for the selection,
         ``real (n_train,)``: the wire position of each training row)."""
         train, dev = self.split.train, self.split.dev
         n_decoy = min(int(np.floor(self.config.decoy_texts * len(train) + 0.5)), len(dev))
         order, real = decoy_positions(len(train), n_decoy, self.seed(round, 1))
         rows = [train[i] if i < len(train) else dev[i - len(train)] for i in order]
-        return rows, np.where(order < len(train), order, -1), real
+        source = np.where(order < len(train), order, -1)
+        if self.selects:
+            rows += dev[n_decoy:]
+            source = np.concatenate([source, np.full(len(dev) - n_decoy, -2)])
+        return rows, source, real
+
+    def dev_positions(self, rows: list) -> list[int]:
+        """Wire positions of the dev rows (in dev order) in the round's texts ``rows``."""
+        position = {ex.uid: i for i, ex in enumerate(rows)}
+        return [position[ex.uid] for ex in self.split.dev]
 
     def wire_batch(self, round: int, step: int, source: np.ndarray, real: np.ndarray) -> list[int]:
         """Wire positions to score the next population on: the training batch (``next_batch``) and the
         decoys (all of them with the whole training set, else ``decoy-texts`` per batch row, seeded)."""
         batch = self.next_batch(round, step)
-        decoys = np.flatnonzero(source < 0)
+        decoys = np.flatnonzero(source == -1)
         if len(decoys) and len(batch) < len(real):
             n = min(int(np.floor(self.config.decoy_texts * len(batch) + 0.5)), len(decoys))
             decoys = np.random.default_rng(self.seed(round, step, 2)).choice(decoys, n, replace=False)
@@ -184,6 +203,7 @@ class User:
         return z
 
     def texts(self, rows) -> ConfigRecord:
+        options = [list(ex.options) for ex in rows] if self.task.scoring == "options" else None
         return wire.texts(
             [ex.passage for ex in rows],
             [ex.query for ex in rows],
@@ -191,6 +211,8 @@ class User:
             self.task.name,
             self.task.domain,
             self.partition_id,
+            options,
+            self.task.length_norm,
         )
 
 
@@ -267,6 +289,37 @@ def step(msg: Message, context: Context) -> Message:
     return Message(reply, reply_to=msg)
 
 
+@app.train("select")
+def select(msg: Message, context: Context) -> Message:
+    """Tell CMA-ES the round's last population; reply with the points to choose this round's z from
+    (the z kept so far, at first the start vector; the search mean; its best candidate) on the dev texts."""
+    user, round = User(context), _round_of(msg)
+    user.inject_faults(msg, round)
+    if not user.selects:
+        raise wire.ProtocolError("train.select for a user that does not select on dev (select-on-dev = false)")
+    search, losses, run_key = _tell(msg, user, round)
+    kept = user.z if user.z is not None else context.state.array_records["anchor"]["z"].numpy()
+    points = np.stack([kept, search.mean, search.best])
+    batch = user.dev_positions(user.text_layout(round)[0])
+    context.state["select"] = wire.arrays(points=points, train_loss=np.array([losses.mean()]))
+    user.save(search, batch, round, run_key)
+    return Message(wire.population(points, batch), reply_to=msg)
+
+
+def _choose(msg: Message, user: User) -> tuple[np.ndarray, dict[str, float]]:
+    """The point kept this round: the best on dev of the ones sent at train.select (accuracy, then
+    cross-entropy; the z kept before wins ties), and the selection metrics."""
+    record = user.context.state.array_records["select"]
+    points = record["points"].numpy()
+    labels = np.array([ex.label for ex in user.split.dev])
+    shape = (len(points), len(labels), len(user.task.label_words))
+    scores = wire.read_shaped(msg.content, "scores", "scores", shape)
+    accuracy, loss = (scores.argmax(2) == labels).mean(1), fitness(scores, labels, "ce")
+    kept = max(range(len(points)), key=lambda i: (accuracy[i], -loss[i], -i))
+    metrics = {"kept": kept, "dev-accuracy": float(accuracy[kept]), "dev-accuracy-before": float(accuracy[0])}
+    return points[kept], {"train-loss": float(record["train-loss"].numpy()[0]), **metrics}
+
+
 def _local_search(search: CMASearch, losses: np.ndarray, sigma_sq: float) -> dict[str, float]:
     """What a FedBPT user reports of its round beside its local mean, without another model call.
 
@@ -287,18 +340,24 @@ def _local_search(search: CMASearch, losses: np.ndarray, sigma_sq: float) -> dic
 
 @app.train("finish")
 def finish(msg: Message, context: Context) -> Message:
-    """Tell the last population; keep and reply with the single customised vector (with ``dp-clip``:
-    its Gaussian release, the only z the provider ever gets, also at evaluation). A FedBPT user keeps
+    """Keep and reply with the single customised vector: the point chosen on dev (``_choose``), or
+    without dev selection the last population told and the search's result (with ``dp-clip``: its
+    Gaussian release, the only z the provider ever gets, also at evaluation). A FedBPT user keeps
     nothing (its evaluation uses the global mean) and adds its ``_local_search`` metrics."""
     user, round = User(context), _round_of(msg)
     user.inject_faults(msg, round)
-    search, losses, run_key = _tell(msg, user, round)
-    z = search.result
+    if user.selects:
+        search, _, run_key = user.saved_search(round, pending=False)
+        z, selection = _choose(msg, user)
+        del context.state["select"]
+    else:
+        search, losses, run_key = _tell(msg, user, round)
+        z, selection = search.result, {"train-loss": float(losses.mean())}
     if user.config.dp_clip:
         anchor = context.state.array_records["anchor"]["z"].numpy()
         z = gaussian_release(z, anchor, user.config.dp_clip, user.config.dp_noise, user.seed(round, 6))
     metrics = {
-        "train-loss": float(losses.mean()),
+        **selection,
         "best-loss": search.best_fitness,
         "calls": search.calls,
         "examples": len(user.split.train),

@@ -46,9 +46,12 @@ class RunConfig:
     loss: str = "ce"
     batch_size: int = 0
     shots_per_class: int = 4
+    class_balanced: bool = False
+    select_on_dev: bool = True
     n_test: int = 48
     max_tokens: int = 64
     eval_every: int = 1
+    eval_start: bool = True
     prior: str = "mean"
     prior_trim: float = 0.2
     round_timeout: float = 600.0

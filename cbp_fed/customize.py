@@ -2,15 +2,19 @@
 
 The loop is the whole method seen from the user's side:
 
-    split = the user's private k-shot train / dev / test rows
+    split = the user's private train / dev / test rows (its natural label distribution)
+    kept  = the start vector, scored on dev
     repeat until the call budget is spent:
-        Z = search.ask()                                   (k, r) candidates
-        scores = blackbox.score(Z, train texts)            (k, n, C)  <- the provider's only answer
-        search.tell(fitness(scores, private train labels)) (k,)
-    keep z = search.result and report its test accuracy
+        Z = search.ask()                                    (k, r) candidates
+        scores = blackbox.score(Z, a mini-batch of train)   (k, b, C)  <- the provider's only answer
+        search.tell(fitness(scores, private batch labels))  (k,)
+        at each selection point: score the search mean and its best candidate on dev; keep the
+        best of them and the z kept so far (never worse than the start on the user's own dev rows)
+    report the kept z's test accuracy (and which z it is, and why)
 
 ``eval_split="dev"`` reports the dev split instead and never scores a test row: hyperparameter
-search (``tune.py``) selects on dev and touches test once, at the end.
+search (``tune.py``) selects on dev and touches test once, at the end (it then turns the dev
+selection off, since dev is its own yardstick).
 
 The same code runs the baselines: zero-shot (no prompt, no search), SDT-only (generator with z0,
 no search) and BBT (a projected prompt without generator). The federated strategies reuse the
@@ -31,21 +35,27 @@ from .backbone import FrozenLM
 from .domain_training import load_generator
 from .prompts import NoPrompt, ProjectedPrompt
 from .search import CMASearch, SearchConfig, fitness
-from .service import BlackBox, Query, accuracy, calibrated
+from .service import BlackBox, Query, accuracy
 from .tasks import load_task_spec, task_names, user_split
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
 SEARCHING = ("bbt", "cbp")
 EVAL_SPLITS = ("test", "dev")
+BBT_SIGMA0 = 1.0
 
 
 @dataclass(frozen=True)
 class CustomizeConfig:
     """One user-side run. ``generator`` (an SDT checkpoint folder) is required by sdt-only and cbp.
 
-    ``eval_split`` is the split the summary's accuracies (and budget-curve points) are measured on;
-    with ``"dev"`` no test row is ever scored. ``n_dev`` is the dev size (None: as many as train, the
-    BBT convention).
+    Data: ``shots_per_class`` x C train rows drawn with the user's natural label distribution
+    (``class_balanced`` for BBT's balanced k-shot sets), as many dev rows (``n_dev``), ``n_test`` test
+    rows. ``batch_size``: train texts scored per call (0 = all of them). ``sigma0``: None takes the
+    method's default, CBP the generator's SDT noise scale (where its task vectors were trained), BBT 1.
+    ``select_on_dev``: at every checkpoint and at the end, keep the best of {the z kept so far (at first
+    the start vector), the search mean, its best candidate} on dev: the user never keeps a z that is
+    worse than its start on its own held-out rows. ``eval_split``: the split the summary's accuracies
+    are measured on; with ``"dev"`` no test row is ever scored (and dev selection must be off).
     """
 
     task: str
@@ -53,7 +63,7 @@ class CustomizeConfig:
     seed: int = 0
     budget: int = 200
     popsize: int = 10
-    sigma0: float = 1.0
+    sigma0: float | None = None
     diagonal: bool = False
     loss: str = "ce"
     backbone: str = "smollm2-135m"
@@ -68,118 +78,211 @@ class CustomizeConfig:
     checkpoints: tuple[int, ...] = ()
     eval_split: str = "test"
     n_dev: int | None = None
+    batch_size: int = 8
+    class_balanced: bool = False
+    select_on_dev: bool = True
 
     def __post_init__(self):
         if self.eval_split not in EVAL_SPLITS:
             raise ValueError(f"unknown eval_split {self.eval_split!r}; choose from {EVAL_SPLITS}")
+        if self.eval_split == "dev" and self.select_on_dev and self.method in SEARCHING:
+            raise ValueError("eval_split='dev' reports dev, so it cannot also select on dev: set select_on_dev=False")
         if self.n_dev is not None and self.n_dev < 1:
             raise ValueError(f"n_dev must be >= 1 (or None: as many as train), got {self.n_dev}")
+        if self.batch_size < 0:
+            raise ValueError(f"batch_size must be >= 0 (0 = the whole train split), got {self.batch_size}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {METHODS}")
-        if self.task not in task_names() and not self.task.endswith(".json"):
-            raise ValueError(f"unknown task {self.task!r}; known: {task_names()}, or a custom task spec (.json)")
+        if self.task not in task_names() and not self.task.endswith((".json", ".toml")):
+            raise ValueError(f"unknown task {self.task!r}; known: {task_names()}, or a custom task spec (.json/.toml)")
         if self.method in ("sdt-only", "cbp") and not self.generator:
             raise ValueError(f"method {self.method!r} needs a generator checkpoint (run `cbp-fed sdt` first)")
         if self.method in SEARCHING:
-            SearchConfig(self.popsize, self.sigma0, self.budget, self.diagonal, loss=self.loss)  # validates
+            SearchConfig(self.popsize, self.sigma0 or 1.0, self.budget, self.diagonal, loss=self.loss)  # validates
         bad = [c for c in self.checkpoints if not 0 < c <= self.budget]
         if bad:
             raise ValueError(f"checkpoints {bad} are outside 1..budget ({self.budget})")
 
 
-def build_source(config: CustomizeConfig, lm: FrozenLM) -> tuple[torch.nn.Module, np.ndarray, dict]:
-    """The method's prompt source, its start vector ``(r,)`` and what to record about it."""
+def build_source(config: CustomizeConfig, lm: FrozenLM) -> tuple[torch.nn.Module, np.ndarray, float, dict]:
+    """The method's prompt source, its start vector ``(r,)``, its search sigma0 and what to record."""
     if config.method == "zero-shot":
-        return NoPrompt(lm.d), np.zeros((0,), np.float32), {}
+        return NoPrompt(lm.d), np.zeros((0,), np.float32), 0.0, {}
     if config.method == "bbt":
         source = ProjectedPrompt.for_backbone(lm, config.bbt_t, config.bbt_r, config.seed)
-        return source, np.zeros(config.bbt_r, np.float32), {"bbt_r": config.bbt_r, "bbt_t": config.bbt_t}
+        info = {"bbt_r": config.bbt_r, "bbt_t": config.bbt_t}
+        return source, np.zeros(config.bbt_r, np.float32), config.sigma0 or BBT_SIGMA0, info
     gen, meta = load_generator(config.generator, lm)
     info = {
         "generator": config.generator,
         "generator_domain": meta["domain"],
         "generator_data": meta["data"]["fingerprint"],
     }
-    return gen, gen.z0.detach().cpu().numpy(), info
+    sigma0 = config.sigma0 or meta["training"]["z_noise"]
+    return gen, gen.z0.detach().cpu().numpy(), sigma0, info
+
+
+def task_query(z: np.ndarray, rows, task) -> Query:
+    """The BlackBox query that scores candidates ``z: (k, r)`` on ``rows`` of ``task`` (label words or options)."""
+    options = [list(ex.options) for ex in rows] if task.scoring == "options" else None
+    passages, queries = [ex.passage for ex in rows], [ex.query for ex in rows]
+    return Query(z, passages, queries, task.label_words, options=options, length_norm=task.length_norm)
+
+
+def cue_query(z: np.ndarray, rows, task) -> Query:
+    """``task_query`` with each row's content left out: only its answer cue (the query's last line). Its
+    scores are the prompt's prior over the answers, which calibration subtracts (content-free input,
+    Zhao et al. 2021; for options, domain-conditional PMI, Holtzman et al. 2021)."""
+    cues = [ex.query.rsplit("\n", 1)[-1] for ex in rows]
+    options = [list(ex.options) for ex in rows] if task.scoring == "options" else None
+    return Query(z, [""] * len(rows), cues, task.label_words, options=options, length_norm=task.length_norm)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The z a user would ship now: which point it is (``start``, ``mean@100``, ``best@100``) and its dev score."""
+
+    z: np.ndarray
+    name: str
+    dev_accuracy: float
+    dev_loss: float
+
+    def beaten_by(self, accuracy: float, loss: float) -> bool:
+        """Strictly better on dev: higher accuracy, or equal accuracy and lower loss."""
+        return (accuracy, -loss) > (self.dev_accuracy, -self.dev_loss)
 
 
 def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: bool = True) -> dict:
     """Run one user-side customisation and return its summary (see ``cbp-fed customize``)."""
     started = time.time()
     task = load_task_spec(config.task)
-    split = user_split(task, config.seed, config.shots_per_class, n_dev=config.n_dev, n_test=config.n_test)
+    split = user_split(
+        task,
+        config.seed,
+        config.shots_per_class,
+        n_dev=config.n_dev,
+        n_test=config.n_test,
+        class_balanced=config.class_balanced,
+    )
     on = config.eval_split
     eval_rows = split.dev if on == "dev" else split.test
     lm = lm or FrozenLM.load(config.backbone, config.dtype, config.device)
-    source, z, source_info = build_source(config, lm)
+    source, start, sigma0, source_info = build_source(config, lm)
     box = BlackBox(lm, source, max_tokens=config.max_tokens)
+    for rows in (split.train, split.dev, split.test):  # an over-long text fails now, not after the search
+        if rows:
+            box.encode(task_query(start[None], rows, task))
 
     def scores_of(z_batch: np.ndarray, rows) -> np.ndarray:
-        query = Query(z_batch, [ex.passage for ex in rows], [ex.query for ex in rows], task.label_words)
-        return box.score([query])[0]
+        return box.score([task_query(z_batch, rows, task)])[0]
 
     def evaluate(z_final: np.ndarray) -> dict:
         scores = scores_of(z_final[None], eval_rows)[0]
-        train = scores_of(z_final[None], split.train)[0]
+        prior = box.score([cue_query(z_final[None], eval_rows, task)])[0][0]
         labels = [ex.label for ex in eval_rows]
         return {
             f"{on}_accuracy": accuracy(scores, labels),
-            f"{on}_accuracy_calibrated": accuracy(calibrated(scores, train), labels),
+            f"{on}_accuracy_calibrated": accuracy(scores - prior, labels),
             f"{on}_predicted_share": np.bincount(scores.argmax(1), minlength=len(task.label_words)).tolist(),
         }
 
-    train_labels = np.array([ex.label for ex in split.train])
+    dev_labels = np.array([ex.label for ex in split.dev])
+
+    def dev_scores(z_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dev accuracy and cross-entropy ``(k,)`` of candidates ``(k, r)``."""
+        scores = scores_of(z_batch, split.dev)
+        return (scores.argmax(2) == dev_labels).mean(1), fitness(scores, dev_labels, "ce")
+
+    searching = config.method in SEARCHING
+    select = searching and config.select_on_dev and len(split.dev) > 0
+    kept, selection_calls, history = None, 0, []
+    if select:
+        accuracy0, loss0 = dev_scores(start[None])
+        kept, selection_calls = Kept(start, "start", float(accuracy0[0]), float(loss0[0])), 1
+        history.append({"calls": 0, "point": "start", "dev_accuracy": kept.dev_accuracy, "dev_loss": kept.dev_loss})
+
+    def choose(search: CMASearch) -> Kept:
+        """Score the search mean and its best candidate on dev; keep the best of them and ``kept``."""
+        nonlocal kept, selection_calls
+        calls = search.calls
+        contenders = {f"mean@{calls}": search.mean, f"best@{calls}": search.best}
+        accuracies, losses = dev_scores(np.stack(list(contenders.values())))
+        selection_calls += len(contenders)
+        for (name, z_point), acc, loss in zip(contenders.items(), accuracies, losses):
+            history.append({"calls": calls, "point": name, "dev_accuracy": float(acc), "dev_loss": float(loss)})
+            if kept.beaten_by(float(acc), float(loss)):
+                kept = Kept(z_point, name, float(acc), float(loss))
+        return kept
+
+    start_eval = evaluate(start) if searching else None
     curve, search = [], None
-    if config.method in SEARCHING:
+    if searching:
         search = CMASearch(
-            z,
-            SearchConfig(config.popsize, config.sigma0, config.budget, config.diagonal, loss=config.loss),
-            config.seed,
+            start, SearchConfig(config.popsize, sigma0, config.budget, config.diagonal, loss=config.loss), config.seed
         )
-        pending = sorted(config.checkpoints)
+        train_labels = np.array([ex.label for ex in split.train])
+        batches = np.random.default_rng([config.seed, 7])
+        size = config.batch_size if 0 < config.batch_size < len(split.train) else len(split.train)
+        pending = sorted(set(config.checkpoints) | {search.final_calls})
         columns = (
             TextColumn(f"{config.method} {config.task} seed {config.seed}"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total} calls, best loss {task.fields[best]:.3f}"),
+            TextColumn("{task.completed}/{task.total} calls, best batch loss {task.fields[best]:.3f}"),
             TimeElapsedColumn(),
         )
         with Progress(*columns, disable=not progress) as bar:
             job = bar.add_task("search", total=config.budget, best=float("nan"))
             while not search.done:
+                batch = np.sort(batches.choice(len(split.train), size, replace=False))
                 candidates = search.ask()
-                search.tell(fitness(scores_of(candidates, split.train), train_labels, config.loss))
+                scores = scores_of(candidates, [split.train[i] for i in batch])
+                search.tell(fitness(scores, train_labels[batch], config.loss))
                 bar.update(job, completed=search.calls, best=search.best_fitness)
                 while pending and search.calls >= pending[0]:
-                    curve.append({"calls": pending.pop(0), **evaluate(search.result)})
-        z = search.result
-    final = curve[-1] if curve and curve[-1]["calls"] == search.calls else evaluate(z)
-    final = {k: v for k, v in final.items() if k != "calls"}
-    if on == "test":
-        final["dev_accuracy"] = accuracy(scores_of(z[None], split.dev)[0], [ex.label for ex in split.dev])
+                    point = pending.pop(0)
+                    z_point = choose(search).z if select else search.result
+                    curve.append({"calls": point, "kept": kept.name if select else "mean", **evaluate(z_point)})
+        z = kept.z if select else search.result
+    else:
+        z = start
+    final = curve[-1] if curve else evaluate(z)
+    final = {k: v for k, v in final.items() if k not in ("calls", "kept")}
+    if on == "test" and split.dev:
+        final["dev_accuracy"] = accuracy(scores_of(z[None], split.dev)[0], dev_labels)
     eval_labels = [ex.label for ex in eval_rows]
+    train_share = np.bincount([ex.label for ex in split.train], minlength=len(task.label_words))
     return {
         "task": config.task,
         "domain": task.domain,
         "method": config.method,
         "seed": config.seed,
+        "scoring": task.scoring + (" (length-normalised)" if task.length_norm else ""),
         "budget": config.budget if search else 0,
         "calls_used": search.calls if search else 0,
+        "sigma0": sigma0 if search else None,
         "backbone": lm.name,
         "dtype": str(lm.dtype).removeprefix("torch."),
         "train_size": len(split.train),
+        "train_label_share": (train_share / max(train_share.sum(), 1)).round(3).tolist(),
+        "batch_size": size if search else None,
         "dev_size": len(split.dev),
         "test_size": len(split.test),
         "eval_split": on,
         **final,
+        f"start_{on}_accuracy": (start_eval or final)[f"{on}_accuracy"],
         "majority_rate": max(Counter(eval_labels).values()) / len(eval_labels),
+        "kept": {"point": kept.name, "dev_accuracy": kept.dev_accuracy, "dev_loss": kept.dev_loss} if select else None,
+        "selection": history,
+        "selection_calls": selection_calls,
         "best_train_loss": search.best_fitness if search else None,
         "curve": curve,
         "calls_total": box.meter.calls,
-        "eval_calls": box.meter.calls - (search.calls if search else 0),
+        "eval_calls": box.meter.calls - (search.calls if search else 0) - selection_calls,
         "tokens_scored": box.meter.tokens,
         "forward_seconds": round(box.meter.seconds, 2),
         "wall_seconds": round(time.time() - started, 2),
-        "z_norm": float(np.linalg.norm(z)) if z.size else 0.0,
+        "z_norm": float(np.linalg.norm(z)) if searching else 0.0,
+        "z_distance_from_start": float(np.linalg.norm(z - start)) if searching else 0.0,
         "config": asdict(config),
         **source_info,
     }

@@ -1,13 +1,16 @@
 """Stage 1, Server-side Domain Training (SDT): the provider trains the prompt generator.
 
 The backbone stays frozen; back-propagation goes through it into the generator's L_D, L_U and the
-domain's starting vector z0. Data: the provider's own domain pool (``tasks.domain_pool``), which is
-disjoint from every user-side split by construction. Loss: cross-entropy over each example's label
-words at the answer position, exactly the scores users will later see.
+domain's starting vector z0, and one task vector per SDT task around it (so that z steers the
+generator: trained with a single z0, the generator learns to ignore z). Data: the provider's own
+domain pool (``tasks.domain_pool``), disjoint from every user-side split by construction. Loss:
+cross-entropy over each example's answer scores (label words or options), exactly what users see.
 
-A checkpoint is ``generator.safetensors`` (L_D, L_U, z0) plus ``generator.json`` (backbone identity,
-dims, A's seed and scale, domain, data fingerprint, training settings and curve). Loading refuses a
-checkpoint made for another backbone.
+A checkpoint is ``generator.safetensors`` (L_D, L_U, z0, task offsets, input standardisation) plus
+``generator.json`` (backbone identity, dims, A's seed, domain, SDT tasks, data fingerprint, training
+settings and curve, and the evidence that z steers: per-task accuracy with its own vector vs z0 vs
+zero-shot, and the prompt change of a search step vs BBT's). Loading refuses a checkpoint made for
+another backbone.
 """
 
 from __future__ import annotations
@@ -27,16 +30,23 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
 from .backbone import FrozenLM, describe
-from .prompts import PromptGenerator
+from .prompts import ProjectedPrompt, PromptGenerator, prompt_change
 from .tasks import DOMAINS, domain_pool
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SDTConfig:
-    """Settings of one SDT run (recorded in the checkpoint)."""
+    """Settings of one SDT run (recorded in the checkpoint).
+
+    z_noise: std of the Gaussian noise added to z on every training example, the scale of the users'
+    CMA-ES steps (their default sigma0): the generator learns to answer well in the whole neighbourhood
+    the users will search. generalist_share: the fraction of steps that train the domain's start vector
+    z0 itself (the other steps train a task's vector z0 + offset). offset_penalty: weight of the mean
+    squared offset, which keeps the task vectors near z0 (where users start).
+    """
 
     domain: str = "commonsense"
     r: int = 500
@@ -50,6 +60,9 @@ class SDTConfig:
     pool_size: int = 4000
     eval_size: int = 200
     max_tokens: int = 128
+    z_noise: float = 0.5
+    generalist_share: float = 0.5
+    offset_penalty: float = 0.1
     seed: int = 0
 
     def __post_init__(self):
@@ -60,15 +73,32 @@ class SDTConfig:
                 raise ValueError(f"SDTConfig.{key} must be >= 1, got {getattr(self, key)}")
         if not self.lr > 0:
             raise ValueError(f"SDTConfig.lr must be > 0, got {self.lr}")
+        if self.z_noise < 0 or self.offset_penalty < 0:
+            raise ValueError(
+                f"SDTConfig.z_noise and offset_penalty must be >= 0, got {self.z_noise}, {self.offset_penalty}"
+            )
+        if not 0 <= self.generalist_share <= 1:
+            raise ValueError(f"SDTConfig.generalist_share must be in [0, 1], got {self.generalist_share}")
 
 
-def _batch_loss(lm: FrozenLM, gen: PromptGenerator, task, examples, max_tokens: int) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over the label words and the number correct, for one task's examples."""
-    ids = [lm.encode(ex.passage, ex.query, max_tokens) for ex in examples]
-    prompts = gen(gen.z0[None], lm.pooled(ids))[0]  # (n, t, d)
-    logits = lm.label_logits(lm.last_hidden(prompts, ids), lm.label_token_ids(task.label_words))
-    labels = torch.tensor([ex.label for ex in examples], device=lm.device)
-    return torch.nn.functional.cross_entropy(logits, labels), int((logits.argmax(1) == labels).sum())
+def example_scores(lm: FrozenLM, prompts: torch.Tensor, task, examples, ids) -> torch.Tensor:
+    """The scores users will see, with gradients: ``prompts: (n, t, d)`` over the examples' token ids
+    -> ``(n, C)`` label-word logits or option log-likelihoods, as the task is scored."""
+    options = [ex.options for ex in examples] if task.scoring == "options" else None
+    return lm.choice_scores(prompts, ids, task.label_words, options, task.length_norm)
+
+
+def _encode(lm: FrozenLM, examples, max_tokens: int) -> list[list[int]]:
+    return [lm.encode(ex.passage, ex.query, max_tokens, ex.options) for ex in examples]
+
+
+def _fits(lm: FrozenLM, example, max_tokens: int) -> bool:
+    """Whether the example's query and longest option fit ``max_tokens`` (its passage can be cut)."""
+    try:
+        lm.encode("", example.query, max_tokens, example.options)
+    except ValueError:
+        return False
+    return True
 
 
 def _by_task(pool) -> dict[str, tuple]:
@@ -80,40 +110,115 @@ def _by_task(pool) -> dict[str, tuple]:
     return {name: (tasks[name], exs) for name, exs in sorted(groups.items())}
 
 
-def evaluate_pool(lm: FrozenLM, gen: PromptGenerator, groups: dict, max_tokens: int, batch_size: int = 32) -> float:
-    """Accuracy of the generator with z0 on a held-out part of the domain pool."""
-    correct = total = 0
+def _correct(lm: FrozenLM, gen: PromptGenerator | None, z, task, examples, max_tokens: int, batch_size: int = 32):
+    """``(n,)`` bool: which examples the prompt of task vector ``z: (r,)`` answers right (no generator:
+    zero-shot, an empty prompt)."""
+    out = []
     with torch.no_grad():
-        for task, exs in groups.values():
-            for i in range(0, len(exs), batch_size):
-                _, c = _batch_loss(lm, gen, task, exs[i : i + batch_size], max_tokens)
-                correct, total = correct + c, total + len(exs[i : i + batch_size])
-    return correct / max(total, 1)
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i : i + batch_size]
+            ids = _encode(lm, chunk, max_tokens)
+            if gen is None:
+                prompts = torch.zeros(len(chunk), 0, lm.d, device=lm.device)
+            else:
+                prompts = gen(z[None], lm.pooled(ids))[0]
+            labels = torch.tensor([ex.label for ex in chunk], device=lm.device)
+            out.append(example_scores(lm, prompts, task, chunk, ids).argmax(1) == labels)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
-def fingerprint(pool) -> str:
-    """sha256 over the pool's example ids: which data trained this generator."""
-    return hashlib.sha256("\n".join(sorted(ex.uid for _, ex in pool)).encode()).hexdigest()
+def evaluate_pool(lm: FrozenLM, gen: PromptGenerator, groups: dict, max_tokens: int) -> float:
+    """Accuracy of the generator with z0 on a held-out part of the domain pool."""
+    correct = [_correct(lm, gen, gen.z0, task, exs, max_tokens) for task, exs in groups.values()]
+    return float(torch.cat(correct).float().mean()) if correct else 0.0
 
 
-def train_generator(lm: FrozenLM, config: SDTConfig, progress: bool = True) -> tuple[PromptGenerator, dict]:
-    """Train a generator on the domain pool; returns it and its metadata (see module docstring)."""
+def task_vector_evidence(lm: FrozenLM, gen: PromptGenerator, tasks: list[str], groups: dict, max_tokens: int) -> dict:
+    """Does z carry task information? Per SDT task, held-out accuracy with its own vector z0 + offset,
+    with z0, and zero-shot; and over all held-out rows the paired difference own - z0 with a 95% interval
+    (normal approximation of the mean of per-row differences in {-1, 0, 1})."""
+    per_task, differences = {}, []
+    for name, (task, exs) in groups.items():
+        if name not in tasks:
+            continue
+        own = _correct(lm, gen, gen.z0 + gen.task_offsets[tasks.index(name)], task, exs, max_tokens)
+        start = _correct(lm, gen, gen.z0, task, exs, max_tokens)
+        zero = _correct(lm, None, None, task, exs, max_tokens)
+        per_task[name] = {
+            "n": len(exs),
+            "own_z": round(float(own.float().mean()), 4),
+            "z0": round(float(start.float().mean()), 4),
+            "zero_shot": round(float(zero.float().mean()), 4),
+        }
+        differences.append(own.float() - start.float())
+    diff = torch.cat(differences) if differences else torch.zeros(0)
+    half = 1.96 * float(diff.std()) / max(len(diff), 1) ** 0.5 if len(diff) > 1 else float("nan")
+    wins = sum(v["own_z"] > v["z0"] for v in per_task.values())
+    return {
+        "tasks": per_task,
+        "own_beats_z0": f"{wins}/{len(per_task)}",
+        "paired_gain": {
+            "mean": round(float(diff.mean()), 4) if len(diff) else None,
+            "ci95": round(half, 4),
+            "n": len(diff),
+        },
+    }
+
+
+def steering(lm: FrozenLM, gen: PromptGenerator, ids, sigma: float = 1.0) -> dict:
+    """How far a search step moves the prompt: the relative prompt change of a sigma step for CBP (at z0)
+    and for BBT's projected prompt (at 0) of the same t and r, on the inputs ``ids``."""
+    pooled = lm.pooled(ids)
+    bbt = ProjectedPrompt.for_backbone(lm, gen.t, gen.r, seed=gen.a_seed)
+    cbp_change = prompt_change(gen, gen.z0.detach(), pooled, sigma)
+    bbt_change = prompt_change(bbt, torch.zeros(gen.r, device=lm.device), pooled, sigma)
+    return {
+        "sigma": sigma,
+        "cbp": round(cbp_change, 4),
+        "bbt": round(bbt_change, 4),
+        "ratio": round(cbp_change / bbt_change, 4),
+    }
+
+
+def train_generator(
+    lm: FrozenLM, config: SDTConfig, progress: bool = True, pool: list | None = None
+) -> tuple[PromptGenerator, dict]:
+    """Train a generator and one task vector per SDT task on the domain pool; returns it and its metadata.
+
+    Each step draws one task's batch; with probability ``generalist_share`` it trains the start vector
+    z0 on it, else the task's own vector z0 + offset; either way every example's z gets Gaussian noise of
+    std ``z_noise``. So z0 becomes the domain's generalist start, the task vectors specialists one search
+    step away, and the generator responds to z smoothly across the region users search.
+    ``pool``: (Task, Example) pairs to train on instead of the domain's pool (the first ``eval_size``
+    after a seeded shuffle are held out).
+    """
     started = time.time()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    drawn = domain_pool(config.domain, config.seed, config.pool_size + config.eval_size)
-    pool = [(task, ex) for task, ex in drawn if len(lm.tokenize(ex.query)) <= config.max_tokens]
+    drawn = pool if pool is not None else domain_pool(config.domain, config.seed, config.pool_size + config.eval_size)
+    pool = [(task, ex) for task, ex in drawn if _fits(lm, ex, config.max_tokens)]
     rng.shuffle(pool)
     train_groups, eval_groups = _by_task(pool[config.eval_size :]), _by_task(pool[: config.eval_size])
-    gen = PromptGenerator(lm.d, config.r, config.m, config.t, config.a_seed, lm.embedding_std()).to(lm.device)
-    optimiser = torch.optim.AdamW(gen.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    names = list(train_groups)
+    gen = PromptGenerator(lm.d, config.r, config.m, config.t, config.a_seed, n_tasks=len(names)).to(lm.device)
+    with torch.no_grad():
+        gen.standardise_with(lm.pooled(_encode(lm, [ex for _, ex in pool[config.eval_size :]], config.max_tokens)))
+        gen.task_offsets.normal_(0.0, config.z_noise)
+    vectors = [gen.z0, gen.task_offsets]
+    optimiser = torch.optim.AdamW(
+        [
+            {"params": [gen.down.weight, gen.up.weight], "weight_decay": config.weight_decay},
+            {"params": [gen.down.bias, gen.up.bias, *vectors], "weight_decay": 0.0},  # z never decays
+        ],
+        lr=config.lr,
+    )
     warmup = max(1, config.steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to zero
         optimiser, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / config.steps)))
     )
     accuracy_before = evaluate_pool(lm, gen, eval_groups, config.max_tokens)
-    names = list(train_groups)
     weights = [len(train_groups[n][1]) for n in names]
+    noise = torch.Generator().manual_seed(config.seed)
     curve = []
     columns = (
         TextColumn("SDT {task.description}"),
@@ -124,25 +229,36 @@ def train_generator(lm: FrozenLM, config: SDTConfig, progress: bool = True) -> t
     with Progress(*columns, disable=not progress) as bar:
         job = bar.add_task(config.domain, total=config.steps, loss=float("nan"))
         for _ in range(config.steps):
-            task, exs = train_groups[rng.choices(names, weights)[0]]
-            loss, _ = _batch_loss(lm, gen, task, rng.sample(exs, min(config.batch_size, len(exs))), config.max_tokens)
+            index = rng.choices(range(len(names)), weights)[0]
+            task, exs = train_groups[names[index]]
+            batch = rng.sample(exs, min(config.batch_size, len(exs)))
+            ids = _encode(lm, batch, config.max_tokens)
+            z = gen.z0 if rng.random() < config.generalist_share else gen.z0 + gen.task_offsets[index]
+            z = z + config.z_noise * torch.randn(len(batch), config.r, generator=noise).to(lm.device)  # (n, r)
+            rows = torch.arange(len(batch), device=lm.device)
+            prompts = gen.pairs(z, lm.pooled(ids), rows, rows)  # (n, t, d): each example its own noisy z
+            labels = torch.tensor([ex.label for ex in batch], device=lm.device)
+            task_loss = torch.nn.functional.cross_entropy(example_scores(lm, prompts, task, batch, ids), labels)
+            loss = task_loss + config.offset_penalty * gen.task_offsets[index].pow(2).mean()
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
             optimiser.step()
             schedule.step()
-            curve.append(round(loss.item(), 4))
+            curve.append(round(task_loss.item(), 4))
             recent = sum(curve[-20:]) / len(curve[-20:])
             bar.update(job, advance=1, loss=recent)
             if not bar.console.is_terminal and (len(curve) % max(1, config.steps // 10) == 0):
                 log.info("SDT %s: step %d/%d, loss %.3f", config.domain, len(curve), config.steps, recent)
-    gen.eval()
+    gen.eval().requires_grad_(False)
+    eval_ids = _encode(lm, [ex for _, ex in pool[: config.eval_size]], config.max_tokens)
     meta = {
         "version": CHECKPOINT_VERSION,
         "backbone": describe(lm),
         "dims": {"d": lm.d, "r": config.r, "m": config.m, "t": config.t},
-        "projection": {"a_seed": config.a_seed, "embed_std": gen.embed_std},
+        "projection": {"a_seed": config.a_seed},
         "domain": config.domain,
+        "sdt_tasks": names,
         "data": {
             "fingerprint": fingerprint(pool),
             "dropped_query_too_long": len(drawn) - len(pool),
@@ -152,14 +268,21 @@ def train_generator(lm: FrozenLM, config: SDTConfig, progress: bool = True) -> t
         },
         "training": {
             **asdict(config),
-            "optimiser": "AdamW, linear warm-up + cosine decay",
+            "optimiser": "AdamW (z0 and task offsets without weight decay), linear warm-up + cosine decay",
             "dtype": str(lm.dtype),
             "seconds": round(time.time() - started, 1),
         },
         "eval_accuracy": {"before": accuracy_before, "after": evaluate_pool(lm, gen, eval_groups, config.max_tokens)},
+        "task_vectors": task_vector_evidence(lm, gen, names, eval_groups, config.max_tokens),
+        "steering": steering(lm, gen, eval_ids) if eval_ids else None,
         "loss_curve": curve,
     }
     return gen, meta
+
+
+def fingerprint(pool) -> str:
+    """sha256 over the pool's example ids: which data trained this generator."""
+    return hashlib.sha256("\n".join(sorted(ex.uid for _, ex in pool)).encode()).hexdigest()
 
 
 def save_generator(gen: PromptGenerator, meta: dict, folder: str | Path) -> Path:
@@ -185,7 +308,9 @@ def load_generator(folder: str | Path, lm: FrozenLM) -> tuple[PromptGenerator, d
     trained_for, here = dict(meta["backbone"]), describe(lm)
     if {k: v for k, v in trained_for.items() if k != "name"} != {k: v for k, v in here.items() if k != "name"}:
         raise ValueError(f"checkpoint {folder} was trained for backbone {meta['backbone']}, not {describe(lm)}")
-    dims, projection = meta["dims"], meta["projection"]
-    gen = PromptGenerator(dims["d"], dims["r"], dims["m"], dims["t"], projection["a_seed"], projection["embed_std"])
+    dims = meta["dims"]
+    gen = PromptGenerator(
+        dims["d"], dims["r"], dims["m"], dims["t"], meta["projection"]["a_seed"], len(meta["sdt_tasks"])
+    )
     gen.load_state_dict(load_file(weights_path))
     return gen.to(lm.device).eval().requires_grad_(False), meta

@@ -5,7 +5,10 @@ One round, by message type (down = provider -> user, up = user -> provider):
     train.begin   down: round, run key, start vector z_start (r,)  up: training texts + label words (once
                                                                        per round), population z (k, r), batch
     train.step    down: scores (k, b, C) of the last population   up: next population z (k, r), batch
-    train.finish  down: scores (k, b, C) of the last population   up: the customised z (r,) + metrics
+    train.select  down: scores (k, b, C) of the last population   up: the points to choose from (s, r) on
+                                                                       the user's dev texts (batch)
+    train.finish  down: scores (s, n_dev, C) of those points      up: the customised z (r,) + metrics
+                  (without dev selection, FedBPT: scores (k, b, C) of the last population)
     evaluate.query  down: z_start (r,)                            up: test texts + label words, the user's z (1, r)
     evaluate.score  down: scores (1, n, C)                        up: accuracy (labels never leave the user)
 
@@ -21,7 +24,10 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-BEGIN, STEP, FINISH = "train.begin", "train.step", "train.finish"
+BEGIN, STEP, SELECT, FINISH = "train.begin", "train.step", "train.select", "train.finish"
+SELECT_POINTS = 3
+"""Points a user scores on dev at train.select: the z it kept so far (the start at first), the search
+mean and its best candidate."""
 EVAL_QUERY, EVAL_SCORE = "evaluate.query", "evaluate.score"
 
 
@@ -95,19 +101,30 @@ def start(round: int, z_start: np.ndarray, run_key: str, sigma: float | None = N
 
 
 def texts(
-    passages: list[str], queries: list[str], label_words: list[str], task: str, domain: str, partition_id: int
+    passages: list[str],
+    queries: list[str],
+    label_words: list[str],
+    task: str,
+    domain: str,
+    partition_id: int,
+    options: list[list[str]] | None = None,
+    length_norm: bool = False,
 ) -> ConfigRecord:
-    """The user's texts (sent once per round) and the public facts the provider needs to score them."""
-    return ConfigRecord(
-        {
-            "passages": list(passages),
-            "queries": list(queries),
-            "label-words": list(label_words),
-            "task": task,
-            "domain": domain,
-            "partition-id": partition_id,
-        }
-    )
+    """The user's texts (sent once per round) and the public facts the provider needs to score them:
+    label words, or for an option-scored task every text's C answer options (flattened, n x C) and
+    whether their log-likelihoods are length-normalised."""
+    record = {
+        "passages": list(passages),
+        "queries": list(queries),
+        "label-words": list(label_words),
+        "task": task,
+        "domain": domain,
+        "partition-id": partition_id,
+    }
+    if options is not None:
+        record["options"] = [option for row in options for option in row]
+        record["length-norm"] = bool(length_norm)
+    return ConfigRecord(record)
 
 
 def population(z: np.ndarray, batch: list[int]) -> RecordDict:
@@ -138,6 +155,17 @@ def read_texts(content: RecordDict) -> dict:
         raise ProtocolError("texts/passages and texts/queries must be lists of equal length")
     if out["partition-id"] < 0:
         raise ProtocolError(f"texts/partition-id must be >= 0, got {out['partition-id']}")
+    out["options"], out["length-norm"] = None, False
+    if "options" in content.config_records["texts"]:
+        flat, n, c = (
+            read_config(content, "texts", "options", str, many=True),
+            len(out["queries"]),
+            len(out["label-words"]),
+        )
+        if len(flat) != n * c:
+            raise ProtocolError(f"texts/options must hold {n} texts x {c} options = {n * c} strings, got {len(flat)}")
+        out["options"] = [flat[i * c : (i + 1) * c] for i in range(n)]
+        out["length-norm"] = read_config(content, "texts", "length-norm", bool)
     return out
 
 
@@ -150,12 +178,23 @@ def read_batch(content: RecordDict, n_texts: int) -> list[int]:
 
 
 RESULT_METRICS = ("train-loss", "best-loss", "calls", "examples", "partition-id")
+SELECTION_METRICS = ("kept", "dev-accuracy", "dev-accuracy-before")
+"""With dev selection: which point was kept (0 the z kept before, 1 the mean, 2 the best candidate), its
+dev accuracy, and the dev accuracy of the z kept before this round (the start vector in round 1)."""
 
 
 def read_result(content: RecordDict, r: int) -> tuple[np.ndarray, dict[str, float]]:
-    """A train.finish reply: the customised vector ``(r,)`` and its finite metrics."""
+    """A train.finish reply: the customised vector ``(r,)`` and its finite metrics (the selection ones
+    when the user selected on dev)."""
     z = read_shaped(content, "result", "z", (r,))
-    return z, {key: read_metric(content, "metrics", key) for key in RESULT_METRICS}
+    metrics = {key: read_metric(content, "metrics", key) for key in RESULT_METRICS}
+    if "kept" in content.metric_records.get("metrics", {}):
+        metrics.update({key: read_metric(content, "metrics", key) for key in SELECTION_METRICS})
+        if metrics["kept"] not in range(SELECT_POINTS) or not 0 <= metrics["dev-accuracy"] <= 1:
+            raise ProtocolError(
+                f"metrics kept / dev-accuracy out of range: {metrics['kept']}, {metrics['dev-accuracy']}"
+            )
+    return z, metrics
 
 
 def read_sigma(content: RecordDict) -> float:

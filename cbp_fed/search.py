@@ -144,8 +144,22 @@ class CMASearch:
     @property
     def result(self) -> np.ndarray:
         """The customised vector ``(r,)`` float32: the distribution mean or the best candidate."""
-        x = self.es.mean if self.config.final == "mean" or self.es.result.xbest is None else self.es.result.xbest
-        return np.asarray(x, dtype=np.float32)
+        return self.mean if self.config.final == "mean" else self.best
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The search distribution's mean ``(r,)`` float32 (never scored itself)."""
+        return np.asarray(self.es.mean, dtype=np.float32)
+
+    @property
+    def best(self) -> np.ndarray:
+        """The candidate with the lowest fitness told so far ``(r,)`` float32 (the mean before any tell)."""
+        return self.mean if self.es.result.xbest is None else np.asarray(self.es.result.xbest, dtype=np.float32)
+
+    @property
+    def final_calls(self) -> int:
+        """Calls spent when the search is done: the whole generations that fit in the budget."""
+        return self.config.budget // self.config.popsize * self.config.popsize
 
     @property
     def best_fitness(self) -> float:

@@ -133,6 +133,7 @@ class TuneConfig:
         )
 
     def customize_config(self, params: dict, generator: Path, eval_split: str) -> CustomizeConfig:
+        """A trial's run; dev is the trials' yardstick, so the run never selects its z on dev."""
         return CustomizeConfig(
             task=self.task,
             method="cbp",
@@ -149,6 +150,7 @@ class TuneConfig:
             n_test=self.n_test,
             max_tokens=self.max_tokens,
             eval_split=eval_split,
+            select_on_dev=False,
         )
 
 

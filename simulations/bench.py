@@ -2,7 +2,7 @@
 
     python -m simulations.bench                          # all sections (~20 min on 2 CPU cores)
     python -m simulations.bench --quick                  # smaller shapes and runs: a few minutes
-    python -m simulations.bench --only limit,blackbox    # sections: limit, blackbox, tried, federation
+    python -m simulations.bench --only limit,blackbox    # sections: limit, blackbox, tried, options, federation
     python -m simulations.bench --only tried --compile   # also time torch.compile (minutes to compile)
     python -m simulations.bench --device cuda            # on a GPU (simulations/gpu_check.sh)
 
@@ -23,6 +23,9 @@ wall-clock: their ratios (framework vs forward) come from one run each.
 - blackbox: ``BlackBox.score`` against the bare forward at exactly its shapes, for one user and for
   ``--many-users`` users' queries in one call, on the real and the tiny backbone.
 - tried: each speed idea as a ratio to its alternative, with the score change it causes.
+- options: multiple-choice scoring on ARC-Easy, the C = 4 options' log-likelihoods against letter label
+  words per scored pair, and the option path (context once, options on its KV cache) against C full
+  forwards per pair.
 - federation: `flwr run` simulations (simulations/local_run.simulate) on the tiny backbone for
   ``--users`` users, full vs diagonal CMA-ES at ``--memory-users`` users with r = 500, and one round on
   the real backbone: wall time per round, framework ms per message, bytes, peak memory.
@@ -53,7 +56,7 @@ from cbp_fed.prompts import PromptGenerator
 from cbp_fed.service import BlackBox, Plan, Query
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("limit", "blackbox", "tried", "federation")
+SECTIONS = ("limit", "blackbox", "tried", "options", "federation")
 GENERATOR = ROOT / "results" / "core" / "gen-commonsense"  # the trained SDT generator, when committed here
 R, M, T = 500, 256, 10  # the app's default generator sizes
 
@@ -144,15 +147,20 @@ def load_lm(name: str, dtype: str, device: str) -> FrozenLM:
     return FrozenLM.load(name, dtype, device)
 
 
+def trained_generator() -> bool:
+    """Whether the trained generator's checkpoint is here whole (its weights are not committed with its json)."""
+    return all((GENERATOR / name).exists() for name in ("generator.json", "generator.safetensors"))
+
+
 def prompt_source(lm: FrozenLM) -> PromptGenerator:
     """The trained commonsense generator for SmolLM2 when it is here, else a seeded random one: the speed
     is the same."""
-    if lm.name == "smollm2-135m" and (GENERATOR / "generator.json").exists():
+    if lm.name == "smollm2-135m" and trained_generator():
         from cbp_fed.domain_training import load_generator
 
         return load_generator(GENERATOR, lm)[0]
     torch.manual_seed(0)
-    return PromptGenerator(lm.d, r=R, m=M, t=T, embed_std=lm.embedding_std()).to(lm.device)
+    return PromptGenerator(lm.d, r=R, m=M, t=T).to(lm.device)
 
 
 def examples(task: str, count: int, seed: int = 0) -> tuple[list, tuple[str, ...]]:
@@ -178,6 +186,24 @@ def make_queries(users: int, k: int, n: int, task: str = "boolq", seed: int = 0)
         )
         for u in range(users)
     ]
+
+
+def arc_queries(k: int, n: int, seed: int = 0) -> tuple[Query, Query]:
+    """One user's ``k`` random candidates on ``n`` shuffled ARC-Easy rows, asked two ways: scored by the
+    4 options (context "Question: ...\nAnswer:", options " ...") and by letters (the options listed as
+    "A. ..." lines, label words " A".." D")."""
+    from cbp_fed.tasks.registry import multiple_choice_rows
+
+    rows = list(multiple_choice_rows("arc-easy").values())
+    random.Random(seed).shuffle(rows)
+    rows = [rows[i % len(rows)] for i in range(n)]
+    z = np.random.default_rng(seed).normal(size=(k, R)).astype(np.float32)
+    letters = [" A", " B", " C", " D"]
+    plain = [f"Question: {r.question}\nAnswer:" for r in rows]
+    listed = ["".join(f"\n{letter}. {o}" for letter, o in zip("ABCD", r.options)) for r in rows]
+    lettered = [f"Question: {r.question}{options}\nAnswer:" for r, options in zip(rows, listed)]
+    options = [[" " + o for o in r.options] for r in rows]
+    return Query(z, [""] * n, plain, letters, options), Query(z, [""] * n, lettered, letters)
 
 
 def bare_inputs(box: BlackBox, queries: list[Query]) -> tuple[list[tuple[int, int]], list[tuple]]:
@@ -568,6 +594,50 @@ class Bench:
         row.update(compile_s=compile_s, measured_by="python -m simulations.bench " + " ".join(sys.argv[1:]))
         return row
 
+    # -------------------------------------------------------------- options
+    def options(self) -> dict:
+        """Multiple-choice scoring cost on ARC-Easy (1 user, the 'tried' query size): by the options vs by
+        letters per scored pair, and the option path vs C full forwards per pair, side by side."""
+        self.start("options", 2)
+        lm = load_lm(self.args.backbone, self.args.dtype, self.args.device)
+        source = prompt_source(lm)
+        box = BlackBox(lm, source)  # the default max_tokens: ARC questions with their options listed fit whole
+        naive = BlackBox(EveryOptionForward(lm.model, lm.tokenizer, lm.name), source)
+        k, n = self.sizes.tried
+        by_options, by_letters = arc_queries(k, n)
+        small = arc_queries(1, 1, seed=1)
+        tokens = []
+        for query in (by_options, by_letters):
+            before = box.meter.tokens
+            box.score([query])
+            tokens.append(box.meter.tokens - before)
+        self.step("options: options vs letters")
+        times = side_by_side(
+            self.clock,
+            self.sizes.reps,
+            {"options": lambda: box.score([by_options]), "letters": lambda: box.score([by_letters])},
+            {"options": lambda: box.score([small[0]]), "letters": lambda: box.score([small[1]])},
+        )
+        versus_letters = {
+            "what": f"{k} x {n} ARC-Easy pairs: the 4 options' summed log-probs vs the logits of ' A'..' D' after "
+            f"the listed options; tokens {tokens[0]:,} vs {tokens[1]:,}",
+            "options_s_per_pair": min(times["options"]) / (k * n),
+            "letters_s_per_pair": min(times["letters"]) / (k * n),
+            "cost_ratio": speedup(times, "options", "letters"),  # > 1 = options cost more per pair
+        }
+        self.step("options: shared context vs C full forwards")
+        versus_naive = self.compare(
+            "context once, options on its KV cache",
+            naive.score,
+            box.score,
+            [by_options],
+            [small[0]],
+            f"{k} x {n} ARC-Easy pairs: the option path vs 4 forwards of prompt + context + option per pair",
+            {"max_score_change": float(np.abs(box.score([by_options])[0] - naive.score([by_options])[0]).max())},
+        )
+        dtype = str(lm.dtype).removeprefix("torch.")
+        return {"rows": [versus_letters, versus_naive], "query": [k, n], "tokens": tokens, "dtype": dtype}
+
     # -------------------------------------------------------------- federation
     def federation(self) -> dict:
         """`flwr run` simulations: the users sweep and the memory pair on the tiny backbone, one real round."""
@@ -576,7 +646,7 @@ class Bench:
         preset = lambda name: tomllib.loads((ROOT / "simulations" / f"{name}.toml").read_text())
         tiny = preset("scale-300") | {"num-rounds": 2, "diagonal": True}
         real = preset("real-100") | {"num-rounds": 1}
-        if (GENERATOR / "generator.json").exists():
+        if trained_generator():
             real["generator"] = str(GENERATOR)
         plan = [(f"tiny-{u}", tiny, u) for u in sizes.users]
         plan.append(
@@ -613,7 +683,7 @@ class ArrivalOrder(BlackBox):
                 begin, longest = i, 0
             longest = max(longest, length)
         chunks.append((begin, len(lengths)))
-        return Plan(sorted_plan.rows[order], sorted_plan.pairs[order], lengths, chunks)
+        return Plan(sorted_plan.rows[order], sorted_plan.pairs[order], lengths, chunks, sorted_plan.kinds[order])
 
 
 class PerUserPrompts(BlackBox):
@@ -627,6 +697,26 @@ class PerUserPrompts(BlackBox):
             for q, p in zip(queries, pooled)
         ]
         return torch.cat(prompts).to(self.lm.dtype)
+
+
+class EveryOptionForward(FrozenLM):
+    """The naive option scorer: every option its own row ``[prefix ; prompt ; context ; option]``, so each
+    pair's context runs C times; log-softmax at the option positions only. Only for the bench's comparison."""
+
+    def option_logprobs(self, prompts, contexts, options) -> torch.Tensor:
+        B, C = len(options), len(options[0])
+        rows = [[*context, *option] for context, row in zip(contexts, options) for option in row]
+        embeds, mask, positions, lengths = self.batch_inputs(prompts.repeat_interleave(C, 0), rows)
+        hidden = self.model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        targets, valid = self._option_grid([option for row in options for option in row])  # (B*C, S)
+        first = hidden.shape[1] - lengths if self.padding_side == "left" else torch.zeros_like(lengths)
+        steps = torch.arange(valid.shape[1], device=self.device)
+        predictor = (first + lengths - valid.sum(1) - 1)[:, None] + steps  # (B*C, S): the column before each token
+        row = torch.arange(B * C, device=self.device)
+        picked = hidden[row[:, None], predictor.clamp(max=hidden.shape[1] - 1)]
+        logprobs = self.token_logprobs(picked[valid], targets[valid])
+        sums = torch.zeros(B * C, device=self.device).index_add(0, row.repeat_interleave(valid.sum(1)), logprobs)
+        return sums.view(B, C)
 
 
 # ------------------------------------------------------------------ federation helpers
@@ -724,7 +814,7 @@ def machine(args: argparse.Namespace) -> dict:
 def markdown(bench: dict) -> str:
     """bench.md: the README's tables from bench.json (whichever sections it holds)."""
     parts = [f"# Bench\n\nMachine: {json.dumps(bench.get('machine', {}))}\n"]
-    for name, render in (("limit", md_limit), ("blackbox", md_blackbox), ("tried", md_tried)):
+    for name, render in (("limit", md_limit), ("blackbox", md_blackbox), ("tried", md_tried), ("options", md_options)):
         if name in bench:
             parts.append(render(bench[name]) + provenance(bench, name))
     if "federation" in bench:
@@ -794,6 +884,25 @@ def md_tried(tried: dict) -> str:
             f"| {r['idea']} | {r['what']} | {r['speedup']:.2f} | {'kept' if r['kept'] else 'dropped'} | {why} |"
         )
     return "\n".join(lines)
+
+
+def md_options(options: dict) -> str:
+    versus_letters, versus_naive = options["rows"]
+    k, n = options["query"]
+    return "\n".join(
+        [
+            "## Multiple choice: options vs letters\n",
+            f"1 user x {k} candidates x {n} ARC-Easy texts, C = 4, {options['dtype']}; tokens scored "
+            f"{options['tokens'][0]:,} by the options, {options['tokens'][1]:,} by letters.\n",
+            "| comparison | what | ratio |",
+            "|---|---|---|",
+            f"| cost per pair, options / letters | {versus_letters['what']}; "
+            f"{1e3 * versus_letters['options_s_per_pair']:.1f} vs {1e3 * versus_letters['letters_s_per_pair']:.1f} "
+            f"ms per pair | {versus_letters['cost_ratio']:.2f} |",
+            f"| speed-up of {versus_naive['idea']} | {versus_naive['what']} (max score change "
+            f"{versus_naive['max_score_change']:.1e}) | {versus_naive['speedup']:.2f} |",
+        ]
+    )
 
 
 def md_federation(fed: dict) -> str:

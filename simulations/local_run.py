@@ -157,7 +157,8 @@ def simulate(settings: dict, users: int, folder: Path, timeout: float = 3600, **
 
 
 def print_rounds(folder: Path) -> None:
-    """The run's rounds as a table: users, loss, test accuracy, bytes per user, seconds."""
+    """The run's rounds as a table: users, loss, test accuracy (first the users' start vectors), bytes per
+    user, seconds."""
     from rich.console import Console
     from rich.table import Table
 
@@ -172,8 +173,12 @@ def print_rounds(folder: Path) -> None:
         "seconds",
         title=str(folder),
     )
-    for line in (folder / "rounds.jsonl").read_text().splitlines():
-        r = json.loads(line)
+    rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+    if rounds and rounds[0].get("start_test_accuracy") is not None:  # every user's start vector, before round 1
+        table.add_row(
+            "start", str(rounds[0]["start_users"]), "", "", f"{rounds[0]['start_test_accuracy']:.3f}", "", "", ""
+        )
+    for r in rounds:
         acc = r.get("test_accuracy")
         table.add_row(
             str(r["round"]),

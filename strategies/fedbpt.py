@@ -72,6 +72,7 @@ class FedBPTStrategy(BBTStrategy):
 
     def __init__(self, config, blackbox, z_start: np.ndarray, on_round=None, run_key="run"):
         super().__init__(config, blackbox, z_start, on_round, run_key)
+        self.selects_on_dev = False  # a FedBPT user ships its local mean, not a z of its own to choose
         # created in the first round's configure_train (popsize = the users sampled then); its sigma
         # is the broadcast sigma between rounds
         self.es: cma.CMAEvolutionStrategy | None = None

@@ -7,9 +7,12 @@ Per round, for the sampled users:
     train.begin        users reply: texts (once per round) + first population      (configure_train)
     K x score          the BlackBox scores every waiting user's population in ONE batched call;
                        train.step (K-1 times) replies: next population
-                       train.finish (the K-th) replies: the user's customised z   (aggregate_train)
+                       train.select (the K-th) replies: the points the user chooses from, on its dev texts
+    score              the points on dev; train.finish replies: the user's customised z (aggregate_train)
     evaluate (every N rounds): evaluate.query -> scores -> evaluate.score replies accuracy
 
+Without dev selection (``select-on-dev = false``, and always for FedBPT, whose users keep no z of their
+own) the K-th hop is train.finish. With ``eval-start`` round 1 first evaluates every user's start vector.
 A user whose reply is an error, is missing at the timeout, or is malformed is dropped from the rest of
 that round with the reason recorded; the others go on. Its optimiser state stays on its side. Every
 reply is validated before use: shapes against what was asked (popsize x r candidates, an r-vector),
@@ -65,6 +68,13 @@ class RoundLog:
         self.failures.append({"node_id": node_id, "stage": stage, "reason": reason})
 
 
+def _query(z: np.ndarray, texts: dict, batch) -> Query:
+    """The BlackBox query of points ``z: (k, r)`` on the texts at ``batch`` of a user's texts record."""
+    options = [texts["options"][i] for i in batch] if texts["options"] else None
+    passages, queries = [texts["passages"][i] for i in batch], [texts["queries"][i] for i in batch]
+    return Query(z, passages, queries, texts["label-words"], options=options, length_norm=texts["length-norm"])
+
+
 class MultiStepStrategy(Strategy):
     """Per-user CMA-ES through the provider's BlackBox, one hop per CMA-ES generation.
 
@@ -84,6 +94,12 @@ class MultiStepStrategy(Strategy):
         self.rounds_done = 0
         self.on_round = on_round or (lambda record: None)
         self.transcript = None  # a cbp_fed.privacy.TranscriptWriter when the run records what the provider sees
+        self.selects_on_dev = config.select_on_dev
+
+    def hops(self) -> list[str]:
+        """The message types of a round's scoring hops, in order."""
+        last = [wire.SELECT, wire.FINISH] if self.selects_on_dev else [wire.FINISH]
+        return [wire.STEP] * (self.config.steps_per_round - 1) + last
 
     # ------------------------------------------------------------------ what subclasses decide
     def start_vector(self) -> np.ndarray:
@@ -143,11 +159,12 @@ class MultiStepStrategy(Strategy):
             self.user_z[self.partition_of[reply.metadata.src_node_id]] = z
             metrics.append(record)
         self.aggregate(server_round)
-        mean = (
-            {k: float(np.mean([m[k] for m in metrics])) for k in ("train-loss", "best-loss", "calls")}
-            if metrics
-            else {}
-        )
+        keys = ("train-loss", "best-loss", "calls")
+        if metrics and all("kept" in m for m in metrics):  # dev selection: how often the earlier z stayed
+            keys += ("dev-accuracy", "dev-accuracy-before")
+        mean = {k: float(np.mean([m[k] for m in metrics])) for k in keys} if metrics else {}
+        if metrics and "dev-accuracy" in mean:
+            mean["kept-earlier-share"] = float(np.mean([m["kept"] == 0 for m in metrics]))
         return wire.arrays(z_start=self.start_vector()), MetricRecord(mean)
 
     def configure_evaluate(
@@ -176,23 +193,25 @@ class MultiStepStrategy(Strategy):
             round_log = RoundLog(server_round)
             if self.transcript:
                 self.transcript.begin_round(server_round, self.start_vector())
+            start_evaluation = None
+            if server_round == 1 and self.config.eval_start:  # the users' start, to compare every round with
+                start_evaluation = self._evaluate(grid, server_round, timeout, round_log)
             begin = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
             round_log.sampled = len(begin)
             waiting = self._populations(
                 self._replies(grid, begin, timeout, round_log, wire.BEGIN), {}, round_log, wire.BEGIN
             )
             finished, minimum_up = [], {}
-            for step in range(1, self.config.steps_per_round + 1):
-                kind = wire.FINISH if step == self.config.steps_per_round else wire.STEP
+            for kind in self.hops():
                 messages = [
                     self._message(wire.scores(s), node, kind, server_round) for node, s in self._score(waiting).items()
                 ]
                 replies = self._replies(grid, messages, timeout, round_log, kind)
                 minimum_up = {node: w.minimum_up_bytes for node, w in waiting.items()}
-                if kind == wire.STEP:
-                    waiting = self._populations(replies, waiting, round_log, kind)
-                else:
+                if kind == wire.FINISH:
                     finished = self._valid(replies, round_log, kind, self._check_result)
+                else:
+                    waiting = self._populations(replies, waiting, round_log, kind)
             if self.transcript:
                 for r in finished:
                     z = wire.read_array(r.content, "result", "z", 1)
@@ -208,6 +227,10 @@ class MultiStepStrategy(Strategy):
                 "failures": round_log.failures,
                 **{k.replace("-", "_"): v for k, v in train_metrics.items()},
             }
+            if start_evaluation is not None:
+                record.update(
+                    start_test_accuracy=start_evaluation.get("accuracy"), start_users=start_evaluation["users"]
+                )
             if finished:  # texts + K populations + batches + the final z (r float32): the payload floor
                 floor = [minimum_up[r.metadata.src_node_id] + 4 * self.z_start.size for r in finished]
                 record["bytes_up_minimum_per_user"] = float(np.mean(floor))
@@ -274,22 +297,18 @@ class MultiStepStrategy(Strategy):
         if metrics["partition-id"] != declared:
             raise wire.ProtocolError(f"result for partition {metrics['partition-id']:.0f}; this node is {declared}")
 
-    def _read_query(self, reply: Message, texts: dict | None, use_batch: bool = True) -> tuple[dict, Query]:
-        """The validated BlackBox query in a reply: its population over a batch of ``texts`` (the
+    def _read_query(self, reply: Message, texts: dict | None, k: int, use_batch: bool = True) -> tuple[dict, Query]:
+        """The validated BlackBox query in a reply: its ``k`` points over a batch of ``texts`` (the
         texts of this round's begin reply, or those it carries itself when ``texts`` is None: then
         all of them are validated and encoded, so none can fail later inside a batch)."""
-        k = self.config.wire_popsize if use_batch else 1  # real candidates + the user's decoys
         z = wire.read_shaped(reply.content, "query", "z", (k, self.z_start.size))
         if texts is None:
             texts = wire.read_texts(reply.content)
-            whole = Query(z, texts["passages"], texts["queries"], texts["label-words"])
+            whole = _query(z, texts, range(len(texts["queries"])))
             self.blackbox.validate(whole)
             self.blackbox.encode(whole)  # a text that cannot fit is refused here, not in the batch
         batch = wire.read_batch(reply.content, len(texts["queries"])) if use_batch else range(len(texts["queries"]))
-        query = Query(
-            z, [texts["passages"][i] for i in batch], [texts["queries"][i] for i in batch], texts["label-words"]
-        )
-        return texts, query
+        return texts, _query(z, texts, batch)
 
     def _claim(self, node: int, partition: int) -> None:
         """Bind ``node`` to ``partition`` for this run; a partition already held by another node is refused."""
@@ -301,25 +320,23 @@ class MultiStepStrategy(Strategy):
         self.partition_of[node] = partition
 
     def _populations(
-        self,
-        replies: list[Message],
-        waiting: dict[int, Waiting],
-        round_log: RoundLog,
-        stage: str,
-        whole_texts: bool = False,
+        self, replies: list[Message], waiting: dict[int, Waiting], round_log: RoundLog, stage: str
     ) -> dict[int, Waiting]:
-        """Read each reply's query; users whose reply is malformed or refused are dropped."""
+        """Read each reply's query (the population, the selection points on dev, or at evaluate.query
+        the user's z on all its test texts); users whose reply is malformed or refused are dropped."""
+        whole_texts = stage == wire.EVAL_QUERY
+        k = {wire.EVAL_QUERY: 1, wire.SELECT: wire.SELECT_POINTS}.get(stage, self.config.wire_popsize)
         out = {}
         for r in replies:
             node = r.metadata.src_node_id
             try:
-                texts, query = self._read_query(r, waiting[node].texts if node in waiting else None, not whole_texts)
+                texts, query = self._read_query(r, waiting[node].texts if node in waiting else None, k, not whole_texts)
                 self._claim(node, texts["partition-id"])
             except (wire.ProtocolError, QueryError) as err:
                 round_log.fail(node, stage, str(err))
                 continue
             if self.transcript:
-                kind = "evaluate" if whole_texts else "train"
+                kind = {wire.EVAL_QUERY: "evaluate", wire.SELECT: "select"}.get(stage, "train")
                 n = len(texts["queries"])
                 batch = list(range(n)) if whole_texts else wire.read_batch(r.content, n)
                 self.transcript.query(texts["partition-id"], kind, None if node in waiting else texts, query.z, batch)
@@ -328,6 +345,7 @@ class MultiStepStrategy(Strategy):
                 sent += waiting[node].minimum_up_bytes
             else:
                 sent += sum(len(t.encode()) for key in ("passages", "queries", "label-words") for t in texts[key])
+                sent += sum(len(o.encode()) for row in texts["options"] or [] for o in row)
             out[node] = Waiting(texts["partition-id"], texts, query, sent)
         return out
 
@@ -349,7 +367,7 @@ class MultiStepStrategy(Strategy):
         """Each user's test accuracy with its own z; labels stay with the user."""
         queries = list(self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid))
         replies = self._replies(grid, queries, timeout, round_log, wire.EVAL_QUERY)
-        waiting = self._populations(replies, {}, round_log, wire.EVAL_QUERY, whole_texts=True)
+        waiting = self._populations(replies, {}, round_log, wire.EVAL_QUERY)
         messages = [
             self._message(wire.scores(s), node, wire.EVAL_SCORE, server_round)
             for node, s in self._score(waiting).items()

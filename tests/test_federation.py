@@ -7,6 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
 from cbp_fed import protocol as wire
+from cbp_fed.client_app import User
 from cbp_fed.comm import MeteredGrid
 from cbp_fed.config import RunConfig
 from cbp_fed.prompts import PromptGenerator
@@ -35,7 +36,7 @@ RUN = RunConfig(
 
 @pytest.fixture()
 def strategy(tiny):
-    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0, embed_std=tiny.embedding_std())
+    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
     z0 = np.full(R, 0.1, np.float32)
     records = []
     s = CBPStrategy(RunConfig.from_run_config(RUN), BlackBox(tiny, gen, max_tokens=96), z0, "general", records.append)
@@ -53,17 +54,29 @@ def test_user_handlers_keep_the_optimiser_at_home():
     reply = send(grid, node, wire.BEGIN, wire.start(1, np.zeros(R), "run"))
     assert not reply.has_error()
     texts = wire.read_texts(reply.content)
-    assert len(texts["queries"]) == 6 and texts["label-words"] == [" positive", " negative"]
+    assert len(texts["queries"]) == 12 and texts["label-words"] == [" positive", " negative"]  # 6 train, 6 dev
     assert wire.read_array(reply.content, "query", "z", 2).shape == (POP, R)
     assert "search" in grid.contexts[node].state.config_records  # state kept in context.state ...
     assert set(reply.content.config_records) == {"batch", "texts"}  # ... and never on the wire
-    batch = wire.read_batch(reply.content, 6)
-    for kind in (wire.STEP, wire.FINISH):
+    batch = wire.read_batch(reply.content, 12)
+    assert batch == list(range(6))  # the population is scored on the training texts only
+    for kind in (wire.STEP, wire.SELECT):
         reply = send(grid, node, kind, wire.scores(np.zeros((POP, len(batch), 2))))
         assert not reply.has_error(), reply.error
+    points = wire.read_array(reply.content, "query", "z", 2)
+    assert points.shape == (wire.SELECT_POINTS, R) and wire.read_batch(reply.content, 12) == list(range(6, 12))
+    np.testing.assert_array_equal(points[0], np.zeros(R))  # the start vector is always a contender
+    labels = np.array([ex.label for ex in User(grid.contexts[node]).split.dev])
+    dev_scores = np.zeros((wire.SELECT_POINTS, 6, 2))
+    dev_scores[:2, np.arange(6), 1 - labels] = 1.0  # the start and the mean answer every dev text wrong,
+    dev_scores[2, np.arange(6), labels] = 1.0  # the best candidate answers all of them right
+    reply = send(grid, node, wire.FINISH, wire.scores(dev_scores))
+    assert not reply.has_error(), reply.error
     z = wire.read_array(reply.content, "result", "z", 1)
     metrics = reply.content.metric_records["metrics"]
     assert z.shape == (R,) and metrics["calls"] == 2 * POP and metrics["partition-id"] == 0
+    assert metrics["kept"] == 2 and metrics["dev-accuracy"] == 1.0 and metrics["dev-accuracy-before"] == 0.0
+    np.testing.assert_array_equal(z, points[int(metrics["kept"])])
     np.testing.assert_array_equal(grid.contexts[node].state.array_records["z"]["z"].numpy(), z)
 
 
@@ -109,7 +122,12 @@ def test_rounds_complete_and_are_metered(strategy):
     grid = MeteredGrid(LoopbackGrid(3, RUN), node_key=lambda n: strategy.partition_of.get(n, n))
     result = strategy.start(grid, num_rounds=2)
     assert [r["users_ok"] for r in strategy.records] == [3, 3]
-    assert all(r["calls"] == 3 * K * POP + 3 for r in strategy.records)  # training + one evaluation call each
+    # training, three points each on dev, one evaluation call each (and in round 1 the start's evaluation)
+    assert [r["calls"] for r in strategy.records] == [
+        3 * (K * POP + wire.SELECT_POINTS + 2),
+        3 * (K * POP + wire.SELECT_POINTS + 1),
+    ]
+    assert strategy.records[0]["start_test_accuracy"] is not None and "start_test_accuracy" not in strategy.records[1]
     assert sorted(strategy.user_z) == [0, 1, 2] and 0 <= strategy.records[-1]["test_accuracy"] <= 1
     assert len(result.train_metrics_clientapp) == 2
     assert strategy.records[0]["bytes_up_minimum_per_user"] > K * POP * R * 4 + R * 4  # + texts and batches
@@ -117,6 +135,7 @@ def test_rounds_complete_and_are_metered(strategy):
     assert sorted(summary["users"]) == [0, 1, 2]
     user = summary["users"][0]
     assert user["up"]["train.step"]["messages"] == K - 1 and user["down"]["train.finish"]["messages"] == 1
+    assert user["up"]["train.select"]["messages"] == 1
     # down messages carry scores and a start vector only: never optimiser state (a full CMA-ES is MBs)
     assert all(c["payload_bytes"] < 4 * POP * 6 * 2 + 4 * R + 2000 for c in user["down"].values())
 

@@ -98,7 +98,7 @@ def reply_from(node: int, content: RecordDict, kind: str = wire.BEGIN) -> Messag
 @pytest.fixture(scope="module")
 def strategy(request):
     tiny = request.getfixturevalue("tiny")
-    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0, embed_std=tiny.embedding_std())
+    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
     return CBPStrategy(RUN, BlackBox(tiny, gen, max_tokens=64), np.zeros(R, np.float32), "general")
 
 

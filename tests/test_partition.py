@@ -73,22 +73,45 @@ def test_task_per_user_assigns_tasks_round_robin_with_iid_shards_per_task():
 
 def test_user_data_splits_are_disjoint_balanced_and_deterministic():
     config = PartitionConfig(tasks=("sst2",), num_partitions=4)
-    task, split = user_data(config, 2, shots_per_class=8, n_test=64, seed=5)
+    task, split = user_data(config, 2, shots_per_class=8, n_test=64, seed=5, class_balanced=True)
     assert task.name == "sst2"
     train, dev, test = ({row.uid for row in part} for part in (split.train, split.dev, split.test))
     assert len(train) == 16 and len(dev) == 16 and len(test) == 64
     assert not (train & dev) and not (train & test) and not (dev & test)
     assert Counter(row.label for row in split.train) == {0: 8, 1: 8}
     assert train | dev | test <= {row.uid for row in user_task(config, 2)[1]}
-    assert user_data(config, 2, shots_per_class=8, n_test=64, seed=5) == (task, split)
-    assert user_data(config, 2, shots_per_class=8, n_test=64, seed=6)[1] != split
+    assert user_data(config, 2, shots_per_class=8, n_test=64, seed=5, class_balanced=True) == (task, split)
+    assert user_data(config, 2, shots_per_class=8, n_test=64, seed=6, class_balanced=True)[1] != split
 
 
-def test_user_data_takes_fewer_rows_from_a_small_shard():
+def test_user_data_follows_a_skewed_shards_own_label_distribution():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # flwr-datasets warns when it redraws a too-small shard
+        config = PartitionConfig(mode="dirichlet", tasks=("sst2",), num_partitions=6, alpha=0.3)
+        shards = [user_task(config, pid)[1] for pid in range(6)]
+    checked = 0
+    for pid, rows in enumerate(shards):
+        if len(rows) < 64:
+            continue
+        counts = Counter(row.label for row in rows)
+        _, split = user_data(config, pid, shots_per_class=8, n_test=16, seed=1)
+        assert len(split.train) == len(split.dev) == 16
+        train = Counter(row.label for row in split.train)
+        for label, count in counts.items():
+            assert abs(train[label] - 16 * count / len(rows)) <= 1, (pid, label)
+        uids = [row.uid for part in (split.train, split.dev, split.test) for row in part]
+        assert len(uids) == len(set(uids))
+        assert user_data(config, pid, shots_per_class=8, n_test=16, seed=1)[1] == split
+        checked += 1
+    assert checked >= 2
+
+
+@pytest.mark.parametrize("class_balanced", [False, True])
+def test_user_data_takes_fewer_rows_from_a_small_shard(class_balanced):
     config = PartitionConfig(tasks=("rte",), num_partitions=40)  # about 5 rows each
     _, rows = user_task(config, 0)
-    _, split = user_data(config, 0, shots_per_class=8, n_test=64)
-    assert 1 <= len(split.train) and len(split.dev) <= len(split.train)
+    _, split = user_data(config, 0, shots_per_class=8, n_test=64, class_balanced=class_balanced)
+    assert 1 <= len(split.train) and len(split.dev) <= len(split.train) <= len(rows) // 2
     assert len(split.train) + len(split.dev) + len(split.test) == len(rows)
 
 
@@ -115,10 +138,11 @@ def test_errors_name_the_problem():
         user_data(config, tiny)
 
 
-def test_user_data_keeps_one_train_row_when_every_class_has_one_row():
+@pytest.mark.parametrize("class_balanced", [False, True])
+def test_user_data_keeps_one_train_row_when_every_class_has_one_row(class_balanced):
     config = PartitionConfig(tasks=("rte",), num_partitions=150)  # 1 or 2 rows per shard
     pid = next(i for i in range(150) if len({row.label for row in user_task(config, i)[1]}) == 2)
-    _, split = user_data(config, pid)
+    _, split = user_data(config, pid, class_balanced=class_balanced)
     assert (len(split.train), len(split.dev), len(split.test)) == (1, 1, 0)
     assert split.train[0].uid != split.dev[0].uid
 

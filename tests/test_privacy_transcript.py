@@ -19,6 +19,7 @@ from cbp_fed.privacy import defences
 from cbp_fed.privacy.transcript import VERSION, Transcript, TranscriptWriter, text_hash
 from cbp_fed.privacy.utility import utility_of
 from cbp_fed.prompts import PromptGenerator
+from cbp_fed.protocol import SELECT_POINTS
 from cbp_fed.search import CMASearch
 from cbp_fed.service import BlackBox
 from strategies import CBPStrategy
@@ -38,7 +39,7 @@ def run_rounds(tiny, tmp_path, rounds=2, users=2, **defence):
     folder; returns (strategy, grid, transcript folder, Flower's Result)."""
     config = RunConfig(**SMALL, num_rounds=rounds, **defence)
     torch.manual_seed(0)  # the generator's layers: the same model in every run of a test
-    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0, embed_std=tiny.embedding_std())
+    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
     strategy = CBPStrategy(config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), "general")
     strategy.transcript = TranscriptWriter(tmp_path / "transcript")
     grid = LoopbackGrid(users, config.to_run_config())
@@ -59,7 +60,11 @@ def test_transcript_round_trip_holds_what_crossed_the_wire(tiny, tmp_path):
     for view in views:
         assert view.candidates.shape == (K, POP, R) and view.scores.shape == (K, POP, 6, 2)
         assert view.batches.shape == (K, 6) and view.eval_scores.shape == (6, 2)
-        assert view.train_hashes == [text_hash(ex.passage, ex.query) for ex in user.split.train]
+        train, dev = ([text_hash(ex.passage, ex.query) for ex in rows] for rows in (user.split.train, user.split.dev))
+        assert view.train_hashes == train + dev  # the dev texts ride along for the selection of the kept z
+        assert (view.batches < len(train)).all() and view.select_batch.tolist() == list(range(6, 12))
+        assert view.select_z.shape == (SELECT_POINTS, R) and view.select_scores.shape == (SELECT_POINTS, 6, 2)
+        assert any(np.array_equal(view.final_z, point) for point in view.select_z)  # the kept z is one of them
         assert view.eval_hashes == [text_hash(ex.passage, ex.query) for ex in user.split.test]
         assert view.label_words == [" positive", " negative"] and view.task == "sst2"
     np.testing.assert_array_equal(views[-1].final_z, strategy.user_z[0])
@@ -75,7 +80,7 @@ def test_transcript_round_trip_holds_what_crossed_the_wire(tiny, tmp_path):
 
 def test_dp_release_is_clipped_and_noised_and_is_all_the_provider_gets(tiny, tmp_path):
     clip = 0.5
-    strategy, grid, _, _ = run_rounds(tiny, tmp_path, rounds=1, users=1, dp_clip=clip, sigma0=3.0)
+    strategy, grid, _, _ = run_rounds(tiny, tmp_path, rounds=1, users=1, dp_clip=clip, sigma0=3.0, select_on_dev=False)
     transcript = Transcript(tmp_path)
     view = transcript.rounds(0)[0]
     clean = grid.contexts[1000].state.config_records["search"]
@@ -83,7 +88,9 @@ def test_dp_release_is_clipped_and_noised_and_is_all_the_provider_gets(tiny, tmp
     assert np.linalg.norm(mean - view.z_start) > clip  # the search moved further than the clip ...
     np.testing.assert_allclose(np.linalg.norm(view.final_z - view.z_start), clip, rtol=1e-5)  # ... the upload did not
     np.testing.assert_allclose(view.eval_z, view.final_z)  # evaluation sends the release, never the clean z
-    _, grid, _, _ = run_rounds(tiny, tmp_path / "noised", rounds=1, users=1, dp_clip=clip, dp_noise=2.0, sigma0=3.0)
+    _, grid, _, _ = run_rounds(
+        tiny, tmp_path / "noised", rounds=1, users=1, dp_clip=clip, dp_noise=2.0, sigma0=3.0, select_on_dev=False
+    )
     noised = Transcript(tmp_path / "noised").rounds(0)[0].final_z
     # the same search (the noise is added after it), so the difference is exactly the user's seeded
     # Gaussian draw of std dp-noise x dp-clip = 1.0, from (seed 0, partition 0, round 1)

@@ -1,11 +1,14 @@
-"""CMA-ES behind ask/tell: budget, determinism, state round trip, fitness functions."""
+"""CMA-ES behind ask/tell: budget, determinism, state round trip, fitness functions, a planted task."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from cbp_fed.prompts import ProjectedPrompt, instruction_embedding
 from cbp_fed.search import CMASearch, SearchConfig, fitness
+from cbp_fed.service import BlackBox, Query
+from cbp_fed.tasks import load_task
 
 
 def sphere(z):
@@ -149,3 +152,47 @@ def test_discard_pending_lets_an_interrupted_generation_be_asked_again(recwarn):
         search.tell((x**2).sum(1))
     assert search.calls == 6 * 4
     assert not [w for w in recwarn if "orphan" in str(w.message)]  # pycma injects nothing it could lose track of
+
+
+class PlantedTask:
+    """A task whose labels a hidden prompt defines, scored through the real BlackBox (tiny backbone):
+    label 1 where the hidden prompt's score margin of the first word over the second is below its median,
+    so half the texts of each kind, and a z exists (the hidden one) that answers them all."""
+
+    def __init__(self, lm):
+        self.box = BlackBox(lm, ProjectedPrompt(instruction_embedding(lm, 2), r=16, embed_std=lm.embedding_std()))
+        rows = [ex for ex in load_task("sst2").examples if len(lm.tokenize(ex.query)) < 40][:64]
+        self.train, self.held_out = rows[:32], rows[32:]
+        hidden = np.random.default_rng(1).normal(0, 1.5, (1, 16)).astype(np.float32)
+        margins = self.scores(hidden, rows)[0] @ np.array([1.0, -1.0])
+        labels = (margins < np.median(margins)).astype(int)
+        self.train_labels, self.held_out_labels = labels[:32], labels[32:]
+
+    def scores(self, z: np.ndarray, rows) -> np.ndarray:
+        query = Query(z, [ex.passage for ex in rows], [ex.query for ex in rows], (" positive", " negative"))
+        return self.box.score([query])[0]
+
+    def held_out_accuracy(self, z: np.ndarray) -> float:
+        return float((self.scores(z[None], self.held_out)[0].argmax(1) == self.held_out_labels).mean())
+
+    def search(self, tell_what, seed: int) -> np.ndarray:
+        """The mean after 160 calls of CMA-ES told ``tell_what(candidates)``."""
+        search = CMASearch(np.zeros(16), SearchConfig(popsize=8, sigma0=1.0, budget=160), seed)
+        while not search.done:
+            candidates = search.ask()
+            search.tell(tell_what(candidates))
+        return search.mean
+
+
+def test_the_search_learns_a_planted_task_through_the_blackbox_and_a_noise_fitness_does_not(tiny):
+    task = PlantedTask(tiny)
+    start = task.held_out_accuracy(np.zeros(16, np.float32))
+    learned = [
+        task.held_out_accuracy(task.search(lambda z: fitness(task.scores(z, task.train), task.train_labels), seed))
+        for seed in (0, 1)
+    ]
+    noise = np.random.default_rng(0)
+    drifted = task.held_out_accuracy(task.search(lambda z: noise.normal(size=len(z)), 0))
+    assert start == 0.5  # the start prompt answers one way: chance on the balanced planted labels
+    assert min(learned) >= 0.6, learned  # 32 held-out texts: 0.6 is 3 texts above chance
+    assert drifted <= 0.55 < min(learned), (drifted, learned)

@@ -1,13 +1,15 @@
-"""BlackBox: validation names the problem; batching across users does not change any score."""
+"""BlackBox: validation names the problem; batching across users does not change any score; option scoring."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from cbp_fed.prompts import NoPrompt, ProjectedPrompt, PromptGenerator, instruction_embedding
-from cbp_fed.service import BlackBox, Limits, Query, QueryError, accuracy, calibrated
+from cbp_fed.service import BlackBox, Limits, Query, QueryError, accuracy
 
 QUERIES = ["Is the sky blue?\nAnswer:", "Do cats bark?\nAnswer:", "Is ice cold in summer?\nAnswer:"]
 
@@ -20,7 +22,7 @@ def make_query(r, k=3, seed=0, n=3, words=(" yes", " no")):
 @pytest.fixture()
 def generator(tiny):
     torch.manual_seed(0)
-    return PromptGenerator(tiny.d, r=16, m=8, t=3, a_seed=1, embed_std=tiny.embedding_std())
+    return PromptGenerator(tiny.d, r=16, m=8, t=3, a_seed=1)
 
 
 def test_shapes_of_every_prompt_source(tiny, generator):
@@ -48,8 +50,8 @@ def test_generator_prompts_depend_on_the_input(tiny, generator):
 
 
 def test_projection_scale_matches_the_embedding_spread(tiny):
-    gen = PromptGenerator(tiny.d, r=500, m=8, t=2, embed_std=0.05)
-    projected = torch.randn(2000, 500) @ gen.A.T
+    bbt = ProjectedPrompt(instruction_embedding(tiny, 2), r=500, embed_std=0.05)
+    projected = torch.randn(2000, 500) @ bbt.A.T
     assert abs(float(projected.std()) - 0.05) < 0.005
 
 
@@ -87,6 +89,14 @@ def test_long_passages_are_cut_to_max_tokens(tiny):
         (dict(label_words=[" yes"]), "1 label words"),
         (dict(label_words=[" yes", " yes"]), "share a first token"),
         (dict(passages=["x" * 40_000, "", ""]), "characters"),
+        (dict(options=[[" a", " b"]]), "options must be 3 lists"),
+        (dict(options=[[" a", " b", " c"]] * 3), "text 0 needs 2 options"),
+        (dict(options=[[" a", ""]] * 3), "option 1 of text 0 must be a string of 1..1000"),
+        (dict(options=[[" a", "b" * 1001]] * 3), "option 1 of text 0 must be a string of 1..1000"),
+        (dict(options=[[" a", " word" * 100]] * 3), "option 1 of text 0 has 100 tokens; allowed 96"),
+        (dict(options=[[" a", " b"]] * 3, passages=["y" * 31_990, "", ""]), "text 0 has 32.* with its options"),
+        (dict(length_norm=True), "length_norm needs options"),
+        (dict(options=[[" a", " b"]] * 3, length_norm=1), "length_norm must be a bool"),
     ],
 )
 def test_bad_queries_are_refused_with_a_message_naming_the_problem(tiny, generator, change, message):
@@ -98,11 +108,18 @@ def test_bad_queries_are_refused_with_a_message_naming_the_problem(tiny, generat
     assert box.meter.calls == 0  # nothing computed for anyone when one query is bad
 
 
-def test_accuracy_and_calibration():
+def test_an_option_query_must_fit_max_tokens_with_its_longest_option(tiny, generator):
+    box = BlackBox(tiny, generator, max_tokens=12)
+    fits = Query(np.zeros((1, 16), np.float32), [""], [QUERIES[1]], [" A", " B"], [[" yes", " no"]])
+    box.score([fits])
+    too_long = Query(**{**fits.__dict__, "options": [[" yes", " no" * 10]]})
+    with pytest.raises(QueryError, match=r"text 0: query of 7 tokens \+ an option of 10 exceeds max_tokens=12"):
+        box.score([too_long])
+
+
+def test_accuracy_counts_the_top_scored_answer():
     scores = np.array([[3.0, 1.0], [2.5, 2.2], [1.0, 2.0]])
     assert accuracy(scores, [0, 1, 1]) == pytest.approx(2 / 3)
-    fixed = calibrated(scores, scores)  # subtract the mean logit per label: (2.17, 1.73)
-    assert accuracy(fixed, [0, 1, 1]) == pytest.approx(1.0)
 
 
 @torch.no_grad()
@@ -149,3 +166,65 @@ def test_plan_sorts_by_length_and_keeps_chunks_within_the_budget(tiny, generator
     assert [e - b for b, e in plan.chunks] == [rows for rows, _ in plan.shapes()]
     assert all(rows * longest <= 60 or rows == 1 for rows, longest in plan.shapes())
     assert box.score([]) == []
+
+
+OPTIONS = [[" blue", " green, like grass"], [" yes they do", " no"], [" a", " b c d e f g"]]
+
+
+def make_option_query(r, k=2, seed=5, n=3, c=2, length_norm=False):
+    """A multiple-choice query: n texts, each with c options of unequal lengths, named by letter label words."""
+    z = np.random.default_rng(seed).normal(size=(k, r)).astype(np.float32)
+    options = [[OPTIONS[i % 3][j % 2] + " x" * j for j in range(c)] for i in range(n)]
+    passages = ["A passage. " * i for i in range(n)]
+    return Query(z, passages, [QUERIES[i % 3] for i in range(n)], [" A", " B", " C"][:c], options, length_norm)
+
+
+@torch.no_grad()
+def _option_pair_by_pair(box: BlackBox, query: Query) -> np.ndarray:
+    """The reference for option scores: per (candidate, example, option) a plain forward over
+    [prefix; prompt; context; option] with full-vocabulary logits, the option tokens' log-probs summed."""
+    lm, ids = box.lm, box.encode(query)
+    prompts = box.source(torch.as_tensor(query.z), torch.stack([lm.embed(x).mean(0) for x in ids]))  # (k, n, t, d)
+    n_prefix, scores = len(lm.prefix_ids), np.zeros((len(query.z), len(ids), len(query.label_words)), np.float32)
+    for c, e, j in np.ndindex(scores.shape):
+        option = lm.option_ids(query.options[e][j])
+        table = lm.embed(lm.prefix_ids + ids[e] + option)
+        embeds = torch.cat([table[:n_prefix], prompts[c, e], table[n_prefix:]])[None]
+        logprobs = lm.model(inputs_embeds=embeds).logits[0].float().log_softmax(-1)
+        start = embeds.shape[1] - len(option)
+        scores[c, e, j] = sum(float(logprobs[start - 1 + i, token]) for i, token in enumerate(option))
+        scores[c, e, j] /= len(query.options[e][j]) if query.length_norm else 1
+    return scores
+
+
+@pytest.mark.parametrize("token_budget", [40, 100_000])
+@pytest.mark.parametrize("method", ["cbp", "none"])
+def test_option_scores_mixed_with_label_words_equal_the_one_option_at_a_time_reference(
+    tiny, generator, token_budget, method
+):
+    source = generator if method == "cbp" else NoPrompt(tiny.d)
+    box = BlackBox(tiny, source, max_tokens=24, token_budget=token_budget)
+    queries = [
+        make_option_query(source.r, k=2, n=3, c=2),
+        make_query(source.r, k=2, seed=2, n=2),
+        make_option_query(source.r, k=1, seed=6, n=3, c=3, length_norm=True),
+    ]
+    got = box.score(queries)
+    assert [g.shape for g in got] == [(2, 3, 2), (2, 2, 2), (1, 3, 3)]
+    for scores, query in zip(got[::2], queries[::2]):
+        np.testing.assert_allclose(scores, _option_pair_by_pair(box, query), atol=1e-4)
+    np.testing.assert_allclose(got[1], _pair_by_pair(box, queries[1]), atol=1e-4)
+    summed = box.score([replace(queries[2], length_norm=False)])[0]
+    chars = np.array([[len(o) for o in row] for row in queries[2].options])
+    np.testing.assert_allclose(got[2], summed / chars, rtol=1e-6)
+
+
+def test_option_pairs_are_planned_apart_and_their_tokens_metered(tiny):
+    box = BlackBox(tiny, NoPrompt(tiny.d), token_budget=100_000)
+    queries = [make_option_query(0, k=1, n=3, c=2), make_query(0, k=1, n=3), make_option_query(0, k=1, n=2, c=3)]
+    plan = box.plan(queries, [box.encode(q) for q in queries])
+    assert plan.kinds.tolist() == [0, 0, 0, 2, 2, 2, 3, 3]
+    assert [plan.kinds[b:e].unique().numel() for b, e in plan.chunks] == [1, 1, 1]
+    box.score(queries[:1])
+    contexts, options = box.encode(queries[0]), box.option_ids(queries[0])
+    assert box.meter.tokens == sum(len(x) + sum(map(len, o)) for x, o in zip(contexts, options))

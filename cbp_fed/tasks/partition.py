@@ -26,7 +26,7 @@ from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Part
 from .core import Example, Task
 from .custom import is_spec_file, load_task_spec
 from .registry import task_names
-from .splits import UserSplit, server_user_partition
+from .splits import UserSplit, server_user_partition, split_quotas, stratified_draw
 
 MODES = ("iid", "dirichlet", "task-per-user")
 
@@ -122,13 +122,21 @@ def user_task(config: PartitionConfig, partition_id: int) -> tuple[Task, tuple[E
 
 @functools.lru_cache(maxsize=4096)  # every message of a user rebuilds its User: split once per process
 def user_data(
-    config: PartitionConfig, partition_id: int, shots_per_class: int = 8, n_test: int = 64, seed: int = 0
+    config: PartitionConfig,
+    partition_id: int,
+    shots_per_class: int = 8,
+    n_test: int = 64,
+    seed: int = 0,
+    class_balanced: bool = False,
 ) -> tuple[Task, UserSplit]:
     """A user's disjoint train/dev/test drawn from its own shard, the same for the same arguments.
 
-    train: per class, up to `shots_per_class` rows and at most half of that class's rows in the shard
-    (so dev can match); if that leaves train empty (every class has one row), one row. dev: as many rows
-    per class as train, from the rest (one row in the fallback). test: up to `n_test` of the remaining
+    By default train is a stratified sample with the shard's own class proportions (a Dirichlet
+    user's few shots are as skewed as its data; every class present appears at least once when the
+    size allows): `shots_per_class` x C rows, or half the shard if that is fewer, so that dev can
+    match. dev: as many rows, the same way, from the rest. `class_balanced=True` instead takes per
+    class up to `shots_per_class` rows and at most half that class's rows, and as many for dev (one
+    train and one dev row if every class has a single row). test: up to `n_test` of the remaining
     rows, a plain random sample. Raises ValueError naming the partition when its shard has < 2 rows.
     """
     if shots_per_class < 1 or n_test < 0:
@@ -141,19 +149,17 @@ def user_data(
         )
     rng = random.Random(f"user_data/{task.name}/{partition_id}/{seed}")
     by_class = [[row for row in rows if row.label == label] for label in range(len(task.label_words))]
-    train: list[Example] = []
-    dev: list[Example] = []
-    for class_rows in by_class:
-        rng.shuffle(class_rows)
-        shots = min(shots_per_class, len(class_rows) // 2)
-        train += class_rows[:shots]
-        dev += class_rows[shots : 2 * shots]
-    if not train:
-        first, second = rng.sample(rows, 2)
-        train, dev = [first], [second]
-    rng.shuffle(train)
-    rng.shuffle(dev)
+    counts = [len(class_rows) for class_rows in by_class]
+    if class_balanced:
+        quotas = [min(shots_per_class, count // 2) for count in counts]
+        train, dev = stratified_draw(by_class, [quotas, quotas], rng)
+        if not train:  # every class has one row
+            first, second = rng.sample(rows, 2)
+            train, dev = [first], [second]
+    else:
+        size = min(shots_per_class * len(by_class), len(rows) // 2)
+        train, dev = stratified_draw(by_class, list(split_quotas(counts, size, size, rng, class_balanced=False)), rng)
     taken = {row.uid for row in train + dev}
-    rest = [row for row in rows if row.uid not in taken]
-    test = rng.sample(rest, min(n_test, len(rest)))
+    remaining = [row for row in rows if row.uid not in taken]
+    test = rng.sample(remaining, min(n_test, len(remaining)))
     return task, UserSplit(tuple(train), tuple(dev), tuple(test))

