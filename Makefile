@@ -1,9 +1,10 @@
 # The README's commands. Each target does all set-up a fresh machine lacks, then its job.
-#   make demo        `flwr run .` (4 simulated users, SmolLM2), stops the SuperLink it started, prints the rounds
+#   make demo        `flwr run .` (4 simulated ARC-Easy users, SmolLM2, the committed commonsense generator),
+#                    stops the SuperLink it started, prints each round against the users' start
 #   make test        the test suite (unit tests on a tiny random model, real SmolLM2, a real flwr run)
-#   make demo-core   one process, no Flower: SDT + the four methods on BoolQ, small sizes
+#   make demo-core   one process, no Flower: the four methods on ARC-Easy with the committed generator, small sizes
 #   make deploy-demo a real deployment on loopback: TLS, SuperNode authentication, 3 users, a refused node
-#   make experiments the core comparison table on the real SmolLM2 (long: about an hour)
+#   make experiments the effectiveness table on the real SmolLM2, commonsense domain, seed 0 (long: about an hour)
 #   make bench       the performance bench: limit, BlackBox vs bare forward, what was tried, federation (~20 min)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -31,18 +32,17 @@ $(VENV)/.ready: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m simulations.local_run --users 4
+	$(PY) -m simulations.local_run --users 4 --set "generator='$(CURDIR)/results/effectiveness/gen-commonsense'"
 
 deploy-demo: setup
 	$(PY) -m simulations.deploy_demo --users 3
 
 demo-core: setup
-	$(BIN)/cbp-fed sdt --domain commonsense --steps 80 --pool-size 800 --eval-size 100 --max-tokens 64 --out results/demo-core/gen-commonsense
 	for method in zero-shot sdt-only bbt cbp; do \
-	  $(BIN)/cbp-fed customize --task boolq --method $$method --generator results/demo-core/gen-commonsense \
-	    --budget 60 --shots 8 --n-test 100 --max-tokens 64 --out results/demo-core/boolq-$$method || exit 1; \
+	  $(BIN)/cbp-fed customize --task arc-easy --method $$method --generator results/effectiveness/gen-commonsense \
+	    --budget 60 --shots 4 --n-test 100 --max-tokens 128 --out results/demo-core/arc-easy-$$method || exit 1; \
 	done
-	$(BIN)/cbp-fed report results/demo-core/boolq-*/summary.json --out results/demo-core/table.md
+	$(BIN)/cbp-fed report results/demo-core/arc-easy-*/summary.json --out results/demo-core/table.md
 
 test: setup
 	$(PY) -m pytest -q
@@ -51,11 +51,8 @@ lint: setup
 	$(BIN)/ruff check cbp_fed tests simulations
 
 experiments: setup
-	test -f results/core/gen-commonsense/generator.json || \
-	  $(BIN)/cbp-fed sdt --domain commonsense --steps 400 --max-tokens 96 --out results/core/gen-commonsense
-	$(PY) -m simulations.core_table --tasks boolq --threads 1 --n-test 200 & \
-	  $(PY) -m simulations.core_table --tasks pubmedqa --threads 1 --n-test 200 --sdt-steps 200; wait
-	$(BIN)/cbp-fed report results/core/*/summary.json --out results/core/table.md
+	$(PY) -m simulations.effectiveness --domains commonsense --seeds 0 --budgets 50 100 200 400 --max-tokens 128 \
+	  --sdt-steps 300 --sdt-eval 300 --threads 2
 
 bench: setup
 	$(PY) -m simulations.bench

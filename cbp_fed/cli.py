@@ -55,15 +55,20 @@ def _sdt(args) -> None:
         pool_size=args.pool_size,
         eval_size=args.eval_size,
         max_tokens=args.max_tokens,
+        z_noise=args.z_noise,
+        generalist_share=args.generalist_share,
+        offset_penalty=args.offset_penalty,
         seed=args.seed,
     )
     lm = FrozenLM.load(args.backbone, args.dtype, args.device)
     gen, meta = train_generator(lm, config)
     save_generator(gen, meta, args.out)
-    acc = meta["eval_accuracy"]
+    acc, vectors, steer = meta["eval_accuracy"], meta["task_vectors"], meta["steering"]
     console.print(
         f"SDT {args.domain}: held-out pool accuracy {acc['before']:.3f} -> {acc['after']:.3f} "
-        f"in {meta['training']['seconds']:.0f} s; saved to {args.out}"
+        f"in {meta['training']['seconds']:.0f} s; own task vector beats z0 on {vectors['own_beats_z0']} SDT tasks "
+        f"(paired gain {vectors['paired_gain']}); a sigma=1 step moves the prompt {steer['ratio']:.2f}x as far as "
+        f"BBT's; saved to {args.out}"
     )
 
 
@@ -84,6 +89,9 @@ def _customize(args) -> None:
         device=args.device,
         generator=args.generator,
         shots_per_class=args.shots,
+        class_balanced=args.class_balanced,
+        batch_size=args.batch_size,
+        select_on_dev=not args.no_dev_selection,
         n_test=args.n_test,
         max_tokens=args.max_tokens,
         checkpoints=tuple(int(c) for c in args.checkpoints.split(",") if c),
@@ -92,10 +100,12 @@ def _customize(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    kept = f", kept {summary['kept']['point']} (chosen on dev)" if summary["kept"] else ""
     console.print(
         f"{args.method} on {args.task} (seed {args.seed}): test accuracy {summary['test_accuracy']:.3f} "
-        f"(calibrated {summary['test_accuracy_calibrated']:.3f}, majority {summary['majority_rate']:.3f}), "
-        f"{summary['calls_used']} calls, {summary['wall_seconds']:.0f} s -> {out / 'summary.json'}"
+        f"(start {summary['start_test_accuracy']:.3f}, calibrated {summary['test_accuracy_calibrated']:.3f}, "
+        f"majority {summary['majority_rate']:.3f}){kept}, {summary['calls_used']} calls, "
+        f"{summary['wall_seconds']:.0f} s -> {out / 'summary.json'}"
     )
 
 
@@ -164,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint folder")
     for key in ("r", "m", "t", "a_seed", "steps", "batch_size", "pool_size", "eval_size", "max_tokens", "seed"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=sdt_defaults[key])
-    p.add_argument("--lr", type=float, default=sdt_defaults["lr"])
+    for key in ("lr", "z_noise", "generalist_share", "offset_penalty"):
+        p.add_argument("--" + key.replace("_", "-"), type=float, default=sdt_defaults[key])
     model_options(p)
     p.set_defaults(run=_sdt)
 
@@ -175,10 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=cz["budget"], help="model calls (candidates scored on the batch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--popsize", type=int, default=cz["popsize"])
-    p.add_argument("--sigma0", type=float, default=cz["sigma0"])
+    p.add_argument("--sigma0", type=float, default=None, help="default: CBP the generator's SDT noise, BBT 1")
     p.add_argument("--diagonal", action="store_true", help="separable CMA-ES")
     p.add_argument("--loss", default=cz["loss"], choices=LOSSES)
-    p.add_argument("--shots", type=int, default=cz["shots_per_class"], help="training examples per class")
+    p.add_argument("--shots", type=int, default=cz["shots_per_class"], help="train rows = shots x answers")
+    p.add_argument("--class-balanced", action="store_true", help="balanced train/dev (default: the natural prior)")
+    p.add_argument("--batch-size", type=int, default=cz["batch_size"], help="train texts per call (0 = all)")
+    p.add_argument("--no-dev-selection", action="store_true", help="keep the search mean, not the best on dev")
     p.add_argument("--n-test", type=int, default=cz["n_test"])
     p.add_argument("--max-tokens", type=int, default=cz["max_tokens"])
     p.add_argument("--checkpoints", default="", help="comma-separated call counts at which to test (budget curve)")

@@ -33,7 +33,7 @@ class RunConfig:
     r: int = 500
     m: int = 256
     t: int = 10
-    tasks: str = "boolq"
+    tasks: str = "arc-easy"
     partition: str = "iid"
     dirichlet_alpha: float = 0.5
     num_rounds: int = 3
@@ -44,12 +44,12 @@ class RunConfig:
     sigma0: float = 1.0
     diagonal: bool = False
     loss: str = "ce"
-    batch_size: int = 0
+    batch_size: int = 8
     shots_per_class: int = 4
     class_balanced: bool = False
     select_on_dev: bool = True
     n_test: int = 48
-    max_tokens: int = 64
+    max_tokens: int = 128
     eval_every: int = 1
     eval_start: bool = True
     prior: str = "mean"

@@ -5,7 +5,8 @@
 lm-evaluation-harness reports both the summed option log-likelihood (acc) and the per-character one
 (acc_norm); which one a small model answers better with differs by task. The rule used here: score
 ``--rows`` of the task's server-side rows (the provider's, never a user's) zero-shot with the bundled
-backbone both ways and keep the better (ties: summed). The registry reads the committed JSON.
+backbone both ways and keep the better (ties: summed). The registry reads the committed JSON; tasks
+already in it are skipped (delete an entry to measure it again).
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ OUT = Path(__file__).resolve().parent.parent / "cbp_fed" / "tasks" / "length_nor
 
 
 def measure(lm: FrozenLM, name: str, rows: int, max_tokens: int) -> dict:
-    """Zero-shot accuracy of summed and per-character option scores on ``rows`` server-side rows."""
+    """Zero-shot accuracy of summed and per-character option scores on ``rows`` server-side rows (of those
+    whose question and longest option fit ``max_tokens``)."""
     task = load_task(name)
-    server = list(server_user_partition(task)[0])
-    sample = random.Random(f"length_norm/{name}").sample(server, min(rows, len(server)))
+    fits = [
+        ex for ex in server_user_partition(task)[0] if len(lm.encode("", ex.query, 10**6, ex.options)) <= max_tokens
+    ]
+    sample = random.Random(f"length_norm/{name}").sample(fits, min(rows, len(fits)))
     box = BlackBox(lm, NoPrompt(lm.d), max_tokens=max_tokens)
     summed = []
     for i in range(0, len(sample), 16):
@@ -66,14 +70,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     lm = FrozenLM.load(args.backbone, dtype="fp32")
-    choices = {}
+    record = {"backbone": args.backbone, "rule": "the better zero-shot accuracy on server-side rows; ties: summed"}
+    choices = json.loads(args.out.read_text())["tasks"] if args.out.exists() else {}  # resumable
     for name in task_names():
-        if load_task(name).scoring != "options":
+        if load_task(name).scoring != "options" or name in choices:
             continue
         choices[name] = measure(lm, name, args.rows, args.max_tokens)
         print(name, choices[name], flush=True)
-    record = {"backbone": args.backbone, "rule": "the better zero-shot accuracy on server-side rows; ties: summed"}
-    args.out.write_text(json.dumps({**record, "tasks": choices}, indent=2) + "\n")
+        args.out.write_text(json.dumps({**record, "tasks": choices}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -157,8 +157,8 @@ def simulate(settings: dict, users: int, folder: Path, timeout: float = 3600, **
 
 
 def print_rounds(folder: Path) -> None:
-    """The run's rounds as a table: users, loss, test accuracy (first the users' start vectors), bytes per
-    user, seconds."""
+    """The run's rounds as a table: users, loss, test accuracy (first the users' start vectors), mean dev
+    accuracy of the z kept before the round and of the one kept after it, bytes per user, seconds."""
     from rich.console import Console
     from rich.table import Table
 
@@ -168,6 +168,7 @@ def print_rounds(folder: Path) -> None:
         "failed",
         "train loss",
         "test acc",
+        "dev acc: kept before -> now",
         "up KB/user",
         "down KB/user",
         "seconds",
@@ -176,7 +177,7 @@ def print_rounds(folder: Path) -> None:
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     if rounds and rounds[0].get("start_test_accuracy") is not None:  # every user's start vector, before round 1
         table.add_row(
-            "start", str(rounds[0]["start_users"]), "", "", f"{rounds[0]['start_test_accuracy']:.3f}", "", "", ""
+            "start", str(rounds[0]["start_users"]), "", "", f"{rounds[0]['start_test_accuracy']:.3f}", "", "", "", ""
         )
     for r in rounds:
         acc = r.get("test_accuracy")
@@ -186,6 +187,7 @@ def print_rounds(folder: Path) -> None:
             str(r["users_failed"]),
             f"{r.get('train_loss', 0):.3f}",
             "-" if acc is None else f"{acc:.3f} ± {r['test_accuracy_std']:.3f}",
+            f"{r['dev_accuracy_before']:.3f} -> {r['dev_accuracy']:.3f}" if "dev_accuracy" in r else "-",
             f"{r['bytes_up_per_user'] / 1024:.1f}",
             f"{r['bytes_down_per_user'] / 1024:.1f}",
             f"{r['seconds']:.0f}",

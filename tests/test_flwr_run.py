@@ -27,6 +27,7 @@ def test_flwr_run_completes_and_writes_the_run_folder(tmp_path):
     assert config["backbone"] == "tiny-random" and config["popsize"] == 4
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
+    assert 0 <= rounds[0]["start_test_accuracy"] <= 1 and rounds[0]["start_users"] == 3  # before any training
     assert [r["users_ok"] for r in rounds] == [2, 3]  # user 1 crashed in round 1 and came back in round 2
     (failure,) = rounds[0]["failures"]
     assert failure["stage"] == "train.finish" and "crashed (injected)" in failure["reason"]
@@ -43,6 +44,7 @@ def test_flwr_run_completes_and_writes_the_run_folder(tmp_path):
             assert set(user["down"]) == {
                 "train.begin",
                 "train.step",
+                "train.select",
                 "train.finish",
                 "evaluate.query",
                 "evaluate.score",

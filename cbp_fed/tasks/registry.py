@@ -8,20 +8,21 @@ options. A task has one fixed C, so rows whose option count differs from the tas
 (only ARC has such rows); the description states how many. Uids keep the file row index, so dropped
 rows leave gaps rather than shifting later uids.
 
-Summed or length-normalised option scores (`length_norm`), by one rule: a summed log-likelihood
-falls with every token, so where a row's options are phrases or sentences of different lengths the
-sum favours the shortest; dividing by the character count (lm-evaluation-harness's acc_norm, the
-number it reports for ARC, HellaSwag, PIQA, OpenBookQA) removes that. Where options are mostly one
-word or a name, lengths barely differ and a per-character rate mostly measures how a word happens
-to tokenise. So: `length_norm=True` when the task's median option is two or more words, False when
-it is one word (WinoGrande's names, CommonsenseQA's nouns).
+Summed or length-normalised option scores (`length_norm`), by one measured rule: lm-evaluation-harness
+reports both the summed option log-likelihood (acc) and the per-character one (acc_norm), and which one
+a small model answers better with differs by task (SmolLM2-135M: summed for ARC-Easy and PIQA,
+per-character for HellaSwag and ARC-Challenge). `python -m simulations.length_norm` scores 100 of each
+task's server-side rows (the provider's, never a user's) zero-shot both ways and keeps the better (ties:
+summed); `length_norm.json` beside this module holds the measurement, which `load_task` reads.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import readers
 from .core import Example, Task
@@ -47,7 +48,6 @@ class _Spec:
     label_words: tuple[str, ...]
     read: Callable[[], tuple[Labelled, ...] | tuple[MultipleChoice, ...]]
     description: str
-    length_norm: bool = False
 
 
 _REGISTRY: dict[str, _Spec] = {
@@ -59,63 +59,54 @@ _REGISTRY: dict[str, _Spec] = {
         letter_words(2),
         readers.piqa,
         f"PIQA validation (physical commonsense, 2 solutions), {_DATA}.",
-        length_norm=True,
     ),
     "siqa": _Spec(
         "commonsense",
         letter_words(3),
         readers.siqa,
         f"Social IQa validation (social commonsense, 3 answers), {_DATA}.",
-        length_norm=True,
     ),
     "hellaswag": _Spec(
         "commonsense",
         letter_words(4),
         readers.hellaswag,
         f"HellaSwag validation (pick the ending that continues the context, 4 options), {_DATA}.",
-        length_norm=True,
     ),
     "winogrande": _Spec(
         "commonsense",
         letter_words(2),
         readers.winogrande,
         f"WinoGrande xl validation (fill the blank, 2 options), {_DATA}.",
-        length_norm=False,
     ),
     "arc-easy": _Spec(
         "commonsense",
         letter_words(4),
         readers.arc_easy,
         f"ARC-Easy validation (grade-school science), {_DATA}.",
-        length_norm=True,
     ),
     "arc-challenge": _Spec(
         "commonsense",
         letter_words(4),
         readers.arc_challenge,
         f"ARC-Challenge validation (grade-school science), {_DATA}.",
-        length_norm=True,
     ),
     "openbookqa": _Spec(
         "commonsense",
         letter_words(4),
         readers.openbookqa,
         f"OpenBookQA validation (elementary science, 4 options), {_DATA}.",
-        length_norm=True,
     ),
     "commonsenseqa": _Spec(
         "commonsense",
         letter_words(5),
         readers.commonsenseqa,
         f"CommonsenseQA validation (5 options), {_DATA}.",
-        length_norm=False,
     ),
     "copa": _Spec(
         "commonsense",
         letter_words(2),
         readers.copa,
         f"COPA validation (the premise's cause or effect, 2 alternatives), {_DATA}.",
-        length_norm=True,
     ),
     "pubmedqa": _Spec(
         "medical",
@@ -129,17 +120,13 @@ _REGISTRY: dict[str, _Spec] = {
         letter_words(4),
         readers.medmcqa,
         f"MedMCQA validation (Indian medical entrance exams, 4 options), {_DATA}.",
-        length_norm=True,
     ),
-    "medqa": _Spec(
-        "medical", letter_words(5), readers.medqa, f"MedQA USMLE English test (5 options), {_DATA}.", length_norm=True
-    ),
+    "medqa": _Spec("medical", letter_words(5), readers.medqa, f"MedQA USMLE English test (5 options), {_DATA}."),
     "mmlu-medical": _Spec(
         "medical",
         letter_words(4),
         readers.mmlu_medical,
         f"MMLU health subjects, test splits ({', '.join(readers.MMLU_MEDICAL)}), {_DATA}.",
-        length_norm=True,
     ),
     "drug-reviews-birth-control": _Spec(
         "medical",
@@ -158,28 +145,24 @@ _REGISTRY: dict[str, _Spec] = {
         letter_words(4),
         readers.mmlu_economics,
         f"{_FINANCE_PROXY}, SDT side: MMLU test splits of {', '.join(readers.MMLU_ECONOMICS)}, {_DATA}.",
-        length_norm=True,
     ),
     "mmlu-accounting": _Spec(
         "finance",
         letter_words(4),
         readers.mmlu_accounting,
         f"{_FINANCE_PROXY}, SDT side: MMLU test split of {', '.join(readers.MMLU_ACCOUNTING)}, {_DATA}.",
-        length_norm=True,
     ),
     "mmlu-marketing": _Spec(
         "finance",
         letter_words(4),
         readers.mmlu_marketing,
         f"{_FINANCE_PROXY}, a user task: MMLU test split of {', '.join(readers.MMLU_MARKETING)}, {_DATA}.",
-        length_norm=True,
     ),
     "mmlu-management-ethics": _Spec(
         "finance",
         letter_words(4),
         readers.mmlu_management_ethics,
         f"{_FINANCE_PROXY}, a user task: MMLU test splits of {', '.join(readers.MMLU_MANAGEMENT_ETHICS)}, {_DATA}.",
-        length_norm=True,
     ),
     "sst2": _Spec(
         "general", (" positive", " negative"), readers.sst2, f"SST-2 validation (movie-review sentiment), {_DATA}."
@@ -225,6 +208,13 @@ def _option_example(row: MultipleChoice, uid: str) -> Example:
 
 
 @functools.cache
+def _length_norm() -> dict[str, bool]:
+    """Task name -> whether its option scores are length-normalised (the measured choice, see the module)."""
+    measured = json.loads((Path(__file__).with_name("length_norm.json")).read_text())["tasks"]
+    return {name: entry["length_norm"] for name, entry in measured.items()}
+
+
+@functools.cache
 def load_task(name: str) -> Task:
     """The registered task `name`, with every usable row of its shipped split in file order."""
     spec = _spec(name)
@@ -242,4 +232,4 @@ def load_task(name: str) -> Task:
             f" {dropped} rows without exactly {len(spec.label_words)} options, or with an option longer than"
             f" {MAX_OPTION_CHARS} characters, are dropped."
         )
-    return Task(name, spec.domain, spec.label_words, examples, description, "options", spec.length_norm)
+    return Task(name, spec.domain, spec.label_words, examples, description, "options", _length_norm().get(name, False))

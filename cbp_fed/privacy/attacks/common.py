@@ -54,7 +54,9 @@ def ground_truth(config: RunConfig, users: list[int], num_partitions: int | None
     partition = PartitionConfig(config.partition, config.task_list, n, config.dirichlet_alpha, config.seed)
     out = {}
     for p in users:
-        task, split = user_data(partition, p, config.shots_per_class, config.n_test, config.seed)
+        task, split = user_data(
+            partition, p, config.shots_per_class, config.n_test, config.seed, class_balanced=config.class_balanced
+        )
 
         def keyed(rows):
             return {text_hash(ex.passage, ex.query): ex.label for ex in rows}
