@@ -1,0 +1,59 @@
+"""The effectiveness table's rows, intervals and markdown, from hand-made run summaries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulations.effectiveness import main, rows_of, wilson
+
+
+def summary(method: str, seed: int, test: float, start: float, curve=()) -> dict:
+    return {
+        "domain": "commonsense",
+        "task": "arc-easy",
+        "method": method,
+        "seed": seed,
+        "test_size": 300,
+        "majority_rate": 0.28,
+        "test_accuracy": test,
+        "test_accuracy_calibrated": test + 0.05,
+        "start_test_accuracy": start,
+        "curve": [{"calls": c, "test_accuracy": a, "kept": k} for c, a, k in curve],
+    }
+
+
+def test_wilson_interval_matches_a_known_value():
+    low, high = wilson(150, 300)  # p = 0.5, n = 300: 0.5 +- 0.0564 (Wilson)
+    assert low == pytest.approx(0.4437, abs=1e-3) and high == pytest.approx(0.5563, abs=1e-3)
+
+
+def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_twin():
+    cbp = rows_of(summary("cbp", 0, 0.6, 0.55, [(50, 0.56, "start"), (100, 0.6, "mean@100")]))
+    assert [(r["calls"], r["test_accuracy"], r["kept"]) for r in cbp] == [(50, 0.56, "start"), (100, 0.6, "mean@100")]
+    assert all(r["start_accuracy"] == 0.55 and r["n_test"] == 300 for r in cbp)
+    assert cbp[1]["ci95"][0] < 0.6 < cbp[1]["ci95"][1]
+    zero = rows_of(summary("zero-shot", 0, 0.5, 0.5))
+    assert [(r["method"], r["calls"], r["test_accuracy"]) for r in zero] == [
+        ("zero-shot", 0, 0.5),
+        ("zero-shot-calibrated", 0, 0.55),
+    ]
+
+
+def test_table_only_pools_seeds_and_reports_the_worst_drop_below_the_start(tmp_path, capsys):
+    runs = tmp_path / "runs" / "commonsense"
+    for seed, (test, start) in enumerate([(0.60, 0.55), (0.50, 0.56)]):
+        folder = runs / f"arc-easy-cbp-s{seed}"
+        folder.mkdir(parents=True)
+        run = summary("cbp", seed, test, start, [(100, test, "mean@100")])
+        (folder / "summary.json").write_text(json.dumps(run))
+    main(["--out", str(tmp_path), "--table-only"])
+    rows = json.loads((tmp_path / "table.json").read_text())
+    assert len(rows) == 2 and {r["seed"] for r in rows} == {0, 1}
+    line = next(line for line in (tmp_path / "table.md").read_text().splitlines() if "| cbp | 100 |" in line)
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[5:10] == ["2", "55.0", "51.0-58.9", "55.5", "-6.0"]  # pooled 330/600 (Wilson); worst: 50 - 56
+    assert (tmp_path / "accuracy_vs_calls.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit, match="no runs"):
+        main(["--out", str(tmp_path / "empty"), "--table-only"])
