@@ -30,7 +30,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
 from .backbone import FrozenLM, describe
-from .prompts import ProjectedPrompt, PromptGenerator, prompt_change
+from .prompts import ProjectedPrompt, PromptGenerator, instruction_embedding, prompt_change
 from .tasks import DOMAINS, domain_pool
 
 CHECKPOINT_VERSION = 2
@@ -203,6 +203,7 @@ def train_generator(
     gen = PromptGenerator(lm.d, config.r, config.m, config.t, config.a_seed, n_tasks=len(names)).to(lm.device)
     with torch.no_grad():
         gen.standardise_with(lm.pooled(_encode(lm, [ex for _, ex in pool[config.eval_size :]], config.max_tokens)))
+        gen.start_at(instruction_embedding(lm, config.t))
         gen.task_offsets.normal_(0.0, config.z_noise)
     vectors = [gen.z0, gen.task_offsets]
     optimiser = torch.optim.AdamW(

@@ -67,6 +67,15 @@ class PromptGenerator(nn.Module):
         self.center.copy_(pooled.mean(0))
         self.spread.copy_(pooled.std(0).pow(2).mean().sqrt().clamp(min=1e-6))
 
+    @torch.no_grad()
+    def start_at(self, p_init: torch.Tensor, weight_scale: float = 0.1) -> None:
+        """Make every input's prompt start near ``p_init: (t, d)`` (BBT's neutral instruction): L_U's bias
+        becomes ``p_init`` and its weights shrink by ``weight_scale``. A randomly initialised generator's
+        prompt scored below no prompt at all on the provider's held-out pool, and SDT did not recover in
+        300 steps; from here SDT learns how inputs and z should move a prompt that already works."""
+        self.up.bias.copy_(p_init.reshape(-1))
+        self.up.weight.mul_(weight_scale)
+
     def forward(self, z: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         """z: (k, r), pooled: (n, d) -> prompts (k, n, t, d)."""
         return self._generate(self._standardised(pooled)[None] + (z @ self.A.T)[:, None])  # inputs (k, n, d)
