@@ -34,12 +34,14 @@ def random_projection(rows: int, r: int, seed: int, scale: float) -> torch.Tenso
 class PromptGenerator(nn.Module):
     """CBP's generator: one soft prompt per (task vector, input) pair.
 
-    The generator's input is the pooled input embedding, standardised with the SDT pool's statistics,
-    plus the projected task vector: ``I = (pooled - center) / spread + A z``. ``A: (d, r)`` is fixed and
-    random with entries N(0, 1/r), so a unit-scale z (z ~ N(0, I_r)) moves I by about sqrt(d), the size
-    of a standardised input: a CMA-ES step of sigma ~ 1 is as large as the difference between two
-    inputs, an in-distribution move (raw pooled embeddings are ~5x smaller than the embedding table's
-    spread, which is what scaling A to that spread got wrong). ``p = L_U(GeLU(L_D(I)))``.
+    The generator's input is the pooled input embedding, standardised with the SDT pool's statistics to
+    norm ~1, plus the projected task vector: ``I = (pooled - center) / (spread sqrt(d)) + A z``. ``A: (d, r)``
+    is fixed and random with entries N(0, 1/(r d)), so a unit-scale z (z ~ N(0, I_r)) moves I by about 1,
+    the size of a standardised input: a CMA-ES step of sigma ~ 1 is as large as the difference between
+    two inputs, an in-distribution move (raw pooled embeddings are ~5x smaller than the embedding table's
+    spread, which is what scaling A to that spread got wrong). Unit-norm inputs also keep the optimiser's
+    steps on L_D as small as they were on raw pooled embeddings (per-coordinate unit inputs made SDT
+    diverge at lr 1e-3). ``p = L_U(GeLU(L_D(I)))``.
 
     Args:
         d: backbone hidden size; r: task-vector size; m: bottleneck width; t: prompt length.
@@ -53,7 +55,7 @@ class PromptGenerator(nn.Module):
         super().__init__()
         self.d, self.r, self.m, self.t = d, r, m, t
         self.a_seed = a_seed
-        self.register_buffer("A", random_projection(d, r, a_seed, 1.0), persistent=False)
+        self.register_buffer("A", random_projection(d, r, a_seed, d**-0.5), persistent=False)
         self.register_buffer("center", torch.zeros(d))
         self.register_buffer("spread", torch.ones(()))
         self.down = nn.Linear(d, m)
@@ -85,7 +87,7 @@ class PromptGenerator(nn.Module):
         return self._generate(self._standardised(pooled)[text] + (z @ self.A.T)[candidate])  # inputs (P, d)
 
     def _standardised(self, pooled: torch.Tensor) -> torch.Tensor:
-        return (pooled - self.center) / self.spread
+        return (pooled - self.center) / (self.spread * self.d**0.5)
 
     def _generate(self, inputs: torch.Tensor) -> torch.Tensor:
         """I: (..., d) -> L_U(GeLU(L_D(I))): (..., t, d)."""
