@@ -52,7 +52,7 @@ lint: setup
 
 experiments: setup
 	$(PY) -m simulations.effectiveness --domains commonsense --seeds 0 --budgets 50 100 200 400 --max-tokens 128 \
-	  --sdt-steps 300 --sdt-eval 300 --threads 2
+	  --sdt-steps 200 --sdt-eval 300 --threads 2
 
 bench: setup
 	$(PY) -m simulations.bench
