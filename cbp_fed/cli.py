@@ -2,7 +2,7 @@
 
 cbp-fed prepare                          convert the bundled models, check every task loads
 cbp-fed sdt --domain commonsense --out runs/gen-commonsense
-cbp-fed customize --task boolq --method cbp --generator runs/gen-commonsense --budget 200 --seed 0 --out runs/x
+cbp-fed customize --task arc-easy --method cbp --generator runs/gen-commonsense --budget 200 --seed 0 --out runs/x
 cbp-fed tune --task boolq --domain commonsense --trials 10 --out results/tune/boolq
 cbp-fed report runs/*/summary.json --out table.md
 """
