@@ -158,7 +158,7 @@ def user(task_identity):
 @st.composite
 def hostile_down(draw) -> tuple[str, RecordDict, str]:
     """(message type, content, group id) of a hostile provider message."""
-    kind = draw(st.sampled_from([wire.BEGIN, wire.STEP, wire.FINISH, wire.EVAL_QUERY, wire.EVAL_SCORE]))
+    kind = draw(st.sampled_from([wire.BEGIN, wire.STEP, wire.SELECT, wire.FINISH, wire.EVAL_QUERY, wire.EVAL_SCORE]))
     content = RecordDict()
     if draw(st.booleans()):
         content["scores"] = ArrayRecord({"scores": draw(st.one_of(any_array.map(Array), corrupt_array))})
