@@ -25,7 +25,7 @@ from . import protocol as wire
 from .config import RunConfig
 from .faults import inject, parse_faults
 from .privacy.defences import decoy_positions, gaussian_release
-from .search import CMASearch, SearchConfig, fitness
+from .search import CMASearch, SearchConfig, best_on_dev, dev_accuracy_and_loss, fitness
 from .tasks import user_data
 from .tasks.partition import PartitionConfig
 
@@ -314,8 +314,8 @@ def _choose(msg: Message, user: User) -> tuple[np.ndarray, dict[str, float]]:
     labels = np.array([ex.label for ex in user.split.dev])
     shape = (len(points), len(labels), len(user.task.label_words))
     scores = wire.read_shaped(msg.content, "scores", "scores", shape)
-    accuracy, loss = (scores.argmax(2) == labels).mean(1), fitness(scores, labels, "ce")
-    kept = max(range(len(points)), key=lambda i: (accuracy[i], -loss[i], -i))
+    accuracy, loss = dev_accuracy_and_loss(scores, labels)
+    kept = best_on_dev(accuracy, loss)
     metrics = {"kept": kept, "dev-accuracy": float(accuracy[kept]), "dev-accuracy-before": float(accuracy[0])}
     return points[kept], {"train-loss": float(record["train-loss"].numpy()[0]), **metrics}
 

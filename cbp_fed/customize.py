@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from .backbone import FrozenLM
 from .domain_training import load_generator
 from .prompts import NoPrompt, ProjectedPrompt
-from .search import CMASearch, SearchConfig, fitness
+from .search import CMASearch, SearchConfig, best_on_dev, dev_accuracy_and_loss, fitness
 from .service import BlackBox, Query, accuracy
 from .tasks import load_task_spec, task_names, user_split
 
@@ -134,8 +134,7 @@ def cue_query(z: np.ndarray, rows, task) -> Query:
     scores are the prompt's prior over the answers, which calibration subtracts (content-free input,
     Zhao et al. 2021; for options, domain-conditional PMI, Holtzman et al. 2021)."""
     cues = [ex.query.rsplit("\n", 1)[-1] for ex in rows]
-    options = [list(ex.options) for ex in rows] if task.scoring == "options" else None
-    return Query(z, [""] * len(rows), cues, task.label_words, options=options, length_norm=task.length_norm)
+    return replace(task_query(z, rows, task), passages=[""] * len(rows), queries=cues)
 
 
 @dataclass(frozen=True)
@@ -146,10 +145,6 @@ class Kept:
     name: str
     dev_accuracy: float
     dev_loss: float
-
-    def beaten_by(self, accuracy: float, loss: float) -> bool:
-        """Strictly better on dev: higher accuracy, or equal accuracy and lower loss."""
-        return (accuracy, -loss) > (self.dev_accuracy, -self.dev_loss)
 
 
 def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: bool = True) -> dict:
@@ -190,8 +185,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
 
     def dev_scores(z_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Dev accuracy and cross-entropy ``(k,)`` of candidates ``(k, r)``."""
-        scores = scores_of(z_batch, split.dev)
-        return (scores.argmax(2) == dev_labels).mean(1), fitness(scores, dev_labels, "ce")
+        return dev_accuracy_and_loss(scores_of(z_batch, split.dev), dev_labels)
 
     searching = config.method in SEARCHING
     select = searching and config.select_on_dev and len(split.dev) > 0
@@ -208,10 +202,12 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         contenders = {f"mean@{calls}": search.mean, f"best@{calls}": search.best}
         accuracies, losses = dev_scores(np.stack(list(contenders.values())))
         selection_calls += len(contenders)
-        for (name, z_point), acc, loss in zip(contenders.items(), accuracies, losses):
+        for name, acc, loss in zip(contenders, accuracies, losses):
             history.append({"calls": calls, "point": name, "dev_accuracy": float(acc), "dev_loss": float(loss)})
-            if kept.beaten_by(float(acc), float(loss)):
-                kept = Kept(z_point, name, float(acc), float(loss))
+        chosen = best_on_dev(np.r_[kept.dev_accuracy, accuracies], np.r_[kept.dev_loss, losses]) - 1
+        if chosen >= 0:  # index 0 is the z kept so far
+            name = list(contenders)[chosen]
+            kept = Kept(contenders[name], name, float(accuracies[chosen]), float(losses[chosen]))
         return kept
 
     start_eval = evaluate(start) if searching else None

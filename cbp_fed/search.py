@@ -199,3 +199,14 @@ def fitness(scores: np.ndarray, labels: np.ndarray, loss: str = "ce", margin: fl
         np.put_along_axis(others, labels[None, :, None].repeat(len(scores), 0), -np.inf, axis=2)
         return np.maximum(0.0, margin - (true - others.max(axis=2))).mean(axis=1)
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+def dev_accuracy_and_loss(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and cross-entropy ``(k,)`` of k points from their dev scores ``(k, n, C)`` and labels ``(n,)``."""
+    return (np.asarray(scores).argmax(2) == np.asarray(labels)).mean(1), fitness(scores, labels, "ce")
+
+
+def best_on_dev(accuracy: np.ndarray, loss: np.ndarray) -> int:
+    """Index of the point a user keeps: the highest dev accuracy, then the lowest dev loss; among equals
+    the first, so a point listed earlier (the z kept so far) is only replaced by a strictly better one."""
+    return max(range(len(accuracy)), key=lambda i: (accuracy[i], -loss[i], -i))

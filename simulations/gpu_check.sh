@@ -13,13 +13,6 @@
 # Where torch sees no GPU it says so and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  echo "gpu_check: torch sees no CUDA device on this machine; nothing to run"
-  exit 0
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false
-export CBP_FED_CACHE="${CBP_FED_CACHE:-$PWD/.state/cache}"
+source simulations/gpu_env.sh
 timeout 470 "$PY" -m simulations.bench --device cuda --only limit,blackbox,tried --many 6x16 --tried 6x16 --reps 3 \
   --out results/bench-gpu "$@"

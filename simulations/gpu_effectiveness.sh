@@ -12,14 +12,7 @@
 # measured there): the runner is resumable, so a run cut by the timeout continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  echo "gpu_effectiveness: torch sees no CUDA device on this machine; nothing to run"
-  exit 0
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false
-export CBP_FED_CACHE="${CBP_FED_CACHE:-$PWD/.state/cache}"
+source simulations/gpu_env.sh
 timeout 470 "$PY" -m simulations.effectiveness --device cuda --out results/effectiveness-gpu \
   --budgets 1000 2000 4000 --popsize 20 --batch-size 32 --shots 16 --max-tokens 256 \
   --sdt-steps 2000 --sdt-batch 16 --sdt-pool 6000 "$@"
