@@ -3,7 +3,8 @@
 It builds the run config, the backbone, the method's strategy (which trains or loads the prompt
 generator), wraps the Grid in a ``MeteredGrid`` and writes the run folder: config.json, one line of
 rounds.jsonl per round (accuracy, loss, calls, tokens, failures and bytes by user x type x
-direction), a checkpoint after every round, summary.json and plots. ``resume-from = DIR`` continues
+direction), a checkpoint after every round, summary.json, plots, and environment.json (the Python, torch and
+Flower that ran it, with where torch was imported from). ``resume-from = DIR`` continues
 a killed run from DIR's checkpoint, in DIR.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +79,23 @@ def open_run(config: RunConfig) -> tuple[RunFolder, tuple[dict, dict] | None]:
     return run, None
 
 
+def environment(lm: FrozenLM) -> dict:
+    """What ran the provider: interpreter, package versions, where torch came from (the environment
+    `make setup` built, not one Flower's runtime installer made), and the backbone's dtype and device."""
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "torch": torch.__version__,
+        "torch_path": str(Path(torch.__file__).parent),
+        "flwr": version("flwr"),
+        "transformers": version("transformers"),
+        "dtype": str(lm.dtype).removeprefix("torch."),
+        "device": str(lm.device),
+    }
+
+
 def _show_progress_logs() -> None:
     """Our INFO lines (per-round progress) on stderr, without turning on every library's INFO logs."""
     handler = logging.StreamHandler()
@@ -98,6 +118,7 @@ def main(grid: Grid, context: Context) -> None:
     log.info("run folder %s", run.path.resolve())
     started = time.time()
     lm = FrozenLM.load(config.backbone, config.dtype, config.device)
+    (run.path / "environment.json").write_text(json.dumps(environment(lm), indent=2) + "\n")
     strategy = None
     metered = MeteredGrid(grid, node_key=lambda node: strategy.partition_of.get(node, node) if strategy else node)
 

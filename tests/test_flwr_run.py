@@ -4,10 +4,16 @@ that the round survives and the user recovers from, no process left."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
-from simulations.local_run import flwr_run, free_port, superlinks
+from simulations.local_run import ROOT, flwr_run, free_port, private_superlink, stop, superlinks
 
 
 @pytest.mark.slow
@@ -54,3 +60,50 @@ def test_flwr_run_completes_and_writes_the_run_folder(tmp_path):
     assert (folder / "generator" / "generator.safetensors").exists()
     for plot in ("accuracy.png", "bytes.png"):
         assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_uv_resolves_every_dependency_to_the_installed_environment():
+    """Flower's runtime installer runs `uv sync` on pyproject's dependencies: [tool.uv] must override each
+    one (else uv installs a second torch, a CUDA build, beside the one `make setup` installed)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = {re.split(r"[\s\[<>=!~;@]", dep, maxsplit=1)[0] for dep in project["project"]["dependencies"]}
+    overridden = {re.split(r"[\s;]", dep, maxsplit=1)[0] for dep in project["tool"]["uv"]["override-dependencies"]}
+    assert declared == overridden
+
+
+@pytest.mark.slow
+def test_plain_flwr_run_uses_the_installed_torch(tmp_path):
+    """`flwr run .` as a Flower user types it: a fresh FLWR_HOME, Flower's runtime dependency installation
+    on (no FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION), the default local connection."""
+    import torch
+
+    env = {k: v for k, v in os.environ.items() if k != "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"}
+    env.update(FLWR_HOME=str(tmp_path / "flwr"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
+    port = private_superlink(env)
+    settings = (
+        "backbone='tiny-random' sdt-steps=2 r=16 m=8 t=2 popsize=4 steps-per-round=1 num-rounds=1 tasks='sst2' "
+        f"n-test=12 shots-per-class=3 min-users=2 results-dir='{tmp_path}' run-name='plain'"
+    )
+    try:
+        streamed = subprocess.run(
+            ["flwr", "run", ".", "--stream", "--run-config", settings],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        listing = subprocess.run(
+            ["flwr", "list", "--format", "json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        stop(superlinks(port))
+    log = streamed.stdout + streamed.stderr
+    (run,) = json.loads(listing.stdout)["runs"]
+    assert run["status"] == "finished:completed", log[-3000:]
+    assert "App dependencies installed successfully via uv sync" in log  # the installer ran ...
+    assert "No additional application dependencies needed installation" in log  # ... and installed nothing
+    ran_on = json.loads((tmp_path / "plain" / "environment.json").read_text())
+    assert ran_on["torch"] == torch.__version__
+    assert ran_on["torch_path"] == str(Path(torch.__file__).parent)
+    assert not list((tmp_path / "flwr").rglob("nvidia*"))  # no CUDA wheels anywhere in FLWR_HOME
