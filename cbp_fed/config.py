@@ -7,6 +7,7 @@ with a message that names the key. Imports nothing heavy: the ClientApp builds i
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -136,8 +137,10 @@ class RunConfig:
         for key, value in run_config.items():
             name = key.replace("-", "_")
             if name not in types:
-                known = ", ".join(sorted(k.replace("_", "-") for k in types))
-                raise ValueError(f"unknown run config key {key!r}; known keys: {known}")
+                known = sorted(k.replace("_", "-") for k in types)
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"unknown run config key {key!r}; {hint}known keys: {', '.join(known)}")
             values[name] = _coerce(key, value, types[name])
         return cls(**values)
 

@@ -8,7 +8,7 @@ memory of the run's Flower and Ray processes goes to local_run.json beside them.
 SuperLink port, so runs started at the same time (other checkouts, tests) neither meet nor stop each other.
 
 `flwr run` starts a background `flower-superlink --simulation` that outlives the command and exits 0
-even when the run failed (FLOWER_NOTES.md). This wrapper sets the environment first (no runtime
+even when the run failed (docs/flower.md). This wrapper sets the environment first (no runtime
 dependency installation, no telemetry, FLWR_HOME inside the repo), streams the run, reads the run's
 real status with `flwr list --format json`, and stops the SuperLink it started, by PID. It exits 1
 unless the status is `finished:completed`.
@@ -129,14 +129,24 @@ def flwr_run(
     port = private_superlink(env, port)
     command = ["flwr", "run", str(ROOT), "--stream"] + (["--run-config", run_config] if run_config else [])
     try:
-        subprocess.run(command, env=env, cwd=ROOT, timeout=timeout, check=False, stdout=output, stderr=output)
-        listing = subprocess.run(
-            ["flwr", "list", "--format", "json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        before = {run["run-id"] for run in list_runs(env)}
+        submitted = subprocess.run(
+            command, env=env, cwd=ROOT, timeout=timeout, check=False, stdout=output, stderr=output
         )
-        runs = json.loads(listing.stdout).get("runs", [])
-        return max(runs, key=lambda r: r["pending-at"]) if runs else {"status": "unknown: no run listed"}
+        new = [run for run in list_runs(env) if run["run-id"] not in before]
+        if not new:  # refused before it started: never report an earlier run of this FLWR_HOME instead
+            return {"status": f"not-started: `flwr run` exited {submitted.returncode} without creating a run"}
+        return max(new, key=lambda r: r["pending-at"])
     finally:
         stop(superlinks(port))
+
+
+def list_runs(env: dict[str, str]) -> list[dict]:
+    """The runs the local SuperLink of ``env`` knows (`flwr list`; starts that SuperLink if needed)."""
+    listing = subprocess.run(
+        ["flwr", "list", "--format", "json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    return json.loads(listing.stdout).get("runs", []) if listing.stdout.strip() else []
 
 
 def simulate(settings: dict, users: int, folder: Path, timeout: float = 3600, **flwr_args) -> dict:
@@ -206,11 +216,32 @@ def main() -> int:
     results = ROOT / "results"
     settings.update({"results-dir": str(results), "run-name": name}, **parse_settings(args.set))
     folder = Path(settings["resume-from"]) if settings.get("resume-from") else results / name
-    facts = simulate(settings, max(args.users, settings.get("min-users", 0)), folder)
+    users = max(args.users, settings.get("min-users", 0))
+    try:
+        check_settings(settings, users)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    facts = simulate(settings, users, folder)
     print(json.dumps(facts))
-    if (folder / "rounds.jsonl").exists():
-        print_rounds(folder)
-    return 0 if facts["status"] == "finished:completed" else 1
+    if facts["status"] != "finished:completed":
+        print(f"error: the run did not complete: {facts['status']}", file=sys.stderr)
+        return 1
+    print_rounds(folder)
+    return 0
+
+
+def check_settings(settings: dict, users: int) -> None:
+    """Refuse, before Flower starts, what the ServerApp would refuse: an unknown key or a bad value (named,
+    with the allowed ones) and users that cannot all train and test (with the numbers)."""
+    from cbp_fed.config import RunConfig
+    from cbp_fed.tasks import PartitionConfig, check_user_splits
+
+    defaults = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    config = RunConfig.from_run_config({**defaults, **settings})
+    if not config.resume_from:
+        partition = PartitionConfig(config.partition, config.task_list, users, config.dirichlet_alpha, config.seed)
+        check_user_splits(partition, config.shots_per_class, config.n_test, config.seed, config.class_balanced)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def test_pyproject_defaults_are_the_dataclass_defaults():
 
 
 def test_unknown_key_is_named_with_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown run config key 'pop-size'.*popsize"):
+    with pytest.raises(ValueError, match=r"unknown run config key 'pop-size'; did you mean 'popsize'\? known keys"):
         RunConfig.from_run_config({"pop-size": 4})
 
 

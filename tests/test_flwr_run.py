@@ -107,3 +107,38 @@ def test_plain_flwr_run_uses_the_installed_torch(tmp_path):
     assert ran_on["torch"] == torch.__version__
     assert ran_on["torch_path"] == str(Path(torch.__file__).parent)
     assert not list((tmp_path / "flwr").rglob("nvidia*"))  # no CUDA wheels anywhere in FLWR_HOME
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("backbone='tiny-random' num-round=1", "unknown run config key 'num-round'; did you mean 'num-rounds'?"),
+        ("backbone='tiny-random' popsize='six'", "run config 'popsize' must be int, got str 'six'"),
+        ("backbone='tiny-random' num-rounds=0", "run config 'num-rounds' = 0: must be >= 1"),
+        ("backbone='tiny-random' tasks='sst2' shots-per-class=5000", "have no test row left"),
+    ],
+)
+def test_local_run_refuses_bad_settings_before_flower_starts(settings, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "simulations.local_run", "--users", "2", "--set", settings],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("error: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert "Starting local SuperLink" not in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_run_flower_refuses_reports_that_not_an_earlier_runs_status(tmp_path):
+    home = tmp_path / "flwr"
+    settings = (
+        "backbone='tiny-random' sdt-steps=2 r=16 m=8 t=2 popsize=4 steps-per-round=1 num-rounds=1 tasks='sst2' "
+        f"n-test=12 shots-per-class=3 min-users=2 results-dir='{tmp_path}' run-name='first'"
+    )
+    assert flwr_run(users=2, run_config=settings, flwr_home=home, timeout=600)["status"] == "finished:completed"
+    refused = flwr_run(users=2, run_config="num-round=1", flwr_home=home, timeout=600)  # Flower refuses the key
+    assert refused["status"].startswith("not-started")

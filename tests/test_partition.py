@@ -7,7 +7,15 @@ from collections import Counter
 
 import pytest
 
-from cbp_fed.tasks import PartitionConfig, load_task, server_user_partition, user_data, user_task
+from cbp_fed.tasks import (
+    MIN_TEST_TEXTS,
+    PartitionConfig,
+    check_user_splits,
+    load_task,
+    server_user_partition,
+    user_data,
+    user_task,
+)
 
 
 def _shards(config: PartitionConfig) -> list[tuple[str, tuple]]:
@@ -167,3 +175,13 @@ def test_a_users_own_data_through_a_toml_spec_is_partitioned_like_a_registered_t
         PartitionConfig("iid", (str(tmp_path / "missing.toml"),)) and user_task(
             PartitionConfig("iid", (str(tmp_path / "missing.toml"),)), 0
         )
+
+
+def test_a_run_whose_users_cannot_all_train_and_test_is_refused_with_the_numbers():
+    config = PartitionConfig("iid", ("sst2",), num_partitions=2)
+    sizes = check_user_splits(config, shots_per_class=3, n_test=12)
+    assert sizes["per_user"]["train"] == (6, 6) and sizes["test_texts"] == 24
+    with pytest.raises(ValueError, match=r"2 users of sst2 get \d+-\d+ train.*users \[0\] have no test row left"):
+        check_user_splits(config, shots_per_class=5000, n_test=12)
+    with pytest.raises(ValueError, match=rf"8 test texts in all, fewer than the {MIN_TEST_TEXTS}"):
+        check_user_splits(config, shots_per_class=3, n_test=4)

@@ -33,6 +33,10 @@ MODES = ("iid", "dirichlet", "task-per-user")
 MIN_DIRICHLET_ROWS = 2
 """The fewest rows a Dirichlet shard may get: what `user_data` needs (one train row and one dev row)."""
 
+MIN_TEST_TEXTS = 20
+"""The fewest test texts, over all users, that a run may report an accuracy from (at 20 texts a 95%
+interval is already about +-20 points wide)."""
+
 
 @dataclass(frozen=True)
 class PartitionConfig:
@@ -163,3 +167,39 @@ def user_data(
     remaining = [row for row in rows if row.uid not in taken]
     test = rng.sample(remaining, min(n_test, len(remaining)))
     return task, UserSplit(tuple(train), tuple(dev), tuple(test))
+
+
+def check_user_splits(
+    config: PartitionConfig, shots_per_class: int, n_test: int, seed: int = 0, class_balanced: bool = False
+) -> dict:
+    """Refuse, before any user is trained, a run whose users cannot all train and test.
+
+    Builds every user's split exactly as its ClientApp will (``user_data``) and raises ValueError with the
+    numbers when a user would get no test row or the users' test texts together number fewer than
+    ``MIN_TEST_TEXTS``. Returns the sizes: train/dev/test rows per user (min and max) and test texts in all.
+    """
+    splits = [
+        user_data(config, pid, shots_per_class, n_test, seed, class_balanced)[1] for pid in range(config.num_partitions)
+    ]
+    untestable = [pid for pid, split in enumerate(splits) if not split.test]
+    total_test = sum(len(split.test) for split in splits)
+    sizes = {
+        name: (min(len(getattr(s, name)) for s in splits), max(len(getattr(s, name)) for s in splits))
+        for name in ("train", "dev", "test")
+    }
+    described = (
+        f"{config.num_partitions} users of {', '.join(config.tasks)} get {sizes['train'][0]}-{sizes['train'][1]} "
+        f"train, {sizes['dev'][0]}-{sizes['dev'][1]} dev and {sizes['test'][0]}-{sizes['test'][1]} test rows each "
+        f"(shots-per-class {shots_per_class}, n-test {n_test})"
+    )
+    if untestable:
+        raise ValueError(
+            f"{described}: users {untestable[:5]}{' ...' if len(untestable) > 5 else ''} have no test row left; "
+            "lower shots-per-class or the number of users"
+        )
+    if total_test < MIN_TEST_TEXTS:
+        raise ValueError(
+            f"{described}: {total_test} test texts in all, fewer than the {MIN_TEST_TEXTS} an accuracy is reported "
+            "from; raise n-test, or use more users or a task with more rows"
+        )
+    return {"per_user": sizes, "test_texts": total_test}
