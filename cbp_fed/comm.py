@@ -17,6 +17,7 @@ push uploads an object shared by several messages to the SuperLink only once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -98,6 +99,17 @@ def _zero_counters() -> dict[str, int]:
     return dict.fromkeys(_COUNTERS, 0)
 
 
+@dataclass(frozen=True)
+class WaitProgress:
+    """Where a `send_and_receive` stands: round (group id), message type, replies in, messages out, seconds."""
+
+    round: str
+    message_type: str
+    answered: int
+    sent: int
+    seconds: float
+
+
 def _add(counters: dict[str, int], record: MessageRecord) -> None:
     counters["messages"] += 1
     counters["payload_bytes"] += record.payload_bytes
@@ -119,6 +131,7 @@ class MeteredGrid(Grid):
         self._grid = grid
         self._node_key = node_key
         self.records: list[MessageRecord] = []
+        self.on_wait: Callable[[WaitProgress], None] | None = None
 
     # --- the Grid interface, delegated ---
 
@@ -160,12 +173,32 @@ class MeteredGrid(Grid):
         return replies
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        """Send `messages` and collect replies through the inner grid, recording both directions."""
+        """Send `messages` and collect the replies, recording both directions.
+
+        Without `on_wait`, the inner grid's own `send_and_receive` does it. With it, this pushes and then
+        pulls as Flower's grids do (at the inner grid's pull interval, until all answered or `timeout`
+        passed) and calls `on_wait(WaitProgress)` after each pull while replies are outstanding, so that the
+        caller can show progress inside a hop."""
         messages = list(messages)
-        measured = [MessageRecord.of(message, "down") for message in messages]
-        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
-        self.records += measured
-        self.records += [MessageRecord.of(reply, "up") for reply in replies]
+        if self.on_wait is None:
+            measured = [MessageRecord.of(message, "down") for message in messages]
+            replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+            self.records += measured + [MessageRecord.of(reply, "up") for reply in replies]
+            return replies
+        kind = messages[0].metadata.message_type if messages else ""
+        group = messages[0].metadata.group_id if messages else ""
+        pending = set(self.push_messages(messages))
+        total, started = len(pending), time.monotonic()
+        replies = []
+        while pending:
+            pulled = list(self.pull_messages(pending))
+            replies += pulled
+            pending -= {reply.metadata.reply_to_message_id for reply in pulled}
+            waited = time.monotonic() - started
+            if not pending or (timeout is not None and waited >= timeout):
+                break
+            self.on_wait(WaitProgress(group, kind, total - len(pending), total, waited))
+            time.sleep(getattr(self._grid, "pull_interval", 3.0))
         return replies
 
     # --- summaries ---

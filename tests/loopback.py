@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
@@ -32,6 +33,8 @@ class LoopbackGrid(Grid):
         }
         self.faults = faults or {}
         self.delivered: list[Message] = []
+        self.ready: dict[str, Message] = {}  # pushed messages' replies, by message id, until pulled
+        self.pull_interval = 0.0
 
     def set_run(self, run) -> None: ...
 
@@ -44,11 +47,17 @@ class LoopbackGrid(Grid):
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
 
-    def push_messages(self, messages):
-        raise NotImplementedError("use send_and_receive")
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Deliver now (through ``send_and_receive``, so its patches apply) and keep the replies until pulled."""
+        messages = list(messages)
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid4())  # as Flower's grids do on push
+        replies = self.send_and_receive(messages)
+        self.ready.update({reply.metadata.reply_to_message_id: reply for reply in replies})
+        return [msg.metadata.message_id for msg in messages]
 
-    def pull_messages(self, message_ids):
-        raise NotImplementedError("use send_and_receive")
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self.ready.pop(i) for i in list(message_ids) if i in self.ready]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         replies = []

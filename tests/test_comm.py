@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import numpy as np
@@ -23,6 +24,7 @@ class EchoGrid(Grid):
     def __init__(self, failing: Iterable[int] = ()) -> None:
         self.failing = set(failing)
         self.pending: dict[str, Message] = {}
+        self.ids = itertools.count()
         self._run: Run | None = None
 
     def set_run(self, run: Run) -> None:
@@ -41,12 +43,13 @@ class EchoGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
         for message in messages:
-            ids.append(f"m{len(self.pending)}")
+            message.metadata.__dict__["_message_id"] = f"m{next(self.ids)}"  # as Flower's grids give ids
+            ids.append(message.metadata.message_id)
             self.pending[ids[-1]] = message
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self._reply(self.pending.pop(message_id)) for message_id in message_ids]
+        return [self._reply(self.pending.pop(m)) for m in list(message_ids) if m in self.pending]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         return self.pull_messages(self.push_messages(messages))
@@ -162,3 +165,31 @@ def test_grid_interface_is_delegated():
     assert [node.node_id for node in grid.get_nodes()] == list(NODES)
     message = grid.create_message(RecordDict(), "query", NODES[0], "1")
     assert message.metadata.dst_node_id == NODES[0] and grid.records == []
+
+
+class LateGrid(EchoGrid):
+    """Nodes in ``late`` answer on the second pull only; nodes in ``silent`` never answer."""
+
+    pull_interval = 0.01
+
+    def __init__(self, late: Iterable[int] = (), silent: Iterable[int] = ()) -> None:
+        super().__init__()
+        self.late, self.silent, self.pulls = set(late), set(silent), 0
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        self.pulls += 1
+        held = self.silent | (self.late if self.pulls < 2 else set())
+        ready = [m for m in message_ids if m in self.pending and self.pending[m].metadata.dst_node_id not in held]
+        return super().pull_messages(ready)
+
+
+def test_send_and_receive_reports_progress_while_replies_are_outstanding_and_stops_at_the_timeout():
+    grid = MeteredGrid(LateGrid(late=[2002], silent=[3003]))
+    seen = []
+    grid.on_wait = seen.append
+    replies = grid.send_and_receive([_message(node, 4, group_id="3") for node in NODES], timeout=0.2)
+    assert sorted(r.metadata.src_node_id for r in replies) == [1001, 2002]  # 3003 never answered
+    first = seen[0]
+    assert (first.round, first.message_type, first.answered, first.sent) == ("3", "train.begin", 1, 3)
+    assert seen[-1].answered == 2 and seen[-1].seconds < 0.2 + 0.1
+    assert sum(r.direction == "down" for r in grid.records) == 3 and sum(r.direction == "up" for r in grid.records) == 2
