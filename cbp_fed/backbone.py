@@ -1,6 +1,6 @@
 """FrozenLM: a frozen causal LM that scores the choices of a task behind soft prompts.
 
-The provider's model. It is loaded by registry name (the bundled GGUF models of DATA.md, converted
+The provider's model. It is loaded by registry name (the bundled GGUF models of docs/data.md, converted
 once to a safetensors cache), by local directory, or by hub id, and never trained: every parameter
 has ``requires_grad=False``. Gradients still flow through it to a soft prompt (SDT).
 
@@ -90,7 +90,7 @@ def _convert_gguf(name: str, spec: BackboneSpec, target: Path) -> None:
     """Dequantise a GGUF model once and save it as a plain safetensors checkpoint.
 
     A GGUF-loaded model refuses ``save_pretrained``; rebuilding it from its config (without the
-    quantization_config) and loading the state dict works (DATA.md).
+    quantization_config) and loading the state dict works (docs/data.md).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -98,7 +98,7 @@ class ProjectedPrompt(nn.Module):
     """BBT's prompt: ``p = reshape(A' z) + p_init`` with a fixed random ``A': (t*d, r)``.
 
     ``p_init: (t, d)`` is the embedding of a short neutral instruction (a soft prompt of exact zeros
-    is degenerate in these models, DATA.md), so z = 0 is already a sensible prompt.
+    is degenerate in these models, docs/method.md), so z = 0 is already a sensible prompt.
     """
 
     def __init__(self, p_init: torch.Tensor, r: int = 500, a_seed: int = 0, embed_std: float = 1.0):

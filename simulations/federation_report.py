@@ -8,7 +8,7 @@ outside the BlackBox forward, divided by the messages exchanged), up bytes per u
 the train.* messages against the payload floor (texts once + K populations + batch indices + the
 final z) with the per-message overhead, down bytes per user per round, and the peak memory of all
 Flower/Ray processes. FedBPT's reference design ships its pickled CMA-ES (~4.3 MB at r = 500) down to
-every user every round (METHOD.md): the last column compares our down bytes with that.
+every user every round (docs/method.md): the last column compares our down bytes with that.
 """
 
 from __future__ import annotations
