@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from flwr.serverapp import Grid, ServerApp
 
 from .backbone import FrozenLM
 from .checkpoint import check_resumable, load_checkpoint, save_checkpoint
-from .comm import MeteredGrid
+from .comm import MeteredGrid, WaitProgress
 from .config import RunConfig
 from .privacy.transcript import TranscriptWriter
-from .results import RunFolder, console_round_line
+from .results import RunFolder, chance_accuracy, console_round_line, train_calls_per_user
+from .tasks import MIN_TEST_TEXTS, PartitionConfig, check_user_splits
 
 log = logging.getLogger("cbp_fed.server")
 app = ServerApp()
@@ -96,6 +98,39 @@ def environment(lm: FrozenLM) -> dict:
     }
 
 
+def check_data(config: RunConfig, num_users: int) -> None:
+    """Refuse a run whose users cannot all train and test (``check_user_splits``), before any training.
+    A custom task whose file only the users hold cannot be checked here: it is left to them."""
+    partition = PartitionConfig(config.partition, config.task_list, num_users, config.dirichlet_alpha, config.seed)
+    try:
+        sizes = check_user_splits(partition, config.shots_per_class, config.n_test, config.seed, config.class_balanced)
+    except FileNotFoundError as err:
+        log.warning("users' data not checked (the provider cannot read it): %s", err)
+        return
+    log.info("users' data: rows per user (min, max) %s, %d test texts in all", sizes["per_user"], sizes["test_texts"])
+
+
+def hop_progress(every: float = 10.0) -> Callable[[WaitProgress], None]:
+    """A `MeteredGrid.on_wait` that logs, at most every ``every`` seconds, how a hop stands: users answered
+    and still waiting (the same lines reach `flwr log`)."""
+    last = [time.monotonic()]
+
+    def report(wait: WaitProgress) -> None:
+        if time.monotonic() - last[0] >= every:
+            last[0] = time.monotonic()
+            log.info(
+                "round %s | %s: %d/%d users answered, %d waiting, %.0f s",
+                wait.round,
+                wait.message_type,
+                wait.answered,
+                wait.sent,
+                wait.sent - wait.answered,
+                wait.seconds,
+            )
+
+    return report
+
+
 def _show_progress_logs() -> None:
     """Our INFO lines (per-round progress) on stderr, without turning on every library's INFO logs."""
     handler = logging.StreamHandler()
@@ -121,6 +156,7 @@ def main(grid: Grid, context: Context) -> None:
     (run.path / "environment.json").write_text(json.dumps(environment(lm), indent=2) + "\n")
     strategy = None
     metered = MeteredGrid(grid, node_key=lambda node: strategy.partition_of.get(node, node) if strategy else node)
+    metered.on_wait = hop_progress()
 
     def on_round(record: dict) -> None:
         summary = metered.round_summary(record["round"])
@@ -136,6 +172,9 @@ def main(grid: Grid, context: Context) -> None:
         save_checkpoint(run.path, *strategy.checkpoint())
         log.info(console_round_line(record))
 
+    nodes = wait_for_users(metered, config.min_users)
+    if saved is None:
+        check_data(config, len(nodes))
     strategy = STRATEGIES[config.method](config, lm, run.path, on_round)
     if config.record_transcript:  # what the provider sees, per user and step, for the privacy attacks
         strategy.transcript = TranscriptWriter(run.path / "transcript")
@@ -143,11 +182,15 @@ def main(grid: Grid, context: Context) -> None:
         strategy.restore(*saved)
         run.keep_rounds(strategy.rounds_done)
         log.info("resuming after round %s", strategy.rounds_done)
-    wait_for_users(metered, config.min_users)
     result = strategy.start(metered, num_rounds=config.num_rounds, timeout=config.round_timeout)
     rounds = run.rounds()
     evaluated = [r for r in rounds if r.get("test_accuracy") is not None]
-    run.write_summary(
+    final = evaluated[-1] if evaluated else {}
+    reportable = final.get("test_examples", 0) >= MIN_TEST_TEXTS
+    if evaluated and not reportable:
+        log.error("only %d test texts were evaluated: no accuracy is reported", final.get("test_examples", 0))
+    train_metrics = {r: dict(m) for r, m in result.train_metrics_clientapp.items()}
+    run.write_summary(  # every key is documented in results.SUMMARY_FIELDS (the run folder's README.md)
         {
             "method": config.method,
             "backbone": config.backbone,
@@ -157,15 +200,18 @@ def main(grid: Grid, context: Context) -> None:
             "users": len(strategy.user_z),
             # users that finished some round but whose customised z the provider no longer holds (must be none)
             "users_lost": sorted({p for r in rounds for p in r.get("users_finished", [])} - set(strategy.user_z)),
-            "final_test_accuracy": evaluated[-1]["test_accuracy"] if evaluated else None,
-            "final_test_accuracy_std": evaluated[-1]["test_accuracy_std"] if evaluated else None,
-            "calls": strategy.blackbox.meter.calls,
-            "tokens": strategy.blackbox.meter.tokens,
-            "forward_seconds": round(strategy.blackbox.meter.seconds, 2),
-            "wall_seconds": round(time.time() - started, 2),
-            "mean_bytes_up_per_user_round": float(np.mean([r["bytes_up_per_user"] for r in rounds])),
-            "mean_bytes_down_per_user_round": float(np.mean([r["bytes_down_per_user"] for r in rounds])),
-            "train_metrics": {r: dict(m) for r, m in result.train_metrics_clientapp.items()},
+            "final_test_accuracy": final["test_accuracy"] if reportable else None,
+            "final_test_accuracy_std": final["test_accuracy_std"] if reportable else None,
+            "final_test_texts": final.get("test_examples", 0),
+            "chance_test_accuracy": chance_accuracy(config.task_list),
+            "model_calls_total_all_users": strategy.blackbox.meter.calls,
+            "train_calls_per_user": train_calls_per_user(train_metrics),
+            "tokens_scored_total_all_users": strategy.blackbox.meter.tokens,
+            "seconds_model_forward_total": round(strategy.blackbox.meter.seconds, 2),
+            "seconds_wall_total": round(time.time() - started, 2),
+            "bytes_up_train_payload_per_user_per_round": float(np.mean([r["bytes_up_per_user"] for r in rounds])),
+            "bytes_down_train_payload_per_user_per_round": float(np.mean([r["bytes_down_per_user"] for r in rounds])),
+            "train_metrics": train_metrics,
         }
     )
     run.plot()

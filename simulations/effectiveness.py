@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from cbp_fed.backbone import FrozenLM  # noqa: E402
 from cbp_fed.customize import CustomizeConfig, customize  # noqa: E402
 from cbp_fed.domain_training import SDTConfig, save_generator, train_generator  # noqa: E402
+from cbp_fed.results import legend_below  # noqa: E402
 from cbp_fed.tasks import DOMAINS  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
@@ -161,12 +162,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Test accuracy vs calls per task (mean over seeds, min-max band) with the zero-shot and majority lines."""
+def plot(rows: list[dict], path: Path):
+    """Test accuracy (%) vs calls per task (mean over seeds, min-max band) with the zero-shot and majority
+    lines; the x axis is logarithmic with a tick at each budget measured, and one legend sits below the
+    panels. Returns the figure."""
     tasks = sorted({(r["domain"], r["task"]) for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.2), squeeze=False, layout="constrained")
     for ax, (domain, task) in zip(axes[0], tasks):
         mine = [r for r in rows if r["task"] == task]
+        budgets = sorted({r["calls"] for r in mine if r["method"] in ("bbt", "cbp")})
         for method, colour in (("bbt", "tab:blue"), ("cbp", "tab:red")):
             by_calls = defaultdict(list)
             for r in mine:
@@ -187,12 +191,15 @@ def plot(rows: list[dict], path: Path) -> None:
             values = [100 * r["test_accuracy"] for r in mine if r["method"] == method]
             if values:
                 ax.axhline(np.mean(values), linestyle=style, color="grey", label=method)
-        ax.axhline(100 * np.mean([r["majority"] for r in mine]), color="black", linewidth=0.8, label="majority")
+        ax.axhline(100 * np.mean([r["majority"] for r in mine]), color="black", linewidth=0.8, label="majority class")
         ax.set(title=f"{task} ({domain})", xlabel="model calls per user", ylabel="test accuracy (%)", xscale="log")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        if budgets:  # log ticks fall on powers of ten: name every budget measured instead
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.minorticks_off()
+    legend_below(fig, axes[0])
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,8 +14,8 @@ trained first if missing (``simulations.suite.ensure_generator``). Resumable lik
 cell with a summary.json is not run again, a cell killed after a round resumes from its checkpoint,
 an attack with its JSON is not run again. Then ``<out>/privacy_report.md`` (one row per cell: accuracy,
 test loss and the accuracy cost against no defence, epsilon where there is one, every attack's metric
-against its chance level) and ``<out>/privacy_utility.png`` (each leakage metric against test accuracy, one
-line per defence through its strengths). A reference cell ``<out>/start/`` scores the start vector alone
+against its chance level) and ``<out>/privacy_utility.png`` (each leakage metric against test accuracy, each
+cell a point labelled with its defence's strength). A reference cell ``<out>/start/`` scores the start vector alone
 (``method = "sdt-only"``: no user search) on the same test texts, so a defence's accuracy can be read
 against what the users' search added. ``--set`` overrides preset keys (e.g. the tiny backbone).
 """
@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from cbp_fed.privacy.attacks import ATTACKS, run_attack  # noqa: E402
 from cbp_fed.privacy.defences import epsilon  # noqa: E402
 from cbp_fed.privacy.utility import utility_of  # noqa: E402
+from cbp_fed.results import legend_below, upgrade_summary  # noqa: E402
 from simulations.local_run import ROOT, parse_settings  # noqa: E402
 from simulations.suite import ensure_generator, run_resumable  # noqa: E402
 
@@ -55,6 +56,13 @@ LEAKAGE = [
     ("membership", "auc", None, "membership ROC AUC"),
     ("attribute", "accuracy", "chance", "attribute (task) accuracy"),
 ]
+# the run-config key that sets each defence's strength, and its unit (the plot's point labels)
+STRENGTH_KEY = {
+    "dp": ("dp-noise", "noise multiplier"),
+    "decoy-texts": ("decoy-texts", "decoys per text"),
+    "decoy-candidates": ("decoy-candidates", "decoys per candidate"),
+    "selection-noise": ("selection-noise", "std, nats"),
+}
 
 
 def cells(defences: list[str], levels: list[int] | None = None) -> list[tuple[str, dict]]:
@@ -100,7 +108,7 @@ def attack_cell(folder: Path, shadows: int, attribute_shadows: int, membership_u
 
 def load_cell(folder: Path, defence: str) -> dict:
     config = json.loads((folder / "config.json").read_text())
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = upgrade_summary(json.loads((folder / "summary.json").read_text()))
     eps = epsilon(config["dp-noise"], config["num-rounds"], config["dp-delta"]) if config["dp-clip"] else None
     attacks = {n: json.loads(p.read_text()) for n in ATTACKS if (p := folder / "privacy" / f"{n}.json").exists()}
     return {
@@ -111,7 +119,7 @@ def load_cell(folder: Path, defence: str) -> dict:
         },
         "accuracy": summary["final_test_accuracy"],
         "utility": utility(folder),
-        "calls": summary["calls"],
+        "calls": summary["model_calls_total_all_users"],
         "epsilon": eps,
         "attacks": attacks,
     }
@@ -195,34 +203,40 @@ def report(rows: list[dict], preset: dict, users: int, start: dict | None) -> st
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path, start: dict | None) -> None:
-    """privacy_utility.png: each leakage metric (y) against test accuracy (x), one line per defence
-    through its strengths (starting from no defence), the chance level dashed, the start vector's
-    accuracy dotted."""
-    fig, axes = plt.subplots(1, len(LEAKAGE), figsize=(4.6 * len(LEAKAGE), 3.8), squeeze=False)
-    none = [r for r in rows if r["defence"] == "none"]
+def plot(rows: list[dict], path: Path, start: dict | None):
+    """privacy_utility.png: each leakage metric (y) against test accuracy (x, %). No defence is a star;
+    each defence's cells are points labelled with their strength (weakest first, in the legend's unit),
+    not joined: accuracy need not fall with strength, and a line through them would zig-zag. The chance
+    level is dashed, the start vector's accuracy dotted, the legend below the panels. Returns the figure."""
+    fig, axes = plt.subplots(1, len(LEAKAGE), figsize=(4.6 * len(LEAKAGE), 4.4), squeeze=False, layout="constrained")
+    defences = list({r["defence"]: None for r in rows})  # those in the sweep, in order
     for ax, (attack, metric, chance, title) in zip(axes[0], LEAKAGE):
-        for defence in {r["defence"]: None for r in rows}:  # those in the sweep, in order
-            series = none + [r for r in rows if r["defence"] == defence] if defence != "none" else none
-            points = [
-                (100 * r["accuracy"], r["attacks"][attack][metric])
-                for r in series
-                if attack in r["attacks"] and r["accuracy"] is not None
-            ]
-            if not points:
+        for colour, defence in enumerate(defences):
+            key, unit = STRENGTH_KEY.get(defence, (None, None))  # no defence: no strength
+            cells = sorted(
+                (r for r in rows if r["defence"] == defence and attack in r["attacks"] and r["accuracy"] is not None),
+                key=lambda r: r["settings"][key] if key else 0,
+            )
+            if not cells:
                 continue
-            x, y = zip(*points)
-            style = {"marker": "*", "markersize": 12, "linestyle": ""} if defence == "none" else {"marker": "o"}
-            ax.plot(x, y, label=defence, **style)
+            x, y = zip(*((100 * r["accuracy"], r["attacks"][attack][metric]) for r in cells))
+            if key is None:
+                ax.plot(x, y, marker="*", markersize=12, linestyle="", color=f"C{colour}", label="no defence")
+                continue
+            ax.plot(x, y, marker="o", linestyle="", color=f"C{colour}", label=f"{defence} ({unit})")
+            for r, xi, yi in zip(cells, x, y):
+                label = f"{r['settings'][key]:g}"
+                ax.annotate(label, (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=7, color=f"C{colour}")
         levels = [r["attacks"][attack][chance] for r in rows if chance and attack in r["attacks"]]
         ax.axhline(np.mean(levels) if levels else 0.5, color="grey", linestyle="--", lw=0.8, label="chance")
         if start is not None:
             ax.axvline(100 * start["accuracy"], color="grey", linestyle=":", lw=0.8, label="start vector, no search")
         ax.set(xlabel="test accuracy (%)", ylabel=title, title=title)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.margins(x=0.1)  # room for the labels of the outermost points
+    legend_below(fig, axes[0])
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def main() -> int:

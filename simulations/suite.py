@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cbp_fed.results import chance_accuracy, legend_below, upgrade_summary  # noqa: E402
 from simulations.local_run import ROOT, flwr_run, run_config_string  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "fedbpt", "cbp")
@@ -96,11 +97,13 @@ def run_cell(domain: str, method: str, seed: int, users: int, out: Path) -> dict
 
 # ----------------------------------------------------------------------------- the table and plots
 def load_cells(out: Path) -> list[dict]:
-    """One record per finished cell: its summary, per-round accuracy and calls, and config."""
+    """One record per finished cell: its summary, per-round accuracy and calls, chance level and config."""
     cells = []
     for summary_path in sorted(out.glob("*-s*/summary.json")):
         folder = summary_path.parent
         config = json.loads((folder / "config.json").read_text())
+        summary = upgrade_summary(json.loads(summary_path.read_text()))
+        chance = summary.get("chance_test_accuracy") or chance_accuracy([t.strip() for t in config["tasks"].split(",")])
         rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
         searches = config["method"] in SEARCHING
         per_round_calls = config["steps-per-round"] * config["popsize"] if searches else 0
@@ -116,7 +119,8 @@ def load_cells(out: Path) -> list[dict]:
                 "bytes_up": float(np.mean([r["bytes_up_per_user"] for r in rounds])),
                 "bytes_down": float(np.mean([r["bytes_down_per_user"] for r in rounds])),
                 "test_examples": rounds[-1].get("test_examples", 0),
-                "wall_seconds": json.loads(summary_path.read_text())["wall_seconds"],
+                "wall_seconds": summary["seconds_wall_total"],
+                "chance": chance,
             }
         )
     return cells
@@ -189,51 +193,93 @@ def table(cells: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(cells: list[dict], out: Path) -> None:
-    """accuracy.png (bars per domain), accuracy_vs_calls.png (curves), bytes.png (per method)."""
-    domains = [d for d in DOMAINS if any(c["domain"] == d for c in cells)]
-    methods = [m for m in METHODS if any(c["method"] == m for c in cells)]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+def _domain_chance(cells: list[dict], domain: str) -> float | None:
+    """The chance accuracy (%) of a domain's cells, None when unknown."""
+    levels = [c["chance"] for c in cells if c["domain"] == domain and c.get("chance") is not None]
+    return 100 * float(np.mean(levels)) if levels else None
+
+
+def _colour(method: str) -> str:
+    """One colour per method in every figure and panel, whichever methods a panel has."""
+    return f"C{METHODS.index(method)}"
+
+
+def _accuracy_bars(cells: list[dict], domains: list[str], methods: list[str]):
+    """Accuracy (%) per domain, a bar per method (mean ± std over seeds), the chance level over each group."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     width = 0.8 / max(len(methods), 1)
     for i, method in enumerate(methods):
         accs = [[100 * c["accuracy"] for c in cells if c["method"] == method and c["domain"] == d] for d in domains]
         x = np.arange(len(domains)) + i * width
         means, stds = [np.mean(a) if a else 0 for a in accs], [np.std(a) if a else 0 for a in accs]
-        ax.bar(x, means, width, yerr=stds, label=method)
+        ax.bar(x, means, width, yerr=stds, label=method, color=_colour(method))
+    segments = [(j - width / 2, _domain_chance(cells, d)) for j, d in enumerate(domains)]
+    segments = [(left, level) for left, level in segments if level is not None]
+    if segments:
+        left, level = zip(*segments)
+        right = [x + width * len(methods) for x in left]
+        ax.hlines(level, left, right, colors="black", linestyles="--", label="chance (1 / answers)")
     ax.set_xticks(np.arange(len(domains)) + width * (len(methods) - 1) / 2, domains)
     ax.set(ylabel="test accuracy (%)", title="Accuracy per method (mean ± std over seeds)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
+    legend_below(fig, [ax])
+    return fig
 
-    fig, axes = plt.subplots(1, len(domains), figsize=(4.5 * len(domains), 3.4), squeeze=False)
+
+def _accuracy_curves(cells: list[dict], domains: list[str], methods: list[str]):
+    """Accuracy (%) vs calls per user, a panel per domain, ticks at the calls measured; the evaluation-only
+    methods and the chance level as horizontal lines."""
+    fig, axes = plt.subplots(1, len(domains), figsize=(4.5 * len(domains), 4), squeeze=False, layout="constrained")
     for ax, d in zip(axes[0], domains):
+        ticks = set()
         for method in methods:
             runs = [c["curve"] for c in cells if c["method"] == method and c["domain"] == d]
             if not runs:
                 continue
             if method in ("zero-shot", "sdt-only"):
-                style = {"zero-shot": (":", "grey"), "sdt-only": ("--", "black")}[method]
-                ax.axhline(100 * np.mean([r[-1][1] for r in runs]), linestyle=style[0], color=style[1], label=method)
+                style = {"zero-shot": ":", "sdt-only": "--"}[method]
+                ax.axhline(100 * np.mean([r[-1][1] for r in runs]), linestyle=style, color="grey", label=method)
                 continue
             calls = [p[0] for p in runs[0]]
+            ticks.update(calls)
             acc = 100 * np.array([[p[1] for p in r] for r in runs if len(r) == len(calls)])
-            ax.errorbar(calls, acc.mean(0), yerr=acc.std(0), marker="o", capsize=3, label=method)
+            ax.errorbar(calls, acc.mean(0), yerr=acc.std(0), marker="o", capsize=3, label=method, color=_colour(method))
+        chance = _domain_chance(cells, d)
+        if chance is not None:
+            ax.axhline(chance, color="black", linestyle="--", linewidth=1.2, label="chance (1 / answers)")
+        if ticks:
+            ax.set_xticks(sorted(ticks))  # the call counts measured, not the locator's round numbers
         ax.set(title=d, xlabel="calls per user", ylabel="test accuracy (%)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_calls.png", dpi=120)
+    legend_below(fig, axes[0])
+    return fig
 
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+
+def _bytes_bars(cells: list[dict], methods: list[str]):
+    """Train bytes per user per round, up and down, per searching method (log scale)."""
+    fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
     searching = [m for m in methods if m in SEARCHING]
     for i, key in enumerate(("bytes_up", "bytes_down")):
         values = [np.mean([c[key] for c in cells if c["method"] == m]) for m in searching]
         ax.bar(np.arange(len(searching)) + 0.4 * i, values, 0.4, label=key.replace("bytes_", ""))
     ax.set_xticks(np.arange(len(searching)) + 0.2, searching)
     ax.set(ylabel="bytes per user per round", yscale="log", title="Communication per user per round")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "bytes.png", dpi=120)
+    legend_below(fig, [ax])
+    return fig
+
+
+def plot(cells: list[dict], out: Path) -> dict:
+    """accuracy.png (bars per domain), accuracy_vs_calls.png (curves), bytes.png (per method); every
+    accuracy in %, with the domain's chance level (1 / answers) dashed. Returns the figures by file stem."""
+    domains = [d for d in DOMAINS if any(c["domain"] == d for c in cells)]
+    methods = [m for m in METHODS if any(c["method"] == m for c in cells)]
+    figures = {
+        "accuracy": _accuracy_bars(cells, domains, methods),
+        "accuracy_vs_calls": _accuracy_curves(cells, domains, methods),
+        "bytes": _bytes_bars(cells, methods),
+    }
+    for name, figure in figures.items():
+        figure.savefig(out / f"{name}.png", dpi=120)
+        plt.close(figure)
+    return figures
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""RunFolder: round log round-trip, JSON files, plots that exist only when their keys do."""
+"""RunFolder: round log round-trip, JSON files, plots that exist only when their keys do, a README that
+documents every file and field of a run folder; `cbp-fed report` on run folders and both kinds of summary."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import json
 import numpy as np
 import pytest
 
-from cbp_fed.results import RunFolder, console_round_line
+from cbp_fed.cli import main
+from cbp_fed.report import report
+from cbp_fed.results import (
+    RENAMED_SUMMARY_KEYS,
+    SUMMARY_FIELDS,
+    RunFolder,
+    chance_accuracy,
+    console_round_line,
+    upgrade_summary,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -113,3 +123,162 @@ def test_console_round_line():
     assert console_round_line({"round": 1, "users_ok": 2}) == "round 1 | users 2 ok, 0 failed"
     everyone_failed = {"round": 2, "users_ok": 0, "users_failed": 3, "test_accuracy": None, "test_accuracy_std": None}
     assert console_round_line(everyone_failed) == "round 2 | users 0 ok, 3 failed"
+
+
+# ----------------------------------------------------------------------------- self-explaining run folders
+def test_figures_show_accuracy_in_percent_with_chance_and_loss_from_zero(tmp_path):
+    run = RunFolder(tmp_path, "figures")
+    for r in (1, 2):
+        run.log_round({"round": r, "train_loss": 0.9 - 0.01 * r, "test_accuracy": 0.6 + 0.1 * r})
+    run.write_summary({"chance_test_accuracy": 0.25})
+    figures = run.figures()
+    accuracy = figures["accuracy"].axes[0]
+    lines = {line.get_label(): list(line.get_ydata()) for line in accuracy.get_lines()}
+    assert lines["test accuracy\n(mean over users)"] == pytest.approx([70.0, 80.0])  # %, as the README reports it
+    assert lines["chance (1 / answers)"] == pytest.approx([25.0, 25.0])
+    legend = accuracy.get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().x0 > accuracy.bbox.x1  # beside the axes, not on a line
+    assert figures["fitness"].axes[0].get_ylim()[0] == 0  # not zoomed onto 0.88-0.89
+    run.write_summary({"chance_test_accuracy": None})  # a custom task spec: no chance line
+    assert "chance (1 / answers)" not in [line.get_label() for line in run.figures()["accuracy"].axes[0].get_lines()]
+
+
+def test_old_summary_keys_are_read_under_their_new_names():
+    old = {"calls": 268, "wall_seconds": 761.2, "train_metrics": {"1": {"calls": 18.0}, "10": {"calls": 180.0}}}
+    new = upgrade_summary(old)
+    assert new["model_calls_total_all_users"] == 268 and new["seconds_wall_total"] == 761.2
+    assert new["train_calls_per_user"] == 180.0  # the last round (10), not the last in text order ("1" < "10")
+    assert set(RENAMED_SUMMARY_KEYS.values()) <= set(SUMMARY_FIELDS)
+    assert upgrade_summary({"train_metrics": {}})["train_calls_per_user"] is None  # evaluation-only methods
+
+
+def test_chance_accuracy_is_one_over_the_answers_or_none_when_a_task_cannot_be_read(tmp_path):
+    assert chance_accuracy(["boolq", "arc-easy"]) == pytest.approx((1 / 2 + 1 / 4) / 2)
+    spec = tmp_path / "reviews.json"  # a custom task whose data only its users hold
+    fields = {"source": str(tmp_path / "absent.csv"), "template": "{text}", "label_column": "y"}
+    spec.write_text(json.dumps(fields | {"label_values": ["1", "0"], "label_words": [" yes", " no"]}))
+    assert chance_accuracy(["boolq", str(spec)]) is None
+
+
+@pytest.fixture(scope="module")
+def federated_run(tmp_path_factory):
+    """A real ServerApp run (bbt, tiny backbone, 2 users x 2 rounds) over the in-process Grid."""
+    from flwr.app import Context, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from cbp_fed.config import RunConfig
+    from cbp_fed.server_app import app as server_app
+
+    from .loopback import LoopbackGrid
+
+    results = tmp_path_factory.mktemp("results")
+    config = RunConfig(
+        **{"backbone": "tiny-random", "tasks": "sst2", "method": "bbt", "r": 16, "popsize": 4, "steps_per_round": 2},
+        **{"num_rounds": 2, "n_test": 12, "shots_per_class": 3, "min_users": 2, "seed": 3},
+        **{"results_dir": str(results), "run_name": "fed"},
+    ).to_run_config()
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
+    try:
+        context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config)
+        server_app(LoopbackGrid(2, config), context)
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+    return results / "fed"
+
+
+def _documented(readme: str) -> set[str]:
+    """The names in the first column of the README's tables."""
+    return {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `")}
+
+
+def test_a_run_folders_readme_documents_every_file_and_field(federated_run):
+    """Fails when the ServerApp writes a summary key, a round key or a file that the README does not explain."""
+    documented = _documented((federated_run / "README.md").read_text())
+    summary = json.loads((federated_run / "summary.json").read_text())
+    assert set(summary) <= documented, f"undocumented summary keys: {set(summary) - documented}"
+    round_keys = {key for record in RunFolder(federated_run.parent, "fed").rounds() for key in record}
+    assert round_keys <= documented, f"undocumented round keys: {round_keys - documented}"
+    files = {p.name + ("/" if p.is_dir() else "") for p in federated_run.iterdir()}
+    assert files <= documented, f"undocumented files: {files - documented}"
+    assert {"model_calls_total_all_users", "train_calls_per_user", "seconds_wall_total"} <= set(summary)
+    assert not set(RENAMED_SUMMARY_KEYS) & set(summary)  # no key under its old, unit-less name
+
+
+def test_report_on_a_federated_run_folder_has_its_numbers(federated_run, tmp_path):
+    summary = json.loads((federated_run / "summary.json").read_text())
+    assert summary["train_calls_per_user"] == 2 * 2 * 4  # rounds x steps x popsize
+    assert summary["model_calls_total_all_users"] > 2 * summary["train_calls_per_user"]  # + selection, evaluation
+    assert summary["chance_test_accuracy"] == 0.5  # sst2: two answers
+    out = tmp_path / "table.md"
+    assert main(["report", str(federated_run), "--out", str(out)]) == 0
+    accuracy = f"{100 * summary['final_test_accuracy']:.1f} ± {100 * summary['final_test_accuracy_std']:.1f}"
+    assert (
+        f"| fed | bbt | sst2 | 3 | 2 | 2 | {accuracy} | 50.0 | 16 | {summary['model_calls_total_all_users']:,} | "
+        f"{summary['bytes_up_train_payload_per_user_per_round']:,.0f} | "
+        f"{summary['bytes_down_train_payload_per_user_per_round']:,.0f} | {summary['seconds_wall_total']:,.0f} |"
+    ) in out.read_text()
+    assert main(["report", str(federated_run / "summary.json"), "--out", str(out)]) == 0  # the file itself: same row
+    assert f"| fed | bbt | sst2 | 3 | 2 | 2 | {accuracy} |" in out.read_text()
+
+
+def test_report_reads_a_summary_written_before_the_renames(tmp_path):
+    """A federated summary.json as the ServerApp wrote it before its keys carried units (results/ has them)."""
+    folder = tmp_path / "old-run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"seed": 0, "method": "cbp"}))
+    old = {
+        **{"method": "cbp", "backbone": "smollm2-135m", "tasks": ["arc-easy"], "rounds": 3, "users": 4},
+        **{"final_test_accuracy": 0.4635416666666667, "final_test_accuracy_std": 0.05961209969926872},
+        **{"calls": 268, "tokens": 163685, "forward_seconds": 739.14, "wall_seconds": 761.18},
+        **{"mean_bytes_up_per_user_round": 56251.25, "mean_bytes_down_per_user_round": 8391.0},
+        "train_metrics": {"1": {"calls": 18.0}, "2": {"calls": 36.0}, "3": {"calls": 54.0}},
+    }
+    (folder / "summary.json").write_text(json.dumps(old))
+    text = report([folder])
+    assert "| old-run | cbp | arc-easy | 0 | 3 | 4 | 46.4 ± 6.0 | - | 54 | 268 | 56,251 | 8,391 | 761 |" in text
+
+
+def test_report_takes_customize_and_federated_summaries_together(tmp_path):
+    customize = {
+        **{"task": "sst2", "method": "bbt", "budget": 8, "eval_split": "test", "majority_rate": 0.6},
+        **{"test_accuracy": 0.7, "test_accuracy_calibrated": 0.65, "test_predicted_share": [3, 7], "test_size": 10},
+        **{"wall_seconds": 2.0, "curve": []},
+    }
+    federated = {"method": "bbt", "tasks": ["sst2"], "rounds": 1, "final_test_accuracy": None}
+    for name, summary in (("one", customize), ("fed", federated)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    text = report([tmp_path / "one", tmp_path / "fed"])
+    assert "| sst2 | bbt | 8 | 1 | test | 70.0 | 65.0 | 60.0 | 30.0 | 10 | 2 |" in text
+    assert "| fed | bbt | sst2 | - | 1 | - | - | - | - | - | - | - | - |" in text  # nobody evaluated: no numbers
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "not json", "other json"])
+def test_report_on_a_bad_path_exits_2_naming_it(tmp_path, capsys, case):
+    path = tmp_path / "some dir" / "x.json"
+    path.parent.mkdir()
+    if case == "folder":
+        path.mkdir()
+    elif case == "not json":
+        path.write_text("round,accuracy\n1,0.5\n")
+    elif case == "other json":
+        path.write_text(json.dumps({"machine": {}, "federation": {}}))
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")  # one line, however long the path
+    assert str(path) in err
+    assert {"missing": "no such file", "folder": "no summary.json", "not json": "not a JSON summary"}.get(
+        case, "not a summary of cbp-fed customize or of a federated run"
+    ) in err
+
+
+def test_customize_folder_readme_documents_every_summary_key(tmp_path):
+    out = tmp_path / "bbt"
+    args = ["customize", "--task", "sst2", "--method", "bbt", "--backbone", "tiny-random", "--budget", "8"]
+    assert main([*args, "--popsize", "4", "--shots", "2", "--n-test", "10", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    documented = _documented((out / "README.md").read_text())
+    assert set(summary) <= documented, f"undocumented summary keys: {set(summary) - documented}"
+    assert {p.name for p in out.iterdir()} <= documented
+    assert "| sst2 | bbt | 8 | 1 | test |" in report([out])
