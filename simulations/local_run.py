@@ -239,6 +239,14 @@ def check_settings(settings: dict, users: int) -> None:
 
     defaults = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     config = RunConfig.from_run_config({**defaults, **settings})
+    generator = Path(config.generator) if config.generator else None
+    if generator and not (generator.is_absolute() or generator.exists()):
+        generator = ROOT / generator
+    if generator and not (generator / "generator.json").exists():
+        raise FileNotFoundError(
+            f"run config 'generator' = {config.generator!r}: no generator.json there; train one with "
+            f"`cbp-fed sdt --domain {config.domain} --out {config.generator}`, or set generator='' to train at start"
+        )
     if not config.resume_from:
         partition = PartitionConfig(config.partition, config.task_list, users, config.dirichlet_alpha, config.seed)
         check_user_splits(partition, config.shots_per_class, config.n_test, config.seed, config.class_balanced)

@@ -116,6 +116,7 @@ def test_plain_flwr_run_uses_the_installed_torch(tmp_path):
         ("backbone='tiny-random' popsize='six'", "run config 'popsize' must be int, got str 'six'"),
         ("backbone='tiny-random' num-rounds=0", "run config 'num-rounds' = 0: must be >= 1"),
         ("backbone='tiny-random' tasks='sst2' shots-per-class=5000", "have no test row left"),
+        ("backbone='tiny-random' generator='results/none'", "'generator' = 'results/none': no generator.json there"),
     ],
 )
 def test_local_run_refuses_bad_settings_before_flower_starts(settings, message):
@@ -142,3 +143,19 @@ def test_a_run_flower_refuses_reports_that_not_an_earlier_runs_status(tmp_path):
     assert flwr_run(users=2, run_config=settings, flwr_home=home, timeout=600)["status"] == "finished:completed"
     refused = flwr_run(users=2, run_config="num-round=1", flwr_home=home, timeout=600)  # Flower refuses the key
     assert refused["status"].startswith("not-started")
+
+
+@pytest.mark.slow
+def test_local_run_exits_nonzero_with_the_status_when_the_run_fails(tmp_path):
+    """A failure inside the run (the ServerApp refuses to resume from a folder that is not a run's): the
+    wrapper, and so `make demo`, exits 1 and says how the run ended instead of printing a table."""
+    settings = f"backbone='tiny-random' tasks='sst2' n-test=12 shots-per-class=3 resume-from='{tmp_path}'"
+    done = subprocess.run(
+        [sys.executable, "-m", "simulations.local_run", "--users", "2", "--set", settings],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "error: the run did not complete: finished:failed" in done.stderr
