@@ -4,7 +4,7 @@ cbp-fed prepare                          convert the bundled models, check every
 cbp-fed sdt --domain commonsense --out runs/gen-commonsense
 cbp-fed customize --task arc-easy --method cbp --generator runs/gen-commonsense --budget 200 --seed 0 --out runs/x
 cbp-fed tune --task boolq --domain commonsense --trials 10 --out results/tune/boolq
-cbp-fed report runs/*/summary.json --out table.md
+cbp-fed report runs/*/summary.json results/<run> --out table.md
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -73,8 +74,13 @@ def _sdt(args) -> None:
 
 
 def _customize(args) -> None:
-    from .customize import CustomizeConfig, customize
+    import torch
 
+    from .customize import CustomizeConfig, customize
+    from .results import write_customize_readme
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = CustomizeConfig(
         task=args.task,
         method=args.method,
@@ -100,6 +106,7 @@ def _customize(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_customize_readme(out)  # what each summary field means, with its unit
     kept = f", kept {summary['kept']['point']} (chosen on dev)" if summary["kept"] else ""
     console.print(
         f"{args.method} on {args.task} (seed {args.seed}): test accuracy {summary['test_accuracy']:.3f} "
@@ -126,9 +133,9 @@ def _tune(args) -> None:
 
 
 def _report(args) -> None:
-    from .report import summaries_table
+    from .report import report
 
-    text = summaries_table([json.loads(Path(p).read_text()) for p in args.summaries])
+    text = report(args.paths)
     if args.out:
         Path(args.out).write_text(text)
     print(text)
@@ -180,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_sdt)
 
     p = sub.add_parser("customize", help="stage 2 for one user in one process (no Flower)")
-    p.add_argument("--task", required=True)
+    p.add_argument(
+        "--task", required=True, help="a registered task, or a custom task spec file (.json or .toml; see README)"
+    )
     p.add_argument("--method", default="cbp", choices=METHODS)
     p.add_argument("--generator", help="SDT checkpoint folder (cbp, sdt-only)")
     p.add_argument("--budget", type=int, default=cz["budget"], help="model calls (candidates scored on the batch)")
@@ -196,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=cz["n_test"])
     p.add_argument("--max-tokens", type=int, default=cz["max_tokens"])
     p.add_argument("--checkpoints", default="", help="comma-separated call counts at which to test (budget curve)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--out", required=True, help="run folder (written only on success)")
     model_options(p)
     p.set_defaults(run=_customize)
 
@@ -224,9 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=tn["device"], help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     p.set_defaults(run=_tune)
 
-    p = sub.add_parser("report", help="markdown table over summary.json files")
-    p.add_argument("summaries", nargs="+")
-    p.add_argument("--out")
+    p = sub.add_parser("report", help="markdown tables over summary.json files or run folders")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="a summary.json (cbp-fed customize or a federated run) or a run folder"
+    )
+    p.add_argument("--out", help="also write the tables to this file")
     p.set_defaults(run=_report)
 
     p = sub.add_parser("attack", help="a leakage attack on a run's transcript (record-transcript = true)")
@@ -250,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)  # one line, however long the path in it
         return 2
     return 0
 

@@ -23,6 +23,7 @@ BlackBox, CMASearch and fitness pieces.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -35,8 +36,9 @@ from .backbone import FrozenLM
 from .domain_training import load_generator
 from .prompts import NoPrompt, ProjectedPrompt
 from .search import CMASearch, SearchConfig, best_on_dev, dev_accuracy_and_loss, fitness
-from .service import BlackBox, Query, accuracy
-from .tasks import load_task_spec, task_names, user_split
+from .service import BlackBox, Limits, Query, QueryError, accuracy
+from .tasks import UserSplit, load_task_spec, task_names, user_split
+from .tasks.custom import CustomTask, is_spec_file
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
 SEARCHING = ("bbt", "cbp")
@@ -93,8 +95,17 @@ class CustomizeConfig:
             raise ValueError(f"batch_size must be >= 0 (0 = the whole train split), got {self.batch_size}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {METHODS}")
-        if self.task not in task_names() and not self.task.endswith((".json", ".toml")):
-            raise ValueError(f"unknown task {self.task!r}; known: {task_names()}, or a custom task spec (.json/.toml)")
+        if self.task not in task_names() and not is_spec_file(self.task):
+            raise ValueError(
+                f"unknown task {self.task!r}; known: {', '.join(task_names())}, or a custom task spec file "
+                "(.json or .toml)"
+            )
+        if self.method in SEARCHING and self.shots_per_class < 1:
+            raise ValueError(
+                f"method {self.method!r} searches on train rows: shots must be >= 1, got {self.shots_per_class}"
+            )
+        if self.eval_split == "test" and self.n_test < 1:
+            raise ValueError(f"n_test must be >= 1 to report test accuracy, got {self.n_test}")
         if self.method in ("sdt-only", "cbp") and not self.generator:
             raise ValueError(f"method {self.method!r} needs a generator checkpoint (run `cbp-fed sdt` first)")
         if self.method in SEARCHING:
@@ -120,6 +131,40 @@ def build_source(config: CustomizeConfig, lm: FrozenLM) -> tuple[torch.nn.Module
     }
     sigma0 = config.sigma0 or meta["training"]["z_noise"]
     return gen, gen.z0.detach().cpu().numpy(), sigma0, info
+
+
+def check_rows(box: BlackBox, task, split: UserSplit, start: np.ndarray) -> None:
+    """Refuse now, before any model call, a row that the BlackBox would refuse when scoring it (too many
+    characters, or a query that with its longest option exceeds ``max_tokens``), naming its split, uid
+    (the row's index in its file) and size: not after the search has spent its budget."""
+    fit = (
+        "the query (`template`) is never cut: move long text into the spec's `passage_template`, which is cut "
+        "to fit, or raise --max-tokens"
+        if isinstance(task, CustomTask)
+        else "raise --max-tokens"
+    )
+    for name, rows in zip(("train", "dev", "test"), (split.train, split.dev, split.test), strict=True):
+        for row in rows:
+            query = task_query(start[None], [row], task)
+            for check, advice in ((box.validate, "; shorten it in its file"), (box.encode, f"; {fit}")):
+                try:
+                    check(query)
+                except QueryError as err:
+                    words = re.sub(r"^text 0: ", "", str(err)).replace("text 0", "the row")
+                    raise ValueError(f"{name} row {row.uid}: {words}{advice}") from err
+
+
+def pieces(rows: list, limits: Limits) -> list[list]:
+    """``rows`` cut into consecutive pieces one query may carry (at most ``max_texts`` rows and
+    ``max_total_chars`` characters), so that a large dev or test split needs no smaller ``--n-test``."""
+    cut, chars = [[]], 0
+    for row in rows:
+        size = len(row.text) + sum(map(len, row.options))
+        if cut[-1] and (len(cut[-1]) == limits.max_texts or chars + size > limits.max_total_chars):
+            cut, chars = [*cut, []], 0
+        cut[-1].append(row)
+        chars += size
+    return cut
 
 
 def task_query(z: np.ndarray, rows, task) -> Query:
@@ -161,19 +206,23 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
     )
     on = config.eval_split
     eval_rows = split.dev if on == "dev" else split.test
+    if not eval_rows:
+        raise ValueError(
+            f"task {config.task}: no {on} rows are left after {len(split.train)} train and {len(split.dev)} dev rows: "
+            "give more rows (or a custom task's own test file) or lower --shots"
+        )
     lm = lm or FrozenLM.load(config.backbone, config.dtype, config.device)
     source, start, sigma0, source_info = build_source(config, lm)
     box = BlackBox(lm, source, max_tokens=config.max_tokens)
-    for rows in (split.train, split.dev, split.test):  # an over-long text fails now, not after the search
-        if rows:
-            box.encode(task_query(start[None], rows, task))
+    check_rows(box, task, split, start)
 
-    def scores_of(z_batch: np.ndarray, rows) -> np.ndarray:
-        return box.score([task_query(z_batch, rows, task)])[0]
+    def scores_of(z_batch: np.ndarray, rows, query=task_query) -> np.ndarray:
+        """Scores ``(k, n, C)`` of candidates ``z_batch`` on ``rows``, in as many queries as the service needs."""
+        return np.concatenate(box.score([query(z_batch, piece, task) for piece in pieces(rows, box.limits)]), axis=1)
 
     def evaluate(z_final: np.ndarray) -> dict:
         scores = scores_of(z_final[None], eval_rows)[0]
-        prior = box.score([cue_query(z_final[None], eval_rows, task)])[0][0]
+        prior = scores_of(z_final[None], eval_rows, cue_query)[0]
         labels = [ex.label for ex in eval_rows]
         return {
             f"{on}_accuracy": accuracy(scores, labels),

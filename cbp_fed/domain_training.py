@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .backbone import FrozenLM, describe
@@ -295,17 +296,35 @@ def save_generator(gen: PromptGenerator, meta: dict, folder: str | Path) -> Path
     return folder
 
 
+def _checkpoint_meta(meta_path: Path) -> dict:
+    """A checkpoint's ``generator.json``, or ValueError naming the file when it is damaged or incomplete."""
+    damaged = f"generator checkpoint file {meta_path} is damaged"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{damaged}: not valid JSON ({err}); train it again with `cbp-fed sdt`") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{damaged}: it holds a JSON {type(meta).__name__}, not an object")
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"checkpoint version {meta.get('version')} in {meta_path}; this code reads {CHECKPOINT_VERSION}"
+        )
+    needed = ("backbone", "dims", "projection", "sdt_tasks", "domain", "data", "training")  # what loaders read
+    missing = [key for key in needed if key not in meta]
+    if missing:
+        raise ValueError(f"{damaged}: it lacks {', '.join(missing)}")
+    return meta
+
+
 def load_generator(folder: str | Path, lm: FrozenLM) -> tuple[PromptGenerator, dict]:
-    """Load a checkpoint for ``lm``; refuses one trained for another backbone."""
+    """Load a checkpoint for ``lm``; refuses one trained for another backbone, and a damaged one naming its file."""
     folder = Path(folder)
     meta_path, weights_path = folder / "generator.json", folder / "generator.safetensors"
     if not meta_path.exists() or not weights_path.exists():
         raise FileNotFoundError(
             f"{folder} is not a generator checkpoint (needs generator.json and generator.safetensors)"
         )
-    meta = json.loads(meta_path.read_text())
-    if meta.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint version {meta.get('version')} in {folder}; this code reads {CHECKPOINT_VERSION}")
+    meta = _checkpoint_meta(meta_path)
     trained_for, here = dict(meta["backbone"]), describe(lm)
     if {k: v for k, v in trained_for.items() if k != "name"} != {k: v for k, v in here.items() if k != "name"}:
         raise ValueError(f"checkpoint {folder} was trained for backbone {meta['backbone']}, not {describe(lm)}")
@@ -313,5 +332,11 @@ def load_generator(folder: str | Path, lm: FrozenLM) -> tuple[PromptGenerator, d
     gen = PromptGenerator(
         dims["d"], dims["r"], dims["m"], dims["t"], meta["projection"]["a_seed"], len(meta["sdt_tasks"])
     )
-    gen.load_state_dict(load_file(weights_path))
+    try:
+        gen.load_state_dict(load_file(weights_path))
+    except (SafetensorError, RuntimeError) as err:  # truncated or foreign file; tensors that do not fit the dims
+        raise ValueError(
+            f"generator checkpoint file {weights_path} is damaged or does not match {meta_path.name} "
+            f"({str(err).splitlines()[0]}); train it again with `cbp-fed sdt`"
+        ) from err
     return gen.to(lm.device).eval().requires_grad_(False), meta

@@ -1,4 +1,4 @@
-"""Tests for cbp_fed.tasks: the registry of real tasks, its views, partitions, pools and custom tasks."""
+"""Tests for cbp_fed.tasks: registered tasks, their views, partitions and pools (custom tasks: test_custom_tasks)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,16 @@ import random
 import re
 from pathlib import Path
 
-import datasets
 import pytest
 
 from cbp_fed.tasks import (
     DOMAINS,
     VERIFY_SUFFIX,
-    CustomTaskConfig,
     Domain,
     Example,
     Task,
     domain_pool,
-    load_custom_task,
     load_task,
-    load_task_spec,
     registry,
     server_user_partition,
     task_names,
@@ -391,143 +387,6 @@ def test_user_split_dev_size_and_too_few_rows():
         user_split(load_task("copa"), seed=0, shots_per_class=20, class_balanced=True)
     with pytest.raises(ValueError, match=r"task 'copa' has \d+ user-side rows, fewer than the 80 train \+ 80 dev"):
         user_split(load_task("copa"), seed=0, shots_per_class=40)
-
-
-@pytest.fixture
-def sentiment_csv(tmp_path):
-    path = tmp_path / "reviews.csv"
-    path.write_text(
-        "text,sentiment\nGreat quarter for the bank.,positive\nShares fell sharply.,negative\nRevenue up.,positive\n"
-    )
-    return path
-
-
-def csv_config(path, **changes):
-    fields = dict(
-        source=str(path),
-        template="Headline: {text}\nSentiment:",
-        label_column="sentiment",
-        label_values=("positive", "negative"),
-        label_words=(" positive", " negative"),
-        name="fin-sentiment",
-        domain="finance",
-    )
-    return CustomTaskConfig(**{**fields, **changes})
-
-
-def test_custom_task_from_csv(sentiment_csv):
-    task = load_custom_task(csv_config(sentiment_csv))
-    assert task.name == "fin-sentiment" and task.domain == "finance"
-    assert [e.label for e in task.examples] == [0, 1, 0]
-    assert task.examples[1].query == "Headline: Shares fell sharply.\nSentiment:"
-    assert [e.uid for e in task.examples] == ["fin-sentiment/0", "fin-sentiment/1", "fin-sentiment/2"]
-
-
-def test_custom_task_from_jsonl_with_passage_and_integer_labels(tmp_path):
-    path = tmp_path / "qa.jsonl"
-    rows = [
-        {"doc": "Rates rose.", "q": "Did rates rise?", "y": 1},
-        {"doc": "Rates fell.", "q": "Did rates rise?", "y": 0},
-    ]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    config = CustomTaskConfig(
-        source=str(path),
-        passage_template="{doc}\n",
-        template="Question: {q}\nAnswer:",
-        label_column="y",
-        label_values=(1, 0),
-        label_words=(" yes", " no"),
-    )
-    task = load_custom_task(config)
-    assert [(e.passage, e.label) for e in task.examples] == [("Rates rose.\n", 0), ("Rates fell.\n", 1)]
-    assert task.examples[0].text == "Rates rose.\nQuestion: Did rates rise?\nAnswer:"
-    assert task.name == "custom" and task.domain == "custom"
-
-
-def test_custom_task_errors_name_the_problem(sentiment_csv, tmp_path):
-    with pytest.raises(ValueError, match=r"row 1: label 'negative'"):
-        load_custom_task(csv_config(sentiment_csv, label_values=("positive", "neutral")))
-    with pytest.raises(KeyError, match=r"'headline'.*reviews\.csv"):
-        load_custom_task(csv_config(sentiment_csv, template="{headline}\nSentiment:"))
-    with pytest.raises(KeyError, match="'score'"):
-        load_custom_task(csv_config(sentiment_csv, label_column="score"))
-    with pytest.raises(ValueError, match="2 words and 3 values"):
-        load_custom_task(csv_config(sentiment_csv, label_values=("positive", "negative", "neutral")))
-    with pytest.raises(FileNotFoundError, match="missing.csv"):
-        load_custom_task(csv_config(tmp_path / "missing.csv"))
-
-
-def test_custom_hub_task_without_network_says_so(monkeypatch):
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach the Hugging Face Hub")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(RuntimeError, match="needs network access or a local file"):
-        load_custom_task(csv_config("takala/financial_phrasebank", hub_config="sentences_allagree"))
-
-
-@pytest.fixture
-def quiz_csv(tmp_path):
-    path = tmp_path / "quiz.csv"
-    path.write_text(
-        "question,first,second,third,gold,key\n"
-        "What falls when interest rates rise?,bond prices,rain,the moon,bond prices,0\n"
-        "Who sets the policy rate?,a baker,the central bank,a ship,the central bank,1\n"
-    )
-    return path
-
-
-def quiz_config(path, **changes):
-    fields = dict(
-        source=str(path),
-        template="Question: {question}\nAnswer:",
-        label_column="gold",
-        option_columns=("first", "second", "third"),
-        name="quiz",
-        domain="finance",
-    )
-    return CustomTaskConfig(**{**fields, **changes})
-
-
-def test_custom_option_task_from_csv(quiz_csv):
-    task = load_custom_task(quiz_config(quiz_csv, length_norm=True))
-    assert task.scoring == "options" and task.length_norm and task.label_words == (" A", " B", " C")
-    assert [e.label for e in task.examples] == [0, 1]
-    assert task.examples[1].options == (" a baker", " the central bank", " a ship")
-    assert task.examples[1].query == "Question: Who sets the policy rate?\nAnswer:"
-    by_index = load_custom_task(quiz_config(quiz_csv, label_column="key", label_values=(0, 1, 2)))
-    assert [e.label for e in by_index.examples] == [0, 1] and not by_index.length_norm
-
-
-def test_custom_option_task_through_a_toml_spec(quiz_csv, tmp_path):
-    spec = tmp_path / "quiz.toml"
-    spec.write_text(
-        f'source = "{quiz_csv}"\ntemplate = "Question: {{question}}\\nAnswer:"\nlabel_column = "gold"\n'
-        'option_columns = ["first", "second", "third"]\nlength_norm = true\nname = "quiz-spec"\n'
-    )
-    task = load_task_spec(str(spec))
-    assert task.scoring == "options" and task.length_norm and task.examples[0].options[0] == " bond prices"
-
-
-def test_custom_option_task_errors_name_the_column_or_row(quiz_csv, tmp_path):
-    with pytest.raises(KeyError, match=r"'fourth' missing in .*quiz\.csv"):
-        load_custom_task(quiz_config(quiz_csv, option_columns=("first", "fourth")))
-    with pytest.raises(ValueError, match=r"row 1: label 'the central bank' in column 'gold' matches 0 of the options"):
-        load_custom_task(quiz_config(quiz_csv, option_columns=("first", "third")))
-    with pytest.raises(ValueError, match="3 option_columns need as many label_words"):
-        load_custom_task(quiz_config(quiz_csv, label_words=(" yes", " no")))
-    with pytest.raises(ValueError, match="2 or more distinct option_columns"):
-        load_custom_task(quiz_config(quiz_csv, option_columns=("first", "first")))
-    with pytest.raises(ValueError, match="length_norm applies to option scoring only"):
-        load_custom_task(
-            quiz_config(
-                quiz_csv, option_columns=(), label_values=("a", "b"), label_words=(" a", " b"), length_norm=True
-            )
-        )
-    gaps = tmp_path / "gaps.csv"
-    gaps.write_text("question,first,second,gold\nQ?,yes,,yes\n")
-    with pytest.raises(ValueError, match=r"gaps\.csv row 0: option column 'second' is empty"):
-        load_custom_task(quiz_config(gaps, option_columns=("first", "second")))
 
 
 def test_task_checks_its_scoring_and_options():
