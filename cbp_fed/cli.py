@@ -59,6 +59,7 @@ def _sdt(args) -> None:
         z_noise=args.z_noise,
         generalist_share=args.generalist_share,
         offset_penalty=args.offset_penalty,
+        steering_target=args.steering_target,
         seed=args.seed,
     )
     lm = FrozenLM.load(args.backbone, args.dtype, args.device)
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint folder")
     for key in ("r", "m", "t", "a_seed", "steps", "batch_size", "pool_size", "eval_size", "max_tokens", "seed"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=sdt_defaults[key])
-    for key in ("lr", "z_noise", "generalist_share", "offset_penalty"):
+    for key in ("lr", "z_noise", "generalist_share", "offset_penalty", "steering_target"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=sdt_defaults[key])
     model_options(p)
     p.set_defaults(run=_sdt)

@@ -44,7 +44,10 @@ class SDTConfig:
 
     z_noise: std of the Gaussian noise added to z on every training example, the scale of the users'
     CMA-ES steps (their default sigma0): the generator learns to answer well in the whole neighbourhood
-    the users will search. generalist_share: the fraction of steps that train the domain's start vector
+    the users will search. steering_target: before training, A is scaled so that a sigma = 1 step of z
+    moves the (started) generator's prompt this fraction of what it moves BBT's (0: leave A at unit
+    scale); without it the generator started at BBT's prompt barely responds to z.
+    generalist_share: the fraction of steps that train the domain's start vector
     z0 itself (the other steps train a task's vector z0 + offset). offset_penalty: weight of the mean
     squared offset, which keeps the task vectors near z0 (where users start).
     """
@@ -64,6 +67,7 @@ class SDTConfig:
     z_noise: float = 0.5
     generalist_share: float = 0.5
     offset_penalty: float = 0.1
+    steering_target: float = 0.5
     seed: int = 0
 
     def __post_init__(self):
@@ -78,6 +82,8 @@ class SDTConfig:
             raise ValueError(
                 f"SDTConfig.z_noise and offset_penalty must be >= 0, got {self.z_noise}, {self.offset_penalty}"
             )
+        if self.steering_target < 0:
+            raise ValueError(f"SDTConfig.steering_target must be >= 0 (0 = off), got {self.steering_target}")
         if not 0 <= self.generalist_share <= 1:
             raise ValueError(f"SDTConfig.generalist_share must be in [0, 1], got {self.generalist_share}")
 
@@ -181,6 +187,19 @@ def steering(lm: FrozenLM, gen: PromptGenerator, ids, sigma: float = 1.0) -> dic
     }
 
 
+def calibrate_steering(lm: FrozenLM, gen: PromptGenerator, ids, target: float, rounds: int = 3) -> dict:
+    """Scale the generator's ``A`` (``set_z_scale``) until a sigma = 1 step of z moves its prompt ``target``
+    times as much as it moves BBT's, on the inputs ``ids``; returns the final ``steering`` measurement.
+    The change is nearly linear in the scale for small moves, so a few multiplicative corrections suffice."""
+    measured = steering(lm, gen, ids)
+    for _ in range(rounds):
+        if abs(measured["ratio"] - target) <= 0.05 * target:
+            break
+        gen.set_z_scale(gen.z_scale * target / max(measured["ratio"], 1e-6))
+        measured = steering(lm, gen, ids)
+    return {**measured, "z_scale": round(gen.z_scale, 4)}
+
+
 def train_generator(
     lm: FrozenLM, config: SDTConfig, progress: bool = True, pool: list | None = None
 ) -> tuple[PromptGenerator, dict]:
@@ -206,6 +225,10 @@ def train_generator(
         gen.standardise_with(lm.pooled(_encode(lm, [ex for _, ex in pool[config.eval_size :]], config.max_tokens)))
         gen.start_at(instruction_embedding(lm, config.t))
         gen.task_offsets.normal_(0.0, config.z_noise)
+    calibration = None
+    if config.steering_target:
+        sample = [ex for _, ex in pool[config.eval_size :][:64]]
+        calibration = calibrate_steering(lm, gen, _encode(lm, sample, config.max_tokens), config.steering_target)
     vectors = [gen.z0, gen.task_offsets]
     optimiser = torch.optim.AdamW(
         [
@@ -258,7 +281,7 @@ def train_generator(
         "version": CHECKPOINT_VERSION,
         "backbone": describe(lm),
         "dims": {"d": lm.d, "r": config.r, "m": config.m, "t": config.t},
-        "projection": {"a_seed": config.a_seed},
+        "projection": {"a_seed": config.a_seed, "z_scale": gen.z_scale, "calibration": calibration},
         "domain": config.domain,
         "sdt_tasks": names,
         "data": {
@@ -330,7 +353,13 @@ def load_generator(folder: str | Path, lm: FrozenLM) -> tuple[PromptGenerator, d
         raise ValueError(f"checkpoint {folder} was trained for backbone {meta['backbone']}, not {describe(lm)}")
     dims = meta["dims"]
     gen = PromptGenerator(
-        dims["d"], dims["r"], dims["m"], dims["t"], meta["projection"]["a_seed"], len(meta["sdt_tasks"])
+        dims["d"],
+        dims["r"],
+        dims["m"],
+        dims["t"],
+        meta["projection"]["a_seed"],
+        len(meta["sdt_tasks"]),
+        meta["projection"].get("z_scale", 1.0),
     )
     try:
         gen.load_state_dict(load_file(weights_path))

@@ -83,6 +83,7 @@ def ensure_generator(lm: FrozenLM, domain: str, folder: Path, args) -> None:
         max_tokens=args.max_tokens,
         pool_size=args.sdt_pool,
         eval_size=args.sdt_eval,
+        lr=args.sdt_lr,
     )
     gen, meta = train_generator(lm, config)
     save_generator(gen, meta, folder)
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--sdt-steps", type=int, default=300)
     parser.add_argument("--sdt-batch", type=int, default=8)
+    parser.add_argument("--sdt-lr", type=float, default=SDTConfig.lr)
     parser.add_argument("--sdt-pool", type=int, default=3000)
     parser.add_argument("--sdt-eval", type=int, default=400)
     parser.add_argument("--backbone", default="smollm2-135m")

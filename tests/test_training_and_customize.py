@@ -8,10 +8,18 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cbp_fed.backbone import FrozenLM
+from cbp_fed.backbone import FrozenLM, describe
 from cbp_fed.cli import main
 from cbp_fed.customize import CustomizeConfig, customize
-from cbp_fed.domain_training import SDTConfig, load_generator, save_generator, train_generator
+from cbp_fed.domain_training import (
+    SDTConfig,
+    calibrate_steering,
+    load_generator,
+    save_generator,
+    steering,
+    train_generator,
+)
+from cbp_fed.prompts import PromptGenerator, instruction_embedding
 from cbp_fed.tasks import load_task
 from cbp_fed.tasks.core import Task
 
@@ -236,3 +244,31 @@ def test_cli_customizes_a_users_own_csv_through_a_json_spec(tmp_path):
     )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"].endswith("reviews.json") and summary["train_size"] == 6 and summary["test_size"] == 8
+
+
+@pytest.mark.parametrize("target", [0.5, 1.0])
+def test_steering_is_calibrated_to_its_target_and_kept_by_the_checkpoint(tiny, tmp_path, target):
+    """A generator started at BBT's prompt barely responds to z at unit scale; calibration scales A until
+    a sigma = 1 step moves the prompt ``target`` times BBT's, and a saved checkpoint keeps that scale."""
+    rows = load_task("sst2").examples[:32]
+    ids = [tiny.encode(ex.passage, ex.query, 48) for ex in rows]
+    gen = PromptGenerator(tiny.d, r=16, m=8, t=2)
+    with torch.no_grad():
+        gen.standardise_with(tiny.pooled(ids))
+        gen.start_at(instruction_embedding(tiny, 2))
+    assert steering(tiny, gen, ids)["ratio"] < 0.5 * target  # uncalibrated: z hardly steers
+    calibrated = calibrate_steering(tiny, gen, ids, target)
+    assert abs(calibrated["ratio"] - target) <= 0.1 * target and calibrated["z_scale"] > 1
+    meta = {
+        "version": 2,
+        "backbone": describe(tiny),
+        "dims": {"d": tiny.d, "r": 16, "m": 8, "t": 2},
+        "projection": {"a_seed": 0, "z_scale": gen.z_scale},
+        "sdt_tasks": [],
+        "domain": "general",
+        "data": {},
+        "training": {},
+    }
+    loaded, _ = load_generator(save_generator(gen, meta, tmp_path), tiny)
+    z = torch.randn(3, 16)
+    assert torch.allclose(loaded(z, tiny.pooled(ids)), gen(z, tiny.pooled(ids)), atol=1e-6)
