@@ -44,9 +44,11 @@ class SDTConfig:
 
     z_noise: std of the Gaussian noise added to z on every training example, the scale of the users'
     CMA-ES steps (their default sigma0): the generator learns to answer well in the whole neighbourhood
-    the users will search. steering_target: before training, A is scaled so that a sigma = 1 step of z
-    moves the (started) generator's prompt this fraction of what it moves BBT's (0: leave A at unit
-    scale); without it the generator started at BBT's prompt barely responds to z.
+    the users will search. steering_target: before training, scale A so that a sigma = 1 step of z
+    moves the (started) generator's prompt this fraction of what it moves BBT's (0, the default: A at
+    unit scale). Started at BBT's prompt the generator barely responds to z, but the scale that makes it
+    respond (54x on the medical pool for 0.5) puts z's steps far outside the inputs' range: SDT then
+    made the prompt swing 7.7x BBT's per step and broke label-word answers, so it stays off.
     generalist_share: the fraction of steps that train the domain's start vector
     z0 itself (the other steps train a task's vector z0 + offset). offset_penalty: weight of the mean
     squared offset, which keeps the task vectors near z0 (where users start).
@@ -67,7 +69,7 @@ class SDTConfig:
     z_noise: float = 0.5
     generalist_share: float = 0.5
     offset_penalty: float = 0.1
-    steering_target: float = 0.5
+    steering_target: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
