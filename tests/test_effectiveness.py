@@ -57,3 +57,41 @@ def test_table_only_pools_seeds_and_reports_the_worst_drop_below_the_start(tmp_p
     assert (tmp_path / "accuracy_vs_calls.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit, match="no runs"):
         main(["--out", str(tmp_path / "empty"), "--table-only"])
+
+
+def test_headroom_trains_on_user_rows_outside_the_test_rows(tmp_path):
+    """The white-box ceiling: zero-shot is its own reference, the tuned prompt trained on every user-side row
+    except the test rows it is scored on."""
+    from cbp_fed.tasks import load_task, server_user_partition
+    from simulations.headroom import main as headroom
+
+    headroom(
+        [
+            "--backbone",
+            "tiny-random",
+            "--tasks",
+            "arc-easy",
+            "--steps",
+            "2",
+            "--lrs",
+            "1e-2",
+            "--n-test",
+            "40",
+            "--r",
+            "8",
+            "--m",
+            "4",
+            "--t",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    zero, start, tuned = json.loads((tmp_path / "headroom.json").read_text())
+    assert zero["prompt"] == "zero-shot" and zero["vs_zero_shot"] == {"mean": 0.0, "ci95": 0.0}
+    assert start["prompt"].startswith("instruction") and tuned["prompt"] == "tuned, lr 0.01"
+    assert tuned["n_test"] == 40 and tuned["steps"] == 2
+    user_rows = len(server_user_partition(load_task("arc-easy"))[1])
+    assert tuned["train_rows"] == user_rows - 40  # every user-side row but the test rows
+    paired = tuned["vs_zero_shot"]["mean"]
+    assert abs(paired - (tuned["test_accuracy"] - zero["test_accuracy"])) < 1e-3
