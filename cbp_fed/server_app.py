@@ -111,12 +111,12 @@ def check_data(config: RunConfig, num_users: int) -> None:
 
 
 def hop_progress(every: float = 10.0) -> Callable[[WaitProgress], None]:
-    """A `MeteredGrid.on_wait` that logs, at most every ``every`` seconds, how a hop stands: users answered
-    and still waiting (the same lines reach `flwr log`)."""
+    """A `MeteredGrid.on_wait` that logs how a hop that has waited ``every`` seconds or more stands (users
+    answered and still waiting), at most once per ``every`` seconds; the same lines reach `flwr log`."""
     last = [time.monotonic()]
 
     def report(wait: WaitProgress) -> None:
-        if time.monotonic() - last[0] >= every:
+        if wait.seconds >= every and time.monotonic() - last[0] >= every:
             last[0] = time.monotonic()
             log.info(
                 "round %s | %s: %d/%d users answered, %d waiting, %.0f s",

@@ -357,7 +357,16 @@ class MultiStepStrategy(Strategy):
     def _score(self, waiting: dict[int, Waiting]) -> dict[int, np.ndarray]:
         """All waiting users' populations through the BlackBox in one batched computation."""
         nodes = sorted(waiting)
-        scores = self.blackbox.score([waiting[n].query for n in nodes])
+        queries = [waiting[n].query for n in nodes]
+        started = time.monotonic()
+        scores = self.blackbox.score(queries)
+        pairs = sum(len(q.z) * len(q.queries) for q in queries)
+        log.info(
+            "scored %d users' candidates: %d prompt x text pairs in %.1f s",
+            len(nodes),
+            pairs,
+            time.monotonic() - started,
+        )
         if self.transcript:
             for n, s in zip(nodes, scores):
                 self.transcript.scores(waiting[n].partition_id, s)
