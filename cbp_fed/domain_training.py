@@ -44,11 +44,9 @@ class SDTConfig:
 
     z_noise: std of the Gaussian noise added to z on every training example, the scale of the users'
     CMA-ES steps (their default sigma0): the generator learns to answer well in the whole neighbourhood
-    the users will search. steering_target: before training, scale A so that a sigma = 1 step of z
-    moves the (started) generator's prompt this fraction of what it moves BBT's (0, the default: A at
-    unit scale). Started at BBT's prompt the generator barely responds to z, but the scale that makes it
-    respond (54x on the medical pool for 0.5) puts z's steps far outside the inputs' range: SDT then
-    made the prompt swing 7.7x BBT's per step and broke label-word answers, so it stays off.
+    the users will search. steering_target: before training, L_U's weights are scaled so that a
+    sigma = 1 step of z moves the started generator's prompt this fraction of what it moves BBT's (0:
+    leave them at 0.1x PyTorch's initialisation, where a step moved it 0.007-0.06x BBT's).
     generalist_share: the fraction of steps that train the domain's start vector
     z0 itself (the other steps train a task's vector z0 + offset). offset_penalty: weight of the mean
     squared offset, which keeps the task vectors near z0 (where users start).
@@ -69,7 +67,7 @@ class SDTConfig:
     z_noise: float = 0.5
     generalist_share: float = 0.5
     offset_penalty: float = 0.1
-    steering_target: float = 0.0
+    steering_target: float = 0.5
     seed: int = 0
 
     def __post_init__(self):
@@ -189,17 +187,24 @@ def steering(lm: FrozenLM, gen: PromptGenerator, ids, sigma: float = 1.0) -> dic
     }
 
 
-def calibrate_steering(lm: FrozenLM, gen: PromptGenerator, ids, target: float, rounds: int = 3) -> dict:
-    """Scale the generator's ``A`` (``set_z_scale``) until a sigma = 1 step of z moves its prompt ``target``
-    times as much as it moves BBT's, on the inputs ``ids``; returns the final ``steering`` measurement.
-    The change is nearly linear in the scale for small moves, so a few multiplicative corrections suffice."""
-    measured = steering(lm, gen, ids)
+def calibrate_steering(lm: FrozenLM, gen: PromptGenerator, ids, target: float, rounds: int = 5) -> dict:
+    """Scale L_U's weights until a sigma = 1 step of z moves the generator's prompt ``target`` times as much
+    as it moves BBT's, on the inputs ``ids``; returns the final ``steering`` measurement and the factor.
+
+    With L_U's bias at BBT's prompt the prompt's change is nearly linear in the weights' scale, so a few
+    multiplicative corrections suffice (as the weights grow, the prompt's own norm grows too and the ratio
+    saturates: a target above that ceiling ends at the closest reached, as the returned ratio says). z's steps stay the size of the inputs (A is untouched): scaling A
+    instead (54x for 0.5 on the medical pool) put them far outside the inputs' range and SDT broke."""
+    measured, factor = steering(lm, gen, ids), 1.0
     for _ in range(rounds):
         if abs(measured["ratio"] - target) <= 0.05 * target:
             break
-        gen.set_z_scale(gen.z_scale * target / max(measured["ratio"], 1e-6))
+        correction = target / max(measured["ratio"], 1e-6)
+        with torch.no_grad():
+            gen.up.weight.mul_(correction)
+        factor *= correction
         measured = steering(lm, gen, ids)
-    return {**measured, "z_scale": round(gen.z_scale, 4)}
+    return {**measured, "weight_factor": round(factor, 4)}
 
 
 def train_generator(
@@ -283,7 +288,8 @@ def train_generator(
         "version": CHECKPOINT_VERSION,
         "backbone": describe(lm),
         "dims": {"d": lm.d, "r": config.r, "m": config.m, "t": config.t},
-        "projection": {"a_seed": config.a_seed, "z_scale": gen.z_scale, "calibration": calibration},
+        "projection": {"a_seed": config.a_seed},
+        "steering_calibration": calibration,
         "domain": config.domain,
         "sdt_tasks": names,
         "data": {
@@ -355,13 +361,7 @@ def load_generator(folder: str | Path, lm: FrozenLM) -> tuple[PromptGenerator, d
         raise ValueError(f"checkpoint {folder} was trained for backbone {meta['backbone']}, not {describe(lm)}")
     dims = meta["dims"]
     gen = PromptGenerator(
-        dims["d"],
-        dims["r"],
-        dims["m"],
-        dims["t"],
-        meta["projection"]["a_seed"],
-        len(meta["sdt_tasks"]),
-        meta["projection"].get("z_scale", 1.0),
+        dims["d"], dims["r"], dims["m"], dims["t"], meta["projection"]["a_seed"], len(meta["sdt_tasks"])
     )
     try:
         gen.load_state_dict(load_file(weights_path))

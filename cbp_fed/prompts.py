@@ -46,35 +46,22 @@ class PromptGenerator(nn.Module):
     Args:
         d: backbone hidden size; r: task-vector size; m: bottleneck width; t: prompt length.
         a_seed: seed of ``A``. n_tasks: SDT task vectors kept beside z0 (0 when only serving).
-        z_scale: multiplies ``A`` (``set_z_scale``).
     Trainable (SDT only): ``down`` (L_D: d -> m), ``up`` (L_U: m -> t*d), the domain's starting vector
     ``z0: (r,)`` and the SDT tasks' offsets ``task_offsets: (n_tasks, r)`` (task i's vector is
     ``z0 + task_offsets[i]``). Buffers saved with the weights: ``center: (d,)``, ``spread: ()``.
     """
 
-    def __init__(
-        self, d: int, r: int = 500, m: int = 256, t: int = 10, a_seed: int = 0, n_tasks: int = 0, z_scale: float = 1.0
-    ):
+    def __init__(self, d: int, r: int = 500, m: int = 256, t: int = 10, a_seed: int = 0, n_tasks: int = 0):
         super().__init__()
         self.d, self.r, self.m, self.t = d, r, m, t
         self.a_seed = a_seed
         self.register_buffer("A", random_projection(d, r, a_seed, d**-0.5), persistent=False)
-        self.set_z_scale(z_scale)
         self.register_buffer("center", torch.zeros(d))
         self.register_buffer("spread", torch.ones(()))
         self.down = nn.Linear(d, m)
         self.up = nn.Linear(m, t * d)
         self.z0 = nn.Parameter(torch.zeros(r))
         self.task_offsets = nn.Parameter(torch.zeros(n_tasks, r))
-
-    def set_z_scale(self, z_scale: float) -> None:
-        """Scale ``A`` so that a unit-scale z moves the input by about ``z_scale`` (1: the size of a
-        standardised input). SDT sets it so that a search step moves the prompt a set fraction of what it
-        moves BBT's (``domain_training.calibrate_steering``); the checkpoint records it."""
-        if not z_scale > 0:
-            raise ValueError(f"z_scale must be > 0, got {z_scale}")
-        self.z_scale = float(z_scale)
-        self.A = random_projection(self.d, self.r, self.a_seed, self.z_scale * self.d**-0.5).to(self.A.device)
 
     def standardise_with(self, pooled: torch.Tensor) -> None:
         """Set ``center``/``spread`` from the pooled inputs ``(n, d)`` of the data the generator trains on
@@ -84,10 +71,11 @@ class PromptGenerator(nn.Module):
 
     @torch.no_grad()
     def start_at(self, p_init: torch.Tensor, weight_scale: float = 0.1) -> None:
-        """Make every input's prompt start near ``p_init: (t, d)`` (BBT's neutral instruction): L_U's bias
-        becomes ``p_init`` and its weights shrink by ``weight_scale``. A randomly initialised generator's
-        prompt scored below no prompt at all on the provider's held-out pool, and SDT did not recover in
-        300 steps; from here SDT learns how inputs and z should move a prompt that already works."""
+        """Make every input's prompt start around ``p_init: (t, d)`` (BBT's neutral instruction): L_U's bias
+        becomes ``p_init`` and its weights are multiplied by ``weight_scale``. A randomly initialised
+        generator's prompt scored below no prompt at all on the provider's held-out pool, and SDT did not
+        recover in 300 steps; from here SDT learns how inputs and z should move a prompt that already
+        works. How far z moves it is linear in ``weight_scale`` (``domain_training.calibrate_steering``)."""
         self.up.bias.copy_(p_init.reshape(-1))
         self.up.weight.mul_(weight_scale)
 

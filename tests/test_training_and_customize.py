@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cbp_fed.backbone import FrozenLM, describe
+from cbp_fed.backbone import FrozenLM
 from cbp_fed.cli import main
 from cbp_fed.customize import CustomizeConfig, customize
 from cbp_fed.domain_training import (
@@ -246,10 +246,10 @@ def test_cli_customizes_a_users_own_csv_through_a_json_spec(tmp_path):
     assert summary["task"].endswith("reviews.json") and summary["train_size"] == 6 and summary["test_size"] == 8
 
 
-@pytest.mark.parametrize("target", [0.5, 1.0])
-def test_steering_is_calibrated_to_its_target_and_kept_by_the_checkpoint(tiny, tmp_path, target):
-    """A generator started at BBT's prompt barely responds to z at unit scale; calibration scales A until
-    a sigma = 1 step moves the prompt ``target`` times BBT's, and a saved checkpoint keeps that scale."""
+@pytest.mark.parametrize("target", [0.25, 0.5])
+def test_steering_is_calibrated_to_its_target_without_moving_the_start(tiny, target):
+    """A generator started at BBT's prompt barely responds to z; calibration scales L_U's weights until a
+    sigma = 1 step moves the prompt ``target`` times BBT's, while z0's prompt stays BBT's (L_U's bias)."""
     rows = load_task("sst2").examples[:32]
     ids = [tiny.encode(ex.passage, ex.query, 48) for ex in rows]
     gen = PromptGenerator(tiny.d, r=16, m=8, t=2)
@@ -258,17 +258,5 @@ def test_steering_is_calibrated_to_its_target_and_kept_by_the_checkpoint(tiny, t
         gen.start_at(instruction_embedding(tiny, 2))
     assert steering(tiny, gen, ids)["ratio"] < 0.5 * target  # uncalibrated: z hardly steers
     calibrated = calibrate_steering(tiny, gen, ids, target)
-    assert abs(calibrated["ratio"] - target) <= 0.1 * target and calibrated["z_scale"] > 1
-    meta = {
-        "version": 2,
-        "backbone": describe(tiny),
-        "dims": {"d": tiny.d, "r": 16, "m": 8, "t": 2},
-        "projection": {"a_seed": 0, "z_scale": gen.z_scale},
-        "sdt_tasks": [],
-        "domain": "general",
-        "data": {},
-        "training": {},
-    }
-    loaded, _ = load_generator(save_generator(gen, meta, tmp_path), tiny)
-    z = torch.randn(3, 16)
-    assert torch.allclose(loaded(z, tiny.pooled(ids)), gen(z, tiny.pooled(ids)), atol=1e-6)
+    assert abs(calibrated["ratio"] - target) <= 0.1 * target and calibrated["weight_factor"] > 1
+    assert torch.equal(gen.up.bias, instruction_embedding(tiny, 2).reshape(-1))
