@@ -193,7 +193,8 @@ def calibrate_steering(lm: FrozenLM, gen: PromptGenerator, ids, target: float, r
 
     With L_U's bias at BBT's prompt the prompt's change is nearly linear in the weights' scale, so a few
     multiplicative corrections suffice (as the weights grow, the prompt's own norm grows too and the ratio
-    saturates: a target above that ceiling ends at the closest reached, as the returned ratio says). z's steps stay the size of the inputs (A is untouched): scaling A
+    saturates: a target above that ceiling ends at the closest reached, as the returned ratio says).
+    z's steps stay the size of the inputs (A is untouched): scaling A
     instead (54x for 0.5 on the medical pool) put them far outside the inputs' range and SDT broke."""
     measured, factor = steering(lm, gen, ids), 1.0
     for _ in range(rounds):

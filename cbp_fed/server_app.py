@@ -28,7 +28,7 @@ from .comm import MeteredGrid, WaitProgress
 from .config import RunConfig
 from .privacy.transcript import TranscriptWriter
 from .results import RunFolder, chance_accuracy, console_round_line, train_calls_per_user
-from .tasks import MIN_TEST_TEXTS, PartitionConfig, check_user_splits
+from .tasks import MIN_TEST_TEXTS, check_run_splits
 
 log = logging.getLogger("cbp_fed.server")
 app = ServerApp()
@@ -101,9 +101,8 @@ def environment(lm: FrozenLM) -> dict:
 def check_data(config: RunConfig, num_users: int) -> None:
     """Refuse a run whose users cannot all train and test (``check_user_splits``), before any training.
     A custom task whose file only the users hold cannot be checked here: it is left to them."""
-    partition = PartitionConfig(config.partition, config.task_list, num_users, config.dirichlet_alpha, config.seed)
     try:
-        sizes = check_user_splits(partition, config.shots_per_class, config.n_test, config.seed, config.class_balanced)
+        sizes = check_run_splits(config, num_users)
     except FileNotFoundError as err:
         log.warning("users' data not checked (the provider cannot read it): %s", err)
         return

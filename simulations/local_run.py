@@ -235,7 +235,7 @@ def check_settings(settings: dict, users: int) -> None:
     """Refuse, before Flower starts, what the ServerApp would refuse: an unknown key or a bad value (named,
     with the allowed ones) and users that cannot all train and test (with the numbers)."""
     from cbp_fed.config import RunConfig
-    from cbp_fed.tasks import PartitionConfig, check_user_splits
+    from cbp_fed.tasks import check_run_splits
 
     defaults = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     config = RunConfig.from_run_config({**defaults, **settings})
@@ -248,8 +248,7 @@ def check_settings(settings: dict, users: int) -> None:
             f"`cbp-fed sdt --domain {config.domain} --out {config.generator}`, or set generator='' to train at start"
         )
     if not config.resume_from:
-        partition = PartitionConfig(config.partition, config.task_list, users, config.dirichlet_alpha, config.seed)
-        check_user_splits(partition, config.shots_per_class, config.n_test, config.seed, config.class_balanced)
+        check_run_splits(config, users)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,12 @@ def test_plain_flwr_run_uses_the_installed_torch(tmp_path):
     assert not list((tmp_path / "flwr").rglob("nvidia*"))  # no CUDA wheels anywhere in FLWR_HOME
 
 
+def local_run(settings: str, timeout: float) -> subprocess.CompletedProcess:
+    """`python -m simulations.local_run --users 2 --set SETTINGS`, as `make demo` runs it."""
+    command = [sys.executable, "-m", "simulations.local_run", "--users", "2", "--set", settings]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -120,13 +126,7 @@ def test_plain_flwr_run_uses_the_installed_torch(tmp_path):
     ],
 )
 def test_local_run_refuses_bad_settings_before_flower_starts(settings, message):
-    done = subprocess.run(
-        [sys.executable, "-m", "simulations.local_run", "--users", "2", "--set", settings],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = local_run(settings, timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.startswith("error: ") and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
@@ -150,12 +150,6 @@ def test_local_run_exits_nonzero_with_the_status_when_the_run_fails(tmp_path):
     """A failure inside the run (the ServerApp refuses to resume from a folder that is not a run's): the
     wrapper, and so `make demo`, exits 1 and says how the run ended instead of printing a table."""
     settings = f"backbone='tiny-random' tasks='sst2' n-test=12 shots-per-class=3 resume-from='{tmp_path}'"
-    done = subprocess.run(
-        [sys.executable, "-m", "simulations.local_run", "--users", "2", "--set", settings],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = local_run(settings, timeout=600)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "error: the run did not complete: finished:failed" in done.stderr

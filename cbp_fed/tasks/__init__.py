@@ -9,7 +9,7 @@ by their options (`Task.scoring`).
 from .core import VERIFY_SUFFIX, Example, Task
 from .custom import CustomTaskConfig, load_custom_task, load_task_spec
 from .domains import DOMAINS, Domain, domain_pool
-from .partition import MIN_TEST_TEXTS, PartitionConfig, check_user_splits, user_data, user_task
+from .partition import MIN_TEST_TEXTS, PartitionConfig, check_run_splits, check_user_splits, user_data, user_task
 from .registry import load_task, task_names
 from .splits import SERVER_FRACTION, UserSplit, is_server_side, server_user_partition, user_split
 from .verify import verification_view
@@ -25,6 +25,7 @@ __all__ = [
     "PartitionConfig",
     "Task",
     "UserSplit",
+    "check_run_splits",
     "check_user_splits",
     "domain_pool",
     "is_server_side",

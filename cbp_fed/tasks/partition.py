@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from datasets import Dataset
 from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
@@ -27,6 +28,9 @@ from .core import Example, Task
 from .custom import is_spec_file, load_task_spec
 from .registry import task_names
 from .splits import UserSplit, server_user_partition, split_quotas, stratified_draw
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
 
 MODES = ("iid", "dirichlet", "task-per-user")
 
@@ -203,3 +207,10 @@ def check_user_splits(
             "from; raise n-test, or use more users or a task with more rows"
         )
     return {"per_user": sizes, "test_texts": total_test}
+
+
+def check_run_splits(config: RunConfig, num_users: int) -> dict:
+    """`check_user_splits` for a federated run's settings with ``num_users`` users (the wrapper checks them
+    before Flower starts, the ServerApp once its users connect)."""
+    partition = PartitionConfig(config.partition, config.task_list, num_users, config.dirichlet_alpha, config.seed)
+    return check_user_splits(partition, config.shots_per_class, config.n_test, config.seed, config.class_balanced)
