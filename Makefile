@@ -1,5 +1,5 @@
 # The README's commands. Each target does all set-up a fresh machine lacks, then its job.
-#   make demo        `flwr run .` (4 simulated ARC-Easy users, SmolLM2, the committed commonsense generator),
+#   make demo        `flwr run .` (4 simulated drug-review users, SmolLM2, the committed medical generator),
 #                    stops the SuperLink it started, prints each round against the users' start
 #   make test        the test suite (unit tests on a tiny random model, real SmolLM2, a real flwr run)
 #   make demo-core   one process, no Flower: the four methods on ARC-Easy with the committed generator, small sizes
@@ -32,7 +32,7 @@ $(VENV)/.ready: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m simulations.local_run --users 4 --set "generator='$(CURDIR)/results/effectiveness/gen-commonsense'"
+	$(PY) -m simulations.local_run --users 4 --set "tasks='drug-reviews-other' domain='medical' generator='$(CURDIR)/results/effectiveness/gen-medical'"
 
 deploy-demo: setup
 	$(PY) -m simulations.deploy_demo --users 3

@@ -313,7 +313,8 @@ class RunFolder:
         """The figures whose keys appear in `rounds.jsonl`, by name; a figure whose keys never appear is skipped.
 
         accuracy: "test_accuracy" per round in %, a ±"test_accuracy_std" band where given, and the chance
-        level when summary.json gives it ("chance_test_accuracy"); bytes: "bytes_up_per_user" and
+        level when summary.json gives it ("chance_test_accuracy"), the users' start when round 1 measured it
+        ("start_test_accuracy"); bytes: "bytes_up_per_user" and
         "bytes_down_per_user" per round, in KiB; fitness: "train_loss" per round, on an axis from 0 (a loss
         is never negative: a zoomed axis would make small changes look large).
         """
@@ -391,6 +392,9 @@ def _draw_accuracy(axes, records: list[dict], chance: float | None) -> bool:
             alpha=0.25,
             label="±1 std over users",
         )
+    start = records[0].get("start_test_accuracy")
+    if start is not None:  # what every round is measured against: the users' start vectors, before any search
+        axes.axhline(100 * start, color="tab:grey", linestyle=":", label="start (before round 1)")
     if chance is not None:
         axes.axhline(100 * chance, color="black", linestyle="--", linewidth=0.8, label="chance (1 / answers)")
     _label(axes, "test accuracy (%)", "Test accuracy")

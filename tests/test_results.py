@@ -128,14 +128,15 @@ def test_console_round_line():
 # ----------------------------------------------------------------------------- self-explaining run folders
 def test_figures_show_accuracy_in_percent_with_chance_and_loss_from_zero(tmp_path):
     run = RunFolder(tmp_path, "figures")
-    for r in (1, 2):
-        run.log_round({"round": r, "train_loss": 0.9 - 0.01 * r, "test_accuracy": 0.6 + 0.1 * r})
+    run.log_round({"round": 1, "train_loss": 0.89, "test_accuracy": 0.7, "start_test_accuracy": 0.55})
+    run.log_round({"round": 2, "train_loss": 0.88, "test_accuracy": 0.8})
     run.write_summary({"chance_test_accuracy": 0.25})
     figures = run.figures()
     accuracy = figures["accuracy"].axes[0]
     lines = {line.get_label(): list(line.get_ydata()) for line in accuracy.get_lines()}
     assert lines["test accuracy\n(mean over users)"] == pytest.approx([70.0, 80.0])  # %, as the README reports it
     assert lines["chance (1 / answers)"] == pytest.approx([25.0, 25.0])
+    assert lines["start (before round 1)"] == pytest.approx([55.0, 55.0])  # each round read against the start
     legend = accuracy.get_legend()
     assert legend is not None and legend.get_bbox_to_anchor().x0 > accuracy.bbox.x1  # beside the axes, not on a line
     assert figures["fitness"].axes[0].get_ylim()[0] == 0  # not zoomed onto 0.88-0.89
