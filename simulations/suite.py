@@ -8,8 +8,8 @@ Each cell is one real `flwr run .` (simulations/local_run.py) of the domain's pr
 The suite is resumable: a cell with a summary.json is not run again; a cell that was killed after a
 round continues from its checkpoint (`resume-from`, users keep their state under `<out>/.users`);
 anything else is run afresh. Cells go seed by seed, so a stopped suite still has complete seeds.
-Generators are the domain's SDT checkpoint at `<out>/gen-<domain>` (trained first with `cbp-fed sdt`
-if missing). Then it writes `<out>/table.md` and three plots: accuracy per method per domain,
+Generators are the preset's `generator` (the effectiveness table's `results/effectiveness/gen-<domain>`,
+so the suite and the table share one per domain), trained first with `cbp-fed sdt` if missing. Then it writes `<out>/table.md` and three plots: accuracy per method per domain,
 accuracy vs calls per user, bytes per user per round per method.
 """
 
@@ -46,6 +46,11 @@ def preset(domain: str) -> dict:
     return tomllib.loads((ROOT / "simulations" / f"{domain}.toml").read_text())
 
 
+def generator_of(domain: str) -> Path:
+    """The domain's generator folder: the preset's ``generator``, relative to the repository."""
+    return ROOT / preset(domain)["generator"]
+
+
 def ensure_generator(domain: str, folder: Path) -> None:
     """Train the domain's generator with `cbp-fed sdt` unless the folder already holds one."""
     if (folder / "generator.json").exists():
@@ -79,7 +84,7 @@ def run_cell(domain: str, method: str, seed: int, users: int, out: Path) -> dict
         **preset(domain),
         "method": method,
         "seed": seed,
-        "generator": str(out / f"gen-{domain}"),
+        "generator": str(generator_of(domain)),
         "results-dir": str(out),
         "run-name": name,
         "user-state-dir": str((out / ".users").resolve()),
@@ -296,7 +301,7 @@ def main() -> int:
     if not args.table_only:
         for domain in args.domains:
             if {"sdt-only", "cbp"} & set(args.methods):
-                ensure_generator(domain, args.out / f"gen-{domain}")
+                ensure_generator(domain, generator_of(domain))
         for seed in args.seeds:
             for domain in args.domains:
                 for method in args.methods:
