@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from simulations.effectiveness import main, rows_of, wilson
+from simulations.effectiveness import goal_checks, main, rows_of, wilson
 
 
 def summary(method: str, seed: int, test: float, start: float, curve=()) -> dict:
@@ -57,6 +57,31 @@ def test_table_only_pools_seeds_and_reports_the_worst_drop_below_the_start(tmp_p
     assert (tmp_path / "accuracy_vs_calls.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit, match="no runs"):
         main(["--out", str(tmp_path / "empty"), "--table-only"])
+
+
+def test_goal_checks_compare_seed_means_at_equal_calls_and_flag_a_run_below_its_start():
+    def rows(method, seed, test, start=0.5, curve=()):
+        return rows_of(summary(method, seed, test, start, curve))
+
+    table = [
+        *rows("zero-shot", 0, 0.60),
+        *rows("zero-shot", 1, 0.62),
+        *rows("zero-shot", 2, 0.90),  # a seed CBP never ran: left out of every mean
+        *rows("sdt-only", 0, 0.55),
+        *rows("sdt-only", 1, 0.55),
+        *rows("bbt", 0, 0.6, 0.5, [(100, 0.60, "best@100"), (400, 0.64, "best@400")]),
+        *rows("bbt", 1, 0.6, 0.5, [(100, 0.60, "best@100"), (400, 0.64, "best@400")]),
+        *rows("cbp", 0, 0.66, 0.55, [(100, 0.64, "mean@100"), (400, 0.66, "mean@400")]),
+        *rows("cbp", 1, 0.40, 0.55, [(100, 0.66, "mean@100"), (400, 0.40, "mean@400")]),  # 15 points below start
+    ]
+    text = goal_checks(table)
+    line = next(line for line in text.splitlines() if "| arc-easy |" in line)
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[2:8] == ["2", "61.0", "55.0", "400", "64.0", "53.0"]  # zero-shot over seeds 0-1 only
+    assert cells[8:] == ["no", "65.0", "64.0", "yes"]  # CBP@400 loses; CBP@100 (65) >= BBT@400 (64)
+    assert "above zero-shot, SDT-only and BBT at equal calls: 0 of 1" in text
+    assert "CBP at 100 calls >= BBT at 400: 1 of 1" in text
+    assert "1 of 4 searching runs end below their start by more than the start's noise: arc-easy cbp seed 1" in text
 
 
 def test_headroom_trains_on_user_rows_outside_the_test_rows(tmp_path):
