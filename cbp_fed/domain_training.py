@@ -223,7 +223,10 @@ def train_generator(
     started = time.time()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    drawn = pool if pool is not None else domain_pool(config.domain, config.seed, config.pool_size + config.eval_size)
+    try:
+        drawn = pool if pool is not None else domain_pool(config.domain, config.seed, config.pool_size + config.eval_size)
+    except ValueError as err:  # name the two settings that add up to the draw
+        raise ValueError(f"{err} (pool_size {config.pool_size} + eval_size {config.eval_size}): lower them") from err
     pool = [(task, ex) for task, ex in drawn if _fits(lm, ex, config.max_tokens)]
     rng.shuffle(pool)
     train_groups, eval_groups = _by_task(pool[config.eval_size :]), _by_task(pool[: config.eval_size])

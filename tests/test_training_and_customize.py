@@ -260,3 +260,8 @@ def test_steering_is_calibrated_to_its_target_without_moving_the_start(tiny, tar
     calibrated = calibrate_steering(tiny, gen, ids, target)
     assert abs(calibrated["ratio"] - target) <= 0.1 * target and calibrated["weight_factor"] > 1
     assert torch.equal(gen.up.bias, instruction_embedding(tiny, 2).reshape(-1))
+
+
+def test_a_pool_larger_than_the_domain_names_both_settings(tiny):
+    with pytest.raises(ValueError, match=r"cannot draw .* \(pool_size 4000 \+ eval_size 200\): lower them"):
+        train_generator(tiny, SDTConfig(domain="finance", pool_size=4000, eval_size=200), progress=False)
