@@ -223,8 +223,9 @@ def train_generator(
     started = time.time()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
+    size = config.pool_size + config.eval_size
     try:
-        drawn = pool if pool is not None else domain_pool(config.domain, config.seed, config.pool_size + config.eval_size)
+        drawn = pool if pool is not None else domain_pool(config.domain, config.seed, size)
     except ValueError as err:  # name the two settings that add up to the draw
         raise ValueError(f"{err} (pool_size {config.pool_size} + eval_size {config.eval_size}): lower them") from err
     pool = [(task, ex) for task, ex in drawn if _fits(lm, ex, config.max_tokens)]

@@ -34,7 +34,7 @@ from cbp_fed.backbone import FrozenLM  # noqa: E402
 from cbp_fed.customize import CustomizeConfig, customize  # noqa: E402
 from cbp_fed.domain_training import SDTConfig, save_generator, train_generator  # noqa: E402
 from cbp_fed.results import legend_below  # noqa: E402
-from cbp_fed.tasks import DOMAINS  # noqa: E402
+from cbp_fed.tasks import DOMAINS, domain_capacity  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
 ROW_METHODS = ("zero-shot", "zero-shot-calibrated", "sdt-only", "bbt", "cbp")
@@ -76,12 +76,15 @@ def rows_of(summary: dict) -> list[dict]:
 def ensure_generator(lm: FrozenLM, domain: str, folder: Path, args) -> None:
     if (folder / "generator.json").exists():
         return
+    pool_size = min(args.sdt_pool, domain_capacity(domain) - args.sdt_eval)  # a small domain gives all it has
+    if pool_size < args.sdt_pool:
+        print(f"SDT {domain}: the domain has {pool_size} items beside {args.sdt_eval} held out; training on all")
     config = SDTConfig(
         domain=domain,
         steps=args.sdt_steps,
         batch_size=args.sdt_batch,
         max_tokens=args.max_tokens,
-        pool_size=args.sdt_pool,
+        pool_size=pool_size,
         eval_size=args.sdt_eval,
         lr=args.sdt_lr,
     )
@@ -283,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sdt-steps", type=int, default=300)
     parser.add_argument("--sdt-batch", type=int, default=8)
     parser.add_argument("--sdt-lr", type=float, default=SDTConfig.lr)
-    parser.add_argument("--sdt-pool", type=int, default=3000)
+    parser.add_argument("--sdt-pool", type=int, default=3000, help="SDT items (at most what the domain has)")
     parser.add_argument("--sdt-eval", type=int, default=400)
     parser.add_argument("--backbone", default="smollm2-135m")
     parser.add_argument("--dtype", default="auto")

@@ -9,8 +9,9 @@ The suite is resumable: a cell with a summary.json is not run again; a cell that
 round continues from its checkpoint (`resume-from`, users keep their state under `<out>/.users`);
 anything else is run afresh. Cells go seed by seed, so a stopped suite still has complete seeds.
 Generators are the preset's `generator` (the effectiveness table's `results/effectiveness/gen-<domain>`,
-so the suite and the table share one per domain), trained first with `cbp-fed sdt` if missing. Then it writes `<out>/table.md` and three plots: accuracy per method per domain,
-accuracy vs calls per user, bytes per user per round per method.
+so the suite and the table share one per domain), trained first with `cbp-fed sdt` if missing. Then it
+writes `<out>/table.md` and three plots: accuracy per method per domain, accuracy vs calls per user,
+bytes per user per round per method.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from cbp_fed.tasks import (
     Domain,
     Example,
     Task,
+    domain_capacity,
     domain_pool,
     load_task,
     registry,
@@ -399,3 +400,10 @@ def test_task_checks_its_scoring_and_options():
         Task("t", "general", (" A", " B", " C"), (row,), "d", scoring="options")
     with pytest.raises(ValueError, match="leading space"):
         Task("t", "general", (" A", " B"), (Example("", "Q", 0, "t/0", ("a", " b")),), "d", scoring="options")
+
+
+def test_domain_capacity_is_exactly_what_domain_pool_can_draw():
+    capacity = domain_capacity("finance")
+    assert len(domain_pool("finance", seed=3, size=capacity)) == capacity
+    with pytest.raises(ValueError, match=f"has {capacity} server-side items; cannot draw {capacity + 1}"):
+        domain_pool("finance", seed=3, size=capacity + 1)

@@ -8,7 +8,7 @@ by their options (`Task.scoring`).
 
 from .core import VERIFY_SUFFIX, Example, Task
 from .custom import CustomTaskConfig, load_custom_task, load_task_spec
-from .domains import DOMAINS, Domain, domain_pool
+from .domains import DOMAINS, Domain, domain_capacity, domain_pool
 from .partition import MIN_TEST_TEXTS, PartitionConfig, check_run_splits, check_user_splits, user_data, user_task
 from .registry import load_task, task_names
 from .splits import SERVER_FRACTION, UserSplit, is_server_side, server_user_partition, user_split
@@ -27,6 +27,7 @@ __all__ = [
     "UserSplit",
     "check_run_splits",
     "check_user_splits",
+    "domain_capacity",
     "domain_pool",
     "is_server_side",
     "load_custom_task",

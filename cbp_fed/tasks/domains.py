@@ -100,6 +100,20 @@ def _server_views(name: str, seed: int) -> tuple[Task, Task | None]:
     return native, verification_view(native, seed) if multiple_choice_rows(name) is not None else None
 
 
+def _capacities(domain: str, seed: int) -> tuple[list[tuple[Task, Task | None]], list[int]]:
+    """Each SDT task's server-side views and how many pool items it can give (native + verification rows)."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; known domains: {', '.join(DOMAINS)}")
+    views = [_server_views(name, seed) for name in DOMAINS[domain].sdt_tasks]
+    return views, [len(native.examples) + (len(verify.examples) if verify else 0) for native, verify in views]
+
+
+def domain_capacity(domain: str) -> int:
+    """How many items `domain_pool` can draw for ``domain`` at most (its SDT tasks' server-side rows,
+    a multiple-choice row counted once natively and once as its yes/no view)."""
+    return sum(_capacities(domain, 0)[1])
+
+
 def domain_pool(domain: str, seed: int, size: int) -> list[tuple[Task, Example]]:
     """A seeded SDT sample of `size` items from the server-side rows of the domain's sdt_tasks.
 
@@ -109,11 +123,8 @@ def domain_pool(domain: str, seed: int, size: int) -> list[tuple[Task, Example]]
     paired with its Task, restricted to server-side rows, so the trainer can group items by task and
     share label words and scoring. User tasks never enter.
     """
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; known domains: {', '.join(DOMAINS)}")
+    views, capacities = _capacities(domain, seed)
     rng = random.Random(f"domain_pool/{domain}/{seed}")
-    views = [_server_views(name, seed) for name in DOMAINS[domain].sdt_tasks]
-    capacities = [len(native.examples) + (len(verify.examples) if verify else 0) for native, verify in views]
     if not 0 <= size <= sum(capacities):
         raise ValueError(f"domain {domain!r} has {sum(capacities)} server-side items; cannot draw {size}")
     pool: list[tuple[Task, Example]] = []
