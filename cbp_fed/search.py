@@ -5,7 +5,8 @@ optimiser only asks and is told, an iteration can span a Flower round trip, and 
 travels as bytes (``to_bytes`` / ``from_bytes``) into ``context.state``.
 
 The budget is counted in model calls: one call = one candidate z scored on the user's training
-batch (the BBT convention), so a popsize-10 generation spends 10 calls.
+batch (the BBT convention), so a popsize-10 generation spends 10 calls. pycma counts them
+(``countevals``, one per told candidate); the budget check is ours (see ``CMASearch.done``).
 """
 
 from __future__ import annotations
@@ -96,12 +97,21 @@ class CMASearch:
         if config.bound:
             options["bounds"] = [-config.bound, config.bound]
         self.es = cma.CMAEvolutionStrategy(np.asarray(x0, dtype=float), config.sigma0, options)
-        self.calls = 0
         self._asked: np.ndarray | None = None
 
     @property
+    def calls(self) -> int:
+        """Model calls spent: candidates told so far (pycma's evaluation count)."""
+        return int(self.es.countevals)
+
+    @property
     def done(self) -> bool:
-        """True when another generation would exceed the budget."""
+        """True when another generation would exceed the budget.
+
+        Not pycma's ``maxfevals``: its stop fires only once the count is past it (``countevals - 1 >=
+        maxfevals``), after the generation that crosses the budget was asked and scored (budget 200,
+        popsize 6: 204 calls), and ``es.stop()`` also reports criteria other than the budget (no
+        effect of an axis, conditioning), which would end a search with calls left to spend."""
         return self.calls + self.config.popsize > self.config.budget
 
     def ask(self) -> np.ndarray:
@@ -119,7 +129,6 @@ class CMASearch:
         if fitness.shape != (len(self._asked),) or not np.isfinite(fitness).all():
             raise ValueError(f"fitness must be {len(self._asked)} finite values, got {fitness}")
         self.es.tell(list(self._asked), list(fitness))
-        self.calls += len(self._asked)
         self._asked = None
 
     def sample_like(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -148,8 +157,9 @@ class CMASearch:
 
     @property
     def mean(self) -> np.ndarray:
-        """The search distribution's mean ``(r,)`` float32 (never scored itself)."""
-        return np.asarray(self.es.mean, dtype=np.float32)
+        """The search distribution's mean ``(r,)`` float32 (never scored itself), mapped into the bounds
+        as the candidates are (pycma's ``xfavorite``; ``es.mean`` itself may lie outside them)."""
+        return np.asarray(self.es.result.xfavorite, dtype=np.float32)
 
     @property
     def best(self) -> np.ndarray:
@@ -166,14 +176,18 @@ class CMASearch:
         return float(self.es.result.fbest) if self.es.result.xbest is not None else float("inf")
 
     def to_bytes(self) -> bytes:
-        """Whole optimiser state (pycma object, counters); full r=500 ~4 MB, diagonal ~0.2 MB."""
-        return pickle.dumps((self.config, self.es, self.calls, self._asked))
+        """Whole search state; full r=500 ~4 MB, diagonal ~0.2 MB. pycma's ``pickle_dumps`` holds the
+        optimiser (its random generator and call count included); beside it go what pycma does not
+        hold: the settings (budget, final) and a population out for scoring, whose scores may arrive
+        after a Flower hop."""
+        return pickle.dumps((self.config, self.es.pickle_dumps(), self._asked))
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> CMASearch:
         """Inverse of ``to_bytes``; only for state this user wrote itself (pickle)."""
         search = cls.__new__(cls)
-        search.config, search.es, search.calls, search._asked = pickle.loads(blob)
+        search.config, es, search._asked = pickle.loads(blob)
+        search.es = pickle.loads(es)
         return search
 
 

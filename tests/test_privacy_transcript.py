@@ -148,27 +148,45 @@ def test_bad_defence_settings_are_named(key, value, message):
         RunConfig.from_run_config({key: value})
 
 
+# epsilon at delta 1e-5 of one release at dp-noise 0.05 / 0.2 / 1 / 4 (the README's privacy sweep: 970 / 92 /
+# 10 / 2.0), and of 3 releases at noise 1, as the hand-written accountant dp-accounting replaced computed them
+# (bisection on the exact mu-GDP curve).
+HAND_WRITTEN_EPSILON = {(0.05, 1): 969.6455927139167, (0.2, 1): 91.81728962466376, (1.0, 1): 9.997256146434305}
+HAND_WRITTEN_EPSILON |= {(4.0, 1): 1.993091404415118, (1.0, 3): 20.12502354588818}
+
+
+def test_accountant_keeps_the_sweeps_epsilons():
+    # both invert the same exact curve; they differ only in the root finder's stopping point and the old
+    # log-CDF series far in the tail (8e-10 relative at noise 0.05), hence 1e-8
+    for (noise, releases), old in HAND_WRITTEN_EPSILON.items():
+        assert defences.epsilon(noise, releases, 1e-5) == pytest.approx(old, rel=1e-8)
+    assert [round(defences.epsilon(n, 1, 1e-5), 1) for n in (0.05, 0.2, 1.0, 4.0)] == [969.6, 91.8, 10.0, 2.0]
+
+
 def test_accountant_matches_the_gaussian_privacy_curve_and_classic_bounds():
-    # mu-GDP delta(eps) computed independently: E[(1 - e^(eps - L))_+] with the privacy loss L ~ N(mu^2/2, mu^2)
-    mu, eps = 1.0, 2.0
-    grid = np.linspace(-12, 12, 400_001)
-    loss = mu**2 / 2 + mu * grid
-    density = np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
-    numeric = float(np.sum(np.maximum(0.0, 1 - np.exp(eps - loss)) * density) * (grid[1] - grid[0]))
-    assert defences.gdp_delta(mu, eps) == pytest.approx(numeric, rel=1e-4)
-    # one release at noise 2 (mu = 1) is 1-GDP: epsilon at delta = 1e-5 inverts the curve
+    # one release at noise 2 (mu = 1): delta(eps) computed independently, E[(1 - e^(eps - L))_+] with the
+    # privacy loss L ~ N(mu^2/2, mu^2), is the requested delta at the accountant's epsilon
     e = defences.epsilon(2.0, 1, 1e-5)
-    assert defences.gdp_delta(1.0, e) == pytest.approx(1e-5, rel=1e-6)
-    assert e == pytest.approx(4.4, abs=0.1)
+    grid = np.linspace(-12, 12, 400_001)
+    density = np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
+    numeric = float(np.sum(np.maximum(0.0, 1 - np.exp(e - 0.5 - grid)) * density) * (grid[1] - grid[0]))
+    assert numeric == pytest.approx(1e-5, rel=1e-3)
+    assert e == pytest.approx(4.38, abs=0.01)
     # the classic calibration sigma = sensitivity sqrt(2 ln(1.25/delta)) / eps (eps < 1) is an upper bound
     classic_eps, delta = 0.8, 1e-5
     noise = 2 * math.sqrt(2 * math.log(1.25 / delta)) / classic_eps  # std / C, with sensitivity 2C
     assert defences.epsilon(noise, 1, delta) <= classic_eps
-    # composition: R releases cost like one at noise / sqrt(R); no noise is no guarantee
-    assert defences.epsilon(2.0, 4, 1e-5) == pytest.approx(defences.epsilon(1.0, 1, 1e-5))
+    # composition over releases agrees with dp-accounting's PLD accountant composing the releases itself
+    from dp_accounting import GaussianDpEvent, SelfComposedDpEvent
+    from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
+
+    pld = PLDAccountant().compose(SelfComposedDpEvent(GaussianDpEvent(noise_multiplier=1.0 / 2), 3))
+    assert defences.epsilon(1.0, 3, 1e-5) == pytest.approx(pld.get_epsilon(1e-5), rel=1e-6)
+    # no noise is no guarantee; little noise, many rounds: a large but finite epsilon, growing as noise shrinks
     assert defences.epsilon(0.0, 1, 1e-5) == math.inf
-    # little noise, many rounds: a large but finite epsilon (no overflow), growing as the noise shrinks
     assert 100 < defences.epsilon(0.2, 3, 1e-5) < defences.epsilon(0.05, 3, 1e-5) < math.inf
+    with pytest.raises(ValueError, match="releases must be >= 1"):
+        defences.epsilon(1.0, 0, 1e-5)
 
 
 def test_gaussian_release_clips_the_shift_from_the_anchor():

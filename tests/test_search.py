@@ -26,6 +26,26 @@ def test_search_minimises_a_quadratic_within_its_budget(diagonal):
     assert sphere(search.result[None])[0] < 0.05 * start
 
 
+def test_search_stops_before_a_generation_would_pass_its_budget():
+    # 200 calls at popsize 6: 33 generations (198 calls); a 34th would spend 204
+    search, spent = CMASearch(np.zeros(4), SearchConfig(popsize=6, budget=200), seed=0), 0
+    while not search.done:
+        z = search.ask()
+        search.tell(sphere(z))
+        spent += len(z)
+    assert spent == search.calls == search.final_calls == 198
+
+
+def test_the_kept_mean_stays_inside_the_bounds():
+    # the optimum lies beyond the bound: pycma's internal mean drifts past it (5.35 here), the kept z may not
+    search = CMASearch(np.zeros(8), SearchConfig(popsize=6, budget=300, bound=5.0), seed=0)
+    while not search.done:
+        z = search.ask()
+        search.tell(((z - 10.0) ** 2).sum(axis=1))
+    assert search.es.mean.max() > 5.0
+    assert np.abs(search.mean).max() <= 5.0 and search.mean.min() > 4.9
+
+
 def test_state_round_trip_resumes_identically():
     config = SearchConfig(popsize=6, budget=60)
     a = CMASearch(np.zeros(5), config, seed=3)

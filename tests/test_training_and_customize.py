@@ -18,6 +18,7 @@ from cbp_fed.domain_training import (
     save_generator,
     steering,
     train_generator,
+    warmup_cosine,
 )
 from cbp_fed.prompts import PromptGenerator, instruction_embedding
 from cbp_fed.tasks import load_task
@@ -74,6 +75,24 @@ def test_a_search_step_moves_the_trained_generators_prompt(planted):
     """A sigma = 1 step of z changes CBP's prompt by at least half as much as it changes BBT's."""
     _, meta = planted
     assert meta["steering"]["ratio"] >= 0.5, meta["steering"]
+
+
+@pytest.mark.parametrize(
+    "steps, factors",  # lr / peak at steps 0, 1, 2, ..., as the generators were trained
+    [
+        (3, {0: 1.0, 1: 0.75, 2: 0.25}),  # warm-up of one step: the first step already at the peak
+        (30, {0: 1 / 3, 1: 2 / 3, 2: 0.9890738, 15: 0.5, 29: 0.0027390523}),  # warm-up 3, then the cosine from step 0
+    ],
+)
+def test_sdt_learning_rate_warms_up_then_decays_as_the_generators_were_trained(steps, factors):
+    optimiser = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-3)
+    schedule = warmup_cosine(optimiser, steps)
+    seen = []
+    for _ in range(steps):
+        seen.append(optimiser.param_groups[0]["lr"])
+        optimiser.step()
+        schedule.step()
+    assert {s: seen[s] / 3e-3 for s in factors} == pytest.approx(factors, rel=1e-6)
 
 
 def test_sdt_leaves_the_backbone_untouched(tiny, trained):
