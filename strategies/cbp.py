@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 
 from cbp_fed.backbone import FrozenLM
 from cbp_fed.config import RunConfig
@@ -26,16 +27,16 @@ log = logging.getLogger(__name__)
 
 
 def domain_prior(vectors: np.ndarray, how: str = "mean", trim: float = 0.2) -> np.ndarray:
-    """Aggregate users' vectors ``(u, r)`` into one ``(r,)``: "mean", coordinate-wise "median", or
-    "trimmed-mean" (per coordinate, drop the ``floor(trim * u)`` lowest and highest values, average the rest)."""
+    """Aggregate users' vectors ``(u, r)`` into one ``(r,)``: "mean", coordinate-wise "median" (numpy's,
+    as Flower's FedMedian), or "trimmed-mean" (per coordinate, drop the ``floor(trim * u)`` lowest and
+    highest values and average the rest: Flower's FedTrimmedAvg ``trim_mean``, scipy's algorithm)."""
     vectors = np.asarray(vectors, dtype=np.float64)
     if how == "mean":
         return vectors.mean(axis=0).astype(np.float32)
     if how == "median":
         return np.median(vectors, axis=0).astype(np.float32)
     if how == "trimmed-mean":
-        cut = int(trim * len(vectors))
-        return np.sort(vectors, axis=0)[cut : len(vectors) - cut].mean(axis=0).astype(np.float32)
+        return trim_mean(vectors, trim).astype(np.float32)
     raise ValueError(f"prior must be mean, median or trimmed-mean, got {how!r}")
 
 
