@@ -34,7 +34,7 @@ RUN_FILES = {
     "summary.json": "the run's totals (fields below), written when the run ends",
     "checkpoint.safetensors": "the provider's state after the last finished round (users' z, prior, meter, RNG), "
     "for `resume-from`",
-    "accuracy.png": "test accuracy (%) per round: mean over the evaluated users, a ±1 std band over users, and the "
+    "accuracy.png": "test accuracy (%) per round: the evaluated users' texts pooled, a ±1 std band over users, and the "
     "chance level",
     "bytes.png": "KiB per user per round of the train.* messages (payload), up and down",
     "fitness.png": "train loss per round (mean over the users that finished it), on an axis from 0",
@@ -54,9 +54,10 @@ SUMMARY_FIELDS = {
     "resumed_after_round": "the round this run was resumed after (`resume-from`); null if never interrupted",
     "users": "users whose customised z the provider holds at the end (count)",
     "users_lost": "partition ids of users that finished a round but whose z the provider no longer holds (must be [])",
-    "final_test_accuracy": "test accuracy at the last evaluated round, fraction 0-1, mean over the users "
-    "evaluated, each on its own test texts; null if no user could be evaluated or they had fewer than "
-    "MIN_TEST_TEXTS (20) test texts in all (an accuracy from so few texts is not a result)",
+    "final_test_accuracy": "test accuracy at the last evaluated round, fraction 0-1, over the users evaluated, "
+    "each on its own test texts, weighted by their test texts (the texts pooled); null if no user could be "
+    "evaluated or they had fewer than MIN_TEST_TEXTS (20) test texts in all (an accuracy from so few texts is "
+    "not a result)",
     "final_test_texts": "test texts the users evaluated at the last evaluated round had in all",
     "final_test_accuracy_std": "standard deviation over those users of their test accuracy, fraction 0-1",
     "chance_test_accuracy": "accuracy of a uniformly random answer, fraction 0-1: mean over the tasks of "
@@ -95,18 +96,22 @@ ROUND_FIELDS = {
     "users_failed": "users sampled that did not finish it (count)",
     "users_finished": "partition ids of the users that finished it",
     "failures": "one {node_id, stage, reason} per user dropped this round",
-    "train_loss": "mean over the users that finished of their training loss (nats for cross-entropy)",
-    "best_loss": "mean over those users of the best candidate's batch loss",
-    "dev_accuracy": "mean over those users of the kept z's dev accuracy, fraction 0-1 (with dev selection)",
-    "dev_accuracy_before": "mean over those users of the dev accuracy of the z they kept before, fraction 0-1",
+    "train_loss": "mean over the users that finished of their training loss, weighted by their training texts "
+    "(nats for cross-entropy)",
+    "best_loss": "mean over those users of the best candidate's batch loss, weighted as train_loss",
+    "dev_accuracy": "mean over those users of the kept z's dev accuracy, weighted as train_loss, fraction 0-1 "
+    "(with dev selection)",
+    "dev_accuracy_before": "mean over those users of the dev accuracy of the z they kept before, weighted as "
+    "train_loss, fraction 0-1",
     "kept_earlier_share": "fraction of those users that kept their earlier z",
     "global_sigma": "fedbpt: the global CMA-ES sigma broadcast next round",
     "global_told": "fedbpt: users' means told to the global CMA-ES (0 for a mean-only round)",
-    "start_test_accuracy": "round 1: test accuracy of the start vector before any training, fraction 0-1, mean "
-    "over users",
+    "start_test_accuracy": "round 1: test accuracy of the start vector before any training, fraction 0-1, "
+    "weighted as test_accuracy",
     "start_users": "round 1: users evaluated at the start (count)",
-    "test_accuracy": "test accuracy after the round, fraction 0-1, mean over the users evaluated; null if none",
-    "test_accuracy_std": "standard deviation over those users, fraction 0-1",
+    "test_accuracy": "test accuracy after the round, fraction 0-1, over the users evaluated weighted by their "
+    "test texts (the texts pooled); null if none",
+    "test_accuracy_std": "standard deviation of their accuracies over those users (unweighted), fraction 0-1",
     "users_evaluated": "users evaluated after the round (count)",
     "test_examples": "test texts scored in that evaluation, all users together (count)",
     "calls": f"model calls served this round, all users together: search, dev selection and evaluation ({CALL})",

@@ -36,7 +36,9 @@ app = ServerApp()
 
 def wait_for_users(grid: Grid, expected: int, timeout: float = 300.0, settle: float = 3.0) -> list[int]:
     """Block until at least ``expected`` users are connected and no more joined for ``settle`` seconds
-    (simulated nodes register while the ServerApp is already running)."""
+    (simulated nodes register while the ServerApp is already running). Flower's ``sample_nodes`` waits
+    for a minimum too, but without a deadline and returns as soon as it is reached, while more nodes
+    are still registering."""
     deadline = time.time() + timeout
     nodes, last_change = [], time.time()
     while True:

@@ -19,8 +19,10 @@ from .multistep import MultiStepStrategy
 
 
 class BBTStrategy(MultiStepStrategy):
+    """Multi-step rounds over BBT's projected prompt; users start from z = 0 (``MultiStepStrategy``'s arguments)."""
+
     @classmethod
     def build(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> BBTStrategy:
         source = ProjectedPrompt.for_backbone(lm, config.t, config.r, config.seed)
         box = BlackBox(lm, source, max_tokens=config.max_tokens)
-        return cls(config, box, np.zeros(config.r, np.float32), on_round, run_path.name)
+        return cls.from_config(config, box, np.zeros(config.r, np.float32), on_round=on_round, run_key=run_path.name)

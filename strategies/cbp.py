@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 
 from cbp_fed.backbone import FrozenLM
 from cbp_fed.config import RunConfig
@@ -26,16 +27,16 @@ log = logging.getLogger(__name__)
 
 
 def domain_prior(vectors: np.ndarray, how: str = "mean", trim: float = 0.2) -> np.ndarray:
-    """Aggregate users' vectors ``(u, r)`` into one ``(r,)``: "mean", coordinate-wise "median", or
-    "trimmed-mean" (per coordinate, drop the ``floor(trim * u)`` lowest and highest values, average the rest)."""
+    """Aggregate users' vectors ``(u, r)`` into one ``(r,)``: "mean", coordinate-wise "median" (numpy's,
+    as Flower's FedMedian), or "trimmed-mean" (per coordinate, drop the ``floor(trim * u)`` lowest and
+    highest values and average the rest: Flower's FedTrimmedAvg ``trim_mean``, scipy's algorithm)."""
     vectors = np.asarray(vectors, dtype=np.float64)
     if how == "mean":
         return vectors.mean(axis=0).astype(np.float32)
     if how == "median":
         return np.median(vectors, axis=0).astype(np.float32)
     if how == "trimmed-mean":
-        cut = int(trim * len(vectors))
-        return np.sort(vectors, axis=0)[cut : len(vectors) - cut].mean(axis=0).astype(np.float32)
+        return trim_mean(vectors, trim).astype(np.float32)
     raise ValueError(f"prior must be mean, median or trimmed-mean, got {how!r}")
 
 
@@ -63,20 +64,41 @@ def provider_generator(config: RunConfig, lm: FrozenLM, run_path: Path) -> tuple
 
 
 class CBPStrategy(MultiStepStrategy):
-    """Multi-step rounds over the generator's BlackBox; the start vector is the domain prior."""
+    """Multi-step rounds over the generator's BlackBox; the start vector is the domain prior.
+
+    Args:
+        blackbox, z0: the generator's BlackBox and its SDT start vector ``(r,)`` (the prior until a
+            user finished).
+        domain: the generator's domain.
+        prior: how the users' z become the prior: "mean", "median" or "trimmed-mean" (``domain_prior``).
+        prior_trim: the fraction cut from each end by "trimmed-mean", in [0, 0.5).
+        **round_options: ``MultiStepStrategy``'s keyword arguments.
+    """
 
     def __init__(
-        self, config: RunConfig, blackbox: BlackBox, z0: np.ndarray, domain: str, on_round=None, run_key="run"
+        self,
+        blackbox: BlackBox,
+        z0: np.ndarray,
+        *,
+        domain: str,
+        prior: str = "mean",
+        prior_trim: float = 0.2,
+        **round_options,
     ):
-        super().__init__(config, blackbox, z0, on_round, run_key)
-        self.domain = domain
+        super().__init__(blackbox, z0, **round_options)
+        self.domain, self.how, self.trim = domain, prior, prior_trim
         self.prior = np.asarray(z0, dtype=np.float32)
+
+    @classmethod
+    def options(cls, config: RunConfig) -> dict:
+        return {**super().options(config), "prior": config.prior, "prior_trim": config.prior_trim}
 
     @classmethod
     def build(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> CBPStrategy:
         gen, meta = provider_generator(config, lm, run_path)
         box = BlackBox(lm, gen, max_tokens=config.max_tokens)
-        return cls(config, box, gen.z0.detach().cpu().numpy(), meta["domain"], on_round, run_path.name)
+        z0 = gen.z0.detach().cpu().numpy()
+        return cls.from_config(config, box, z0, domain=meta["domain"], on_round=on_round, run_key=run_path.name)
 
     def start_vector(self) -> np.ndarray:
         return self.prior
@@ -85,7 +107,7 @@ class CBPStrategy(MultiStepStrategy):
         """Domain prior over every user's latest customised z (in partition order: deterministic)."""
         if self.user_z:
             vectors = np.stack([self.user_z[p] for p in sorted(self.user_z)])
-            self.prior = domain_prior(vectors, self.config.prior, self.config.prior_trim)
+            self.prior = domain_prior(vectors, self.how, self.trim)
 
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
         arrays, state = super().checkpoint()

@@ -12,10 +12,11 @@ accuracy, calls and bytes come from the same code and meters as the searching me
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
@@ -35,24 +36,38 @@ class EvaluateOnlyStrategy(MultiStepStrategy):
     @classmethod
     def zero_shot(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> EvaluateOnlyStrategy:
         box = BlackBox(lm, NoPrompt(lm.d, config.r), max_tokens=config.max_tokens)
-        return cls(config, box, np.zeros(config.r, np.float32), on_round, run_path.name)
+        z = np.zeros(config.r, np.float32)
+        return cls.from_config(config, box, z, on_round=on_round, run_key=run_path.name)
 
     @classmethod
     def sdt_only(cls, config: RunConfig, lm: FrozenLM, run_path: Path, on_round=None) -> EvaluateOnlyStrategy:
         gen, _ = provider_generator(config, lm, run_path)
         box = BlackBox(lm, gen, max_tokens=config.max_tokens)
-        return cls(config, box, gen.z0.detach().cpu().numpy(), on_round, run_path.name)
+        z0 = gen.z0.detach().cpu().numpy()
+        return cls.from_config(config, box, z0, on_round=on_round, run_key=run_path.name)
 
-    def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 1, timeout=3600, **_):
-        """Evaluate once (round 1) and record it like a training round without training."""
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord | None = None,
+        num_rounds: int = 1,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Evaluate once (round 1, whatever ``num_rounds``) and record it like a training round without
+        training; Flower's other ``start`` arguments are refused as ``MultiStepStrategy.start`` does."""
+        self._refuse_flower_options(initial_arrays, train_config, evaluate_config, evaluate_fn)
         self.summary()
-        result = Result(arrays=wire.arrays(z_start=self.start_vector()))
+        arrays = wire.arrays(z_start=self.start_vector())
+        result = Result(arrays=arrays)
         if self.rounds_done:
             return result
         started, round_log = time.time(), RoundLog(1)
         if self.transcript:
             self.transcript.begin_round(1, self.start_vector())
-        evaluation = self._evaluate(grid, 1, timeout, round_log)
+        evaluation = self._evaluate(grid, 1, arrays, timeout, round_log)
         self._end_transcript_round(grid, 1)
         result.evaluate_metrics_clientapp[1] = evaluation
         meter = self.blackbox.meter

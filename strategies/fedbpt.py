@@ -59,7 +59,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from cbp_fed import protocol as wire
+from cbp_fed.config import RunConfig
 from cbp_fed.search import SeededNormal
+from cbp_fed.service import BlackBox
 
 from .bbt import BBTStrategy
 
@@ -67,29 +69,43 @@ from .bbt import BBTStrategy
 class FedBPTStrategy(BBTStrategy):
     """BBT's BlackBox and round loop with one global CMA-ES aggregated from the users' means.
 
-    Args: as ``MultiStepStrategy``; ``z_start`` ``(r,)`` is the global CMA-ES's x0 (zeros from ``build``).
+    Args:
+        blackbox: BBT's BlackBox.
+        z_start: ``(r,)`` the global CMA-ES's x0 (zeros from ``build``).
+        sigma0: the global CMA-ES's initial step size (the first broadcast sigma).
+        diagonal: a diagonal global covariance (pycma's ``CMA_diagonal``).
+        seed: seeds the node sampling and the global CMA-ES's normal draws.
+        **round_options: ``MultiStepStrategy``'s other keyword arguments, except ``select_on_dev``:
+            a FedBPT user ships its local mean, not a z of its own to choose.
     """
 
-    def __init__(self, config, blackbox, z_start: np.ndarray, on_round=None, run_key="run"):
-        super().__init__(config, blackbox, z_start, on_round, run_key)
-        self.selects_on_dev = False  # a FedBPT user ships its local mean, not a z of its own to choose
+    def __init__(
+        self, blackbox: BlackBox, z_start: np.ndarray, *, sigma0: float, diagonal: bool, seed: int = 0, **round_options
+    ):
+        super().__init__(blackbox, z_start, select_on_dev=False, seed=seed, **round_options)
+        self.sigma0, self.diagonal, self.seed = sigma0, diagonal, seed
         # created in the first round's configure_train (popsize = the users sampled then); its sigma
         # is the broadcast sigma between rounds
         self.es: cma.CMAEvolutionStrategy | None = None
+
+    @classmethod
+    def options(cls, config: RunConfig) -> dict:
+        options = {k: v for k, v in super().options(config).items() if k != "select_on_dev"}
+        return {**options, "sigma0": config.sigma0, "diagonal": config.diagonal}
 
     def new_global(self, popsize: int) -> cma.CMAEvolutionStrategy:
         """The global CMA-ES: r-dimensional at ``z_start`` with sigma0, every sampled user a parent."""
         options = {
             "popsize": popsize,
             "CMA_mu": popsize,
-            "CMA_diagonal": self.config.diagonal,
+            "CMA_diagonal": self.diagonal,
             "CMA_mirrors": 0,  # mirrors only shape ask(), whose samples are never used here
             "AdaptSigma": CMAAdaptSigmaCSA,
-            "randn": SeededNormal(self.config.seed),
+            "randn": SeededNormal(self.seed),
             "seed": float("nan"),  # pycma would seed numpy's global RNG; ours is `randn`
             "verbose": -9,
         }
-        return cma.CMAEvolutionStrategy(self.z_start.astype(float), self.config.sigma0, options)
+        return cma.CMAEvolutionStrategy(self.z_start.astype(float), self.sigma0, options)
 
     def start_vector(self) -> np.ndarray:
         """The global mean ``(r,)`` (``z_start`` until the global CMA-ES exists)."""
@@ -98,11 +114,11 @@ class FedBPTStrategy(BBTStrategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """The sampled users' train.begin with the global mean and sigma."""
+        """The sampled users' train.begin with the global mean ``arrays["z-start"]`` and sigma."""
         sampled = list(super().configure_train(server_round, arrays, config, grid))
         if self.es is None:
             self.es = self.new_global(len(sampled))
-        start = wire.start(server_round, self.start_vector(), self.run_key, sigma=self.es.sigma)
+        start = wire.start(server_round, arrays["z-start"].numpy(), self.run_key, sigma=self.es.sigma)
         return [self._message(start, m.metadata.dst_node_id, wire.BEGIN, server_round) for m in sampled]
 
     def _check_result(self, reply: Message) -> None:
@@ -111,7 +127,7 @@ class FedBPTStrategy(BBTStrategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord, MetricRecord]:
         """Update the global CMA-ES from the finished users (in partition order: deterministic), then
-        keep their z and average their metrics as every strategy does; adds ``global-sigma`` (the
+        keep their z and weight their metrics as every strategy does; adds ``global-sigma`` (the
         next broadcast sigma) and ``global-told`` (means told to pycma; 0 for a mean-only round)."""
         replies = sorted(replies, key=lambda r: self.partition_of[r.metadata.src_node_id])
         means = np.array([wire.read_result(r.content, self.z_start.size)[0] for r in replies], dtype=float)

@@ -18,6 +18,13 @@ that round with the reason recorded; the others go on. Its optimiser state stays
 reply is validated before use: shapes against what was asked (popsize x r candidates, an r-vector),
 finite values, texts and label words within the BlackBox's limits, batch indices in range, and a
 partition id no other node holds (a user cannot overwrite another user's z).
+Flower's hooks do their usual jobs: ``configure_train`` samples the round's users and sends the start
+vector it is given, ``aggregate_train`` keeps the users' z and returns the next start vector,
+``configure_evaluate`` / ``aggregate_evaluate`` open and close an evaluation; ``start`` runs the hops
+in between. Users' metrics are averaged with their ``examples`` as weights (Flower's
+``aggregate_metricrecords``). Replies are read into typed records (``Texts``, ``Waiting``), one
+function per job: parse the points, read and check the texts, claim the partition, record the
+transcript, count the payload floor.
 Subclasses choose the start vector and what to learn across users (``start_vector``, ``aggregate``);
 ``checkpoint``/``restore`` carry the strategy's state across a provider crash (``resume-from``).
 With ``transcript`` set (``record-transcript``), every validated query, every score array returned
@@ -30,13 +37,15 @@ import ast
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from cbp_fed import protocol as wire
 from cbp_fed.config import RunConfig
@@ -44,15 +53,89 @@ from cbp_fed.service import BlackBox, Query, QueryError
 
 log = logging.getLogger(__name__)
 
+WEIGHT = "examples"
+"""The reply metric that weights users' metrics: their training texts (train.finish) or test texts
+(evaluate.score), as Flower's strategies weight by ``num-examples``."""
 
-@dataclass
-class Waiting:
-    """A user between hops: its round's texts and its latest query."""
+WEIGHTED_TRAIN_METRICS = ("train-loss", "best-loss")
+SELECTION_TRAIN_METRICS = ("dev-accuracy", "dev-accuracy-before")
+"""Train metrics averaged with the users' ``examples`` as weights; ``calls`` (a cost per user) and
+``kept-earlier-share`` (a share of users) are per-user means."""
+
+
+@dataclass(frozen=True)
+class Texts:
+    """A user's texts for one round, as its train.begin / evaluate.query reply carried them
+    (``protocol.read_texts``): n passages and queries, C label words, and for an option-scored task n
+    rows of C answer options (else None), scored per character when ``length_norm``."""
 
     partition_id: int
-    texts: dict
+    task: str
+    domain: str
+    passages: tuple[str, ...]
+    queries: tuple[str, ...]
+    label_words: tuple[str, ...]
+    options: tuple[tuple[str, ...], ...] | None
+    length_norm: bool
+
+    @classmethod
+    def read(cls, content: RecordDict) -> Texts:
+        """The validated texts record of a reply (raises ``ProtocolError``)."""
+        t = wire.read_texts(content)
+        options = None if t["options"] is None else tuple(tuple(row) for row in t["options"])
+        return cls(
+            t["partition-id"],
+            t["task"],
+            t["domain"],
+            tuple(t["passages"]),
+            tuple(t["queries"]),
+            tuple(t["label-words"]),
+            options,
+            t["length-norm"],
+        )
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def query(self, z: np.ndarray, batch: Sequence[int]) -> Query:
+        """The BlackBox query of points ``z: (k, r)`` on the texts at ``batch``."""
+        return Query(
+            z,
+            [self.passages[i] for i in batch],
+            [self.queries[i] for i in batch],
+            list(self.label_words),
+            options=[list(self.options[i]) for i in batch] if self.options else None,
+            length_norm=self.length_norm,
+        )
+
+    def payload_bytes(self) -> int:
+        """UTF-8 bytes of the strings a user must send to be scored: passages, queries, label words, options."""
+        strings = (*self.passages, *self.queries, *self.label_words, *(o for row in self.options or () for o in row))
+        return sum(len(t.encode()) for t in strings)
+
+    def as_record(self) -> dict:
+        """The protocol's form (keys as on the wire), which the privacy transcript stores."""
+        options = None if self.options is None else [list(row) for row in self.options]
+        return {
+            "passages": list(self.passages),
+            "queries": list(self.queries),
+            "label-words": list(self.label_words),
+            "task": self.task,
+            "domain": self.domain,
+            "partition-id": self.partition_id,
+            "options": options,
+            "length-norm": self.length_norm,
+        }
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A user between hops: its round's texts, its latest query and ``minimum_up_bytes``, what it had to
+    send so far this round (texts once, then every query's points and batch indices)."""
+
+    texts: Texts
     query: Query
-    minimum_up_bytes: int = 0  # what this user had to send so far this round: texts once, candidates, batches
+    minimum_up_bytes: int
 
 
 @dataclass
@@ -68,38 +151,93 @@ class RoundLog:
         self.failures.append({"node_id": node_id, "stage": stage, "reason": reason})
 
 
-def _query(z: np.ndarray, texts: dict, batch) -> Query:
-    """The BlackBox query of points ``z: (k, r)`` on the texts at ``batch`` of a user's texts record."""
-    options = [texts["options"][i] for i in batch] if texts["options"] else None
-    passages, queries = [texts["passages"][i] for i in batch], [texts["queries"][i] for i in batch]
-    return Query(z, passages, queries, texts["label-words"], options=options, length_norm=texts["length-norm"])
+def weighted_means(metrics: list[dict[str, float]], keys: Sequence[str]) -> dict[str, float]:
+    """``keys`` of the users' metrics averaged with their ``examples`` as weights, by Flower's
+    ``aggregate_metricrecords`` (as FedAvg aggregates its replies' metrics); ``{}`` for no users."""
+    if not metrics:
+        return {}
+    records = [RecordDict({"metrics": MetricRecord({k: m[k] for k in (*keys, WEIGHT)})}) for m in metrics]
+    return {k: float(v) for k, v in aggregate_metricrecords(records, WEIGHT).items()}
+
+
+def read_evaluation(content: RecordDict) -> tuple[float, int]:
+    """An evaluate.score reply: its accuracy in [0, 1] and the test texts it was taken on (an integer >= 1:
+    the accuracy's weight)."""
+    accuracy, examples = wire.read_accuracy(content), wire.read_metric(content, "metrics", WEIGHT)
+    if examples < 1 or examples != int(examples):
+        raise wire.ProtocolError(f"metric metrics/{WEIGHT} must be an integer >= 1, got {examples}")
+    return accuracy, int(examples)
 
 
 class MultiStepStrategy(Strategy):
     """Per-user CMA-ES through the provider's BlackBox, one hop per CMA-ES generation.
 
     Args:
-        config: the run's ``RunConfig`` (steps per round, sampling, evaluation cadence, seed).
         blackbox: the provider's scoring endpoint (model + prompt source).
         z_start: ``(r,)`` start vector for users without a state.
+        steps_per_round: K, the scoring hops of a training round (CMA-ES generations per user).
+        population_size: candidates per population on the wire (the user's popsize plus its decoys);
+            a train.begin / train.step reply must carry exactly ``(population_size, r)``.
+        users_per_round: users sampled per training round (0: every connected user); evaluation
+            always asks every connected user.
+        evaluate_every: evaluate every this many rounds (and after the last).
+        evaluate_start: in round 1, first evaluate every user's start vector.
+        select_on_dev: the K-th hop is train.select (each user keeps the best of 3 points on its dev
+            texts) instead of train.finish.
+        seed: seeds the node sampling (its state is checkpointed, so a resumed run samples alike).
+        run_key: the run's name, sent in every start record (a user keeps its own state under it).
         on_round: called with each round's record (the server app logs and writes it).
     """
 
-    def __init__(self, config: RunConfig, blackbox: BlackBox, z_start: np.ndarray, on_round=None, run_key="run"):
-        self.config, self.blackbox, self.run_key = config, blackbox, run_key
+    def __init__(
+        self,
+        blackbox: BlackBox,
+        z_start: np.ndarray,
+        *,
+        steps_per_round: int = 3,
+        population_size: int = 6,
+        users_per_round: int = 0,
+        evaluate_every: int = 1,
+        evaluate_start: bool = True,
+        select_on_dev: bool = True,
+        seed: int = 0,
+        run_key: str = "run",
+        on_round: Callable[[dict], None] | None = None,
+    ):
+        self.blackbox, self.run_key = blackbox, run_key
         self.z_start = np.asarray(z_start, dtype=np.float32)
+        self.steps_per_round, self.population_size = steps_per_round, population_size
+        self.users_per_round, self.evaluate_every, self.evaluate_start = users_per_round, evaluate_every, evaluate_start
+        self.selects_on_dev = select_on_dev
+        self.rng = random.Random(seed)
+        self.on_round = on_round or (lambda record: None)
         self.user_z: dict[int, np.ndarray] = {}  # partition id -> its last customised vector
         self.partition_of: dict[int, int] = {}  # node id -> partition id (as users declare it)
-        self.rng = random.Random(config.seed)
         self.rounds_done = 0
-        self.on_round = on_round or (lambda record: None)
         self.transcript = None  # a cbp_fed.privacy.TranscriptWriter when the run records what the provider sees
-        self.selects_on_dev = config.select_on_dev
+
+    @classmethod
+    def options(cls, config: RunConfig) -> dict:
+        """The constructor arguments a run config sets (subclasses add theirs)."""
+        return {
+            "steps_per_round": config.steps_per_round,
+            "population_size": config.wire_popsize,
+            "users_per_round": config.users_per_round,
+            "evaluate_every": config.eval_every,
+            "evaluate_start": config.eval_start,
+            "select_on_dev": config.select_on_dev,
+            "seed": config.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: RunConfig, blackbox: BlackBox, z_start: np.ndarray, **extra) -> MultiStepStrategy:
+        """The strategy ``config`` describes: ``options(config)`` plus ``extra`` (e.g. ``on_round``, ``run_key``)."""
+        return cls(blackbox, z_start, **cls.options(config), **extra)
 
     def hops(self) -> list[str]:
         """The message types of a round's scoring hops, in order."""
         last = [wire.SELECT, wire.FINISH] if self.selects_on_dev else [wire.FINISH]
-        return [wire.STEP] * (self.config.steps_per_round - 1) + last
+        return [wire.STEP] * (self.steps_per_round - 1) + last
 
     # ------------------------------------------------------------------ what subclasses decide
     def start_vector(self) -> np.ndarray:
@@ -130,63 +268,92 @@ class MultiStepStrategy(Strategy):
 
     # ------------------------------------------------------------------ Flower's Strategy interface
     def summary(self) -> None:
-        c = self.config
         log.info(
-            "%s: %s rounds x %s steps, popsize %s, r %s, users per round %s",
+            "%s: %s steps per round, %s candidates per population, r %s, users per round %s",
             type(self).__name__,
-            c.num_rounds,
-            c.steps_per_round,
-            c.popsize,
+            self.steps_per_round,
+            self.population_size,
             self.z_start.shape[0],
-            c.users_per_round or "all",
+            self.users_per_round or "all",
         )
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        """train.begin to the round's users (``users_per_round`` of the connected ones, drawn with the
+        strategy's seeded RNG; all when 0) with the start vector ``arrays["z-start"]`` ``(r,)``.
+        ``config`` is not sent: what a user needs is in the protocol's start record."""
         nodes = sorted(grid.get_node_ids())
-        if self.config.users_per_round and self.config.users_per_round < len(nodes):
-            nodes = sorted(self.rng.sample(nodes, self.config.users_per_round))
-        start = wire.start(server_round, self.start_vector(), self.run_key)
+        if self.users_per_round and self.users_per_round < len(nodes):
+            nodes = sorted(self.rng.sample(nodes, self.users_per_round))
+        start = wire.start(server_round, arrays["z-start"].numpy(), self.run_key)
         return [self._message(start, n, wire.BEGIN, server_round) for n in nodes]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord, MetricRecord]:
-        """Keep each finishing user's z under the partition its node declared this round; returns the
-        start vector and the mean of the users' metrics."""
+        """Keep each finished user's z ``(r,)`` under the partition its node declared, learn across
+        users (``aggregate``); returns the next start vector and the users' metrics: losses and dev
+        accuracies weighted by their ``examples``, ``calls`` and ``kept-earlier-share`` per user."""
         metrics = []
         for reply in replies:
             z, record = wire.read_result(reply.content, self.z_start.size)
             self.user_z[self.partition_of[reply.metadata.src_node_id]] = z
             metrics.append(record)
         self.aggregate(server_round)
-        keys = ("train-loss", "best-loss", "calls")
-        if metrics and all("kept" in m for m in metrics):  # dev selection: how often the earlier z stayed
-            keys += ("dev-accuracy", "dev-accuracy-before")
-        mean = {k: float(np.mean([m[k] for m in metrics])) for k in keys} if metrics else {}
-        if metrics and "dev-accuracy" in mean:
-            mean["kept-earlier-share"] = float(np.mean([m["kept"] == 0 for m in metrics]))
-        return wire.arrays(z_start=self.start_vector()), MetricRecord(mean)
+        selected = bool(metrics) and all("kept" in m for m in metrics)  # dev selection
+        means = weighted_means(metrics, WEIGHTED_TRAIN_METRICS + (SELECTION_TRAIN_METRICS if selected else ()))
+        if metrics:
+            means["calls"] = float(np.mean([m["calls"] for m in metrics]))
+        if selected:  # how often the earlier z stayed
+            means["kept-earlier-share"] = float(np.mean([m["kept"] == 0 for m in metrics]))
+        return wire.arrays(z_start=self.start_vector()), MetricRecord(means)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        start = wire.start(server_round, self.start_vector(), self.run_key)
+        """evaluate.query to every connected user with the start vector ``arrays["z-start"]`` ``(r,)``
+        (for users with no z of their own); ``config`` is not sent."""
+        start = wire.start(server_round, arrays["z-start"].numpy(), self.run_key)
         return [self._message(start, n, wire.EVAL_QUERY, server_round) for n in sorted(grid.get_node_ids())]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
-        accs = [wire.read_accuracy(r.content) for r in replies]
-        examples = sum(int(r.content.metric_records["metrics"].get("examples", 0)) for r in replies)
-        spread = {"accuracy": float(np.mean(accs)), "accuracy-std": float(np.std(accs))}
-        return MetricRecord({**spread, "users": len(accs), "examples": examples})
+        """The users' test accuracy weighted by their test texts (``examples``: all users' texts pooled),
+        its spread over users (``accuracy-std``, unweighted), ``users`` and ``examples`` in all."""
+        evaluations = [read_evaluation(r.content) for r in replies]
+        if not evaluations:
+            return MetricRecord({"users": 0})
+        accuracy = weighted_means([{"accuracy": a, WEIGHT: n} for a, n in evaluations], ["accuracy"])["accuracy"]
+        spread = float(np.std([a for a, _ in evaluations]))
+        examples = sum(n for _, n in evaluations)
+        return MetricRecord(
+            {"accuracy": accuracy, "accuracy-std": spread, "users": len(evaluations), "examples": examples}
+        )
 
     # ------------------------------------------------------------------ the round loop
     def start(
-        self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 3, timeout: float = 3600, **_
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord | None = None,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
     ) -> Result:
-        """Run rounds ``rounds_done + 1 .. num_rounds`` (all of them unless restored from a checkpoint);
-        returns Flower's ``Result`` (start vector, metrics)."""
+        """Run rounds ``rounds_done + 1 .. num_rounds`` (all of them unless restored from a checkpoint).
+
+        Overridden because a round is several hops (Flower's loop sends one message per node and
+        phase): ``configure_train`` -> K scoring hops -> ``aggregate_train``, whose start vector goes to
+        the next round's ``configure_train`` / ``configure_evaluate``, and every ``evaluate_every``
+        rounds ``configure_evaluate`` -> one scoring hop -> ``aggregate_evaluate``. The start vector is
+        the strategy's own (``z_start``, a prior, a restored checkpoint) and the provider holds no
+        labelled data, so ``initial_arrays``, ``train_config``, ``evaluate_config`` and ``evaluate_fn``
+        are refused rather than ignored. Returns Flower's ``Result`` (the last start vector, metrics).
+        """
+        self._refuse_flower_options(initial_arrays, train_config, evaluate_config, evaluate_fn)
+        log.info("%s: rounds %s..%s", type(self).__name__, self.rounds_done + 1, num_rounds)
         self.summary()
-        result = Result(arrays=wire.arrays(z_start=self.start_vector()))
+        arrays = wire.arrays(z_start=self.start_vector())
+        result = Result(arrays=arrays)
         for server_round in range(self.rounds_done + 1, num_rounds + 1):
             started = time.time()
             meter_before = (self.blackbox.meter.calls, self.blackbox.meter.tokens, self.blackbox.meter.seconds)
@@ -194,29 +361,11 @@ class MultiStepStrategy(Strategy):
             if self.transcript:
                 self.transcript.begin_round(server_round, self.start_vector())
             start_evaluation = None
-            if server_round == 1 and self.config.eval_start:  # the users' start, to compare every round with
-                start_evaluation = self._evaluate(grid, server_round, timeout, round_log)
-            begin = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
-            round_log.sampled = len(begin)
-            waiting = self._populations(
-                self._replies(grid, begin, timeout, round_log, wire.BEGIN), {}, round_log, wire.BEGIN
-            )
-            finished, minimum_up = [], {}
-            for kind in self.hops():
-                messages = [
-                    self._message(wire.scores(s), node, kind, server_round) for node, s in self._score(waiting).items()
-                ]
-                replies = self._replies(grid, messages, timeout, round_log, kind)
-                minimum_up = {node: w.minimum_up_bytes for node, w in waiting.items()}
-                if kind == wire.FINISH:
-                    finished = self._valid(replies, round_log, kind, self._check_result)
-                else:
-                    waiting = self._populations(replies, waiting, round_log, kind)
-            if self.transcript:
-                for r in finished:
-                    z = wire.read_array(r.content, "result", "z", 1)
-                    self.transcript.final(self.partition_of[r.metadata.src_node_id], z)
-            _, train_metrics = self.aggregate_train(server_round, finished)
+            if server_round == 1 and self.evaluate_start:  # the users' start, to compare every round with
+                start_evaluation = self._evaluate(grid, server_round, arrays, timeout, round_log)
+            finished, minimum_up = self._train(grid, server_round, arrays, timeout, round_log)
+            arrays, train_metrics = self.aggregate_train(server_round, finished)
+            result.arrays = arrays
             result.train_metrics_clientapp[server_round] = train_metrics
             record = {
                 "round": server_round,
@@ -234,8 +383,8 @@ class MultiStepStrategy(Strategy):
             if finished:  # texts + K populations + batches + the final z (r float32): the payload floor
                 floor = [minimum_up[r.metadata.src_node_id] + 4 * self.z_start.size for r in finished]
                 record["bytes_up_minimum_per_user"] = float(np.mean(floor))
-            if server_round % self.config.eval_every == 0 or server_round == num_rounds:
-                evaluation = self._evaluate(grid, server_round, timeout, round_log)
+            if server_round % self.evaluate_every == 0 or server_round == num_rounds:
+                evaluation = self._evaluate(grid, server_round, arrays, timeout, round_log)
                 result.evaluate_metrics_clientapp[server_round] = evaluation
                 record.update(
                     test_accuracy=evaluation.get("accuracy"),
@@ -253,10 +402,67 @@ class MultiStepStrategy(Strategy):
                 seconds=round(time.time() - started, 3),
             )
             self.on_round(record)
-        result.arrays = wire.arrays(z_start=self.start_vector())
         return result
 
-    # ------------------------------------------------------------------ helpers of the loop
+    def _refuse_flower_options(self, initial_arrays, train_config, evaluate_config, evaluate_fn) -> None:
+        """Flower's ``start`` arguments this strategy has no use for raise instead of being ignored."""
+        given = {
+            "initial_arrays": initial_arrays,
+            "train_config": train_config,
+            "evaluate_config": evaluate_config,
+            "evaluate_fn": evaluate_fn,
+        }
+        if names := [name for name, value in given.items() if value is not None]:
+            raise ValueError(
+                f"{type(self).__name__}.start takes no {', '.join(names)}: the start vector is the strategy's "
+                "own, users are configured by the protocol's records, and the provider has no labels to evaluate"
+            )
+
+    # ------------------------------------------------------------------ the hops of a round
+    def _train(
+        self, grid: Grid, server_round: int, arrays: ArrayRecord, timeout: float, round_log: RoundLog
+    ) -> tuple[list[Message], dict[int, int]]:
+        """begin -> K scoring hops; returns the valid train.finish replies and, per node that reached
+        the last hop, the payload it had to send before its final z."""
+        begin = list(self.configure_train(server_round, arrays, ConfigRecord(), grid))
+        round_log.sampled = len(begin)
+        replies = self._replies(grid, begin, timeout, round_log, wire.BEGIN)
+        waiting = self._read_all(replies, round_log, wire.BEGIN, self._first_query)
+        finished, minimum_up = [], {}
+        for kind in self.hops():
+            messages = [
+                self._message(wire.scores(s), node, kind, server_round) for node, s in self._score(waiting).items()
+            ]
+            replies = self._replies(grid, messages, timeout, round_log, kind)
+            minimum_up = {node: w.minimum_up_bytes for node, w in waiting.items()}
+            if kind == wire.FINISH:
+                finished = self._valid(replies, round_log, kind, self._check_result)
+            else:
+                waiting = self._read_all(
+                    replies, round_log, kind, partial(self._next_query, waiting=waiting, stage=kind)
+                )
+        if self.transcript:
+            for r in finished:
+                z = wire.read_array(r.content, "result", "z", 1)
+                self.transcript.final(self.partition_of[r.metadata.src_node_id], z)
+        return finished, minimum_up
+
+    def _evaluate(
+        self, grid: Grid, server_round: int, arrays: ArrayRecord, timeout: float, round_log: RoundLog
+    ) -> MetricRecord:
+        """Each user's test accuracy with its own z (or ``arrays["z-start"]``); labels stay with the user."""
+        queries = list(self.configure_evaluate(server_round, arrays, ConfigRecord(), grid))
+        replies = self._replies(grid, queries, timeout, round_log, wire.EVAL_QUERY)
+        waiting = self._read_all(replies, round_log, wire.EVAL_QUERY, self._evaluation_query)
+        messages = [
+            self._message(wire.scores(s), node, wire.EVAL_SCORE, server_round)
+            for node, s in self._score(waiting).items()
+        ]
+        replies = self._replies(grid, messages, timeout, round_log, wire.EVAL_SCORE)
+        return self.aggregate_evaluate(
+            server_round, self._valid(replies, round_log, wire.EVAL_SCORE, lambda r: read_evaluation(r.content))
+        )
+
     def _message(self, content, node: int, kind: str, server_round: int) -> Message:
         return Message(content, dst_node_id=node, message_type=kind, group_id=str(server_round))
 
@@ -297,18 +503,63 @@ class MultiStepStrategy(Strategy):
         if metrics["partition-id"] != declared:
             raise wire.ProtocolError(f"result for partition {metrics['partition-id']:.0f}; this node is {declared}")
 
-    def _read_query(self, reply: Message, texts: dict | None, k: int, use_batch: bool = True) -> tuple[dict, Query]:
-        """The validated BlackBox query in a reply: its ``k`` points over a batch of ``texts`` (the
-        texts of this round's begin reply, or those it carries itself when ``texts`` is None: then
-        all of them are validated and encoded, so none can fail later inside a batch)."""
-        z = wire.read_shaped(reply.content, "query", "z", (k, self.z_start.size))
-        if texts is None:
-            texts = wire.read_texts(reply.content)
-            whole = _query(z, texts, range(len(texts["queries"])))
-            self.blackbox.validate(whole)
-            self.blackbox.encode(whole)  # a text that cannot fit is refused here, not in the batch
-        batch = wire.read_batch(reply.content, len(texts["queries"])) if use_batch else range(len(texts["queries"]))
-        return texts, _query(z, texts, batch)
+    # ------------------------------------------------------------------ the reply path: one job per function
+    def _read_all(
+        self, replies: list[Message], round_log: RoundLog, stage: str, read: Callable[[Message], Waiting]
+    ) -> dict[int, Waiting]:
+        """``read`` every reply's query, by node; users whose reply is malformed or refused are dropped."""
+        out = {}
+        for r in replies:
+            try:
+                out[r.metadata.src_node_id] = read(r)
+            except (wire.ProtocolError, QueryError) as err:
+                round_log.fail(r.metadata.src_node_id, stage, str(err))
+        return out
+
+    def _first_query(self, reply: Message) -> Waiting:
+        """A train.begin reply: the user's texts (checked whole, so none can fail later inside a
+        batch), the partition they claim, and its first population ``(population_size, r)`` on a batch."""
+        z = self._points(reply, self.population_size)
+        texts = self._new_texts(reply, z)
+        batch = wire.read_batch(reply.content, len(texts))
+        self._claim(reply.metadata.src_node_id, texts.partition_id)
+        query = texts.query(z, batch)
+        self._record("train", texts, query, batch, texts_sent=True)
+        return Waiting(texts, query, texts.payload_bytes() + z.nbytes + 4 * len(batch))
+
+    def _next_query(self, reply: Message, waiting: dict[int, Waiting], stage: str) -> Waiting:
+        """A train.step reply (the next population) or train.select reply (the ``SELECT_POINTS`` the user
+        chooses from, on a batch of its dev texts), on the texts of its begin reply."""
+        before = waiting[reply.metadata.src_node_id]
+        z = self._points(reply, wire.SELECT_POINTS if stage == wire.SELECT else self.population_size)
+        batch = wire.read_batch(reply.content, len(before.texts))
+        self._claim(reply.metadata.src_node_id, before.texts.partition_id)
+        query = before.texts.query(z, batch)
+        self._record("select" if stage == wire.SELECT else "train", before.texts, query, batch, texts_sent=False)
+        return Waiting(before.texts, query, before.minimum_up_bytes + z.nbytes + 4 * len(batch))
+
+    def _evaluation_query(self, reply: Message) -> Waiting:
+        """An evaluate.query reply: the user's z ``(1, r)`` on all its test texts (no batch)."""
+        z = self._points(reply, 1)
+        texts = self._new_texts(reply, z)
+        self._claim(reply.metadata.src_node_id, texts.partition_id)
+        batch = list(range(len(texts)))
+        query = texts.query(z, batch)
+        self._record("evaluate", texts, query, batch, texts_sent=True)
+        return Waiting(texts, query, texts.payload_bytes() + z.nbytes)
+
+    def _points(self, reply: Message, k: int) -> np.ndarray:
+        """The ``(k, r)`` points of a reply's query."""
+        return wire.read_shaped(reply.content, "query", "z", (k, self.z_start.size))
+
+    def _new_texts(self, reply: Message, z: np.ndarray) -> Texts:
+        """The texts a reply carries, validated and encoded whole with its points ``z: (k, r)`` by the
+        BlackBox (a text that cannot fit is refused here, not later inside a batch of other users' texts)."""
+        texts = Texts.read(reply.content)
+        whole = texts.query(z, range(len(texts)))
+        self.blackbox.validate(whole)
+        self.blackbox.encode(whole)
+        return texts
 
     def _claim(self, node: int, partition: int) -> None:
         """Bind ``node`` to ``partition`` for this run; a partition already held by another node is refused."""
@@ -319,35 +570,10 @@ class MultiStepStrategy(Strategy):
             raise wire.ProtocolError(f"node declared partition {self.partition_of[node]} before, now {partition}")
         self.partition_of[node] = partition
 
-    def _populations(
-        self, replies: list[Message], waiting: dict[int, Waiting], round_log: RoundLog, stage: str
-    ) -> dict[int, Waiting]:
-        """Read each reply's query (the population, the selection points on dev, or at evaluate.query
-        the user's z on all its test texts); users whose reply is malformed or refused are dropped."""
-        whole_texts = stage == wire.EVAL_QUERY
-        k = {wire.EVAL_QUERY: 1, wire.SELECT: wire.SELECT_POINTS}.get(stage, self.config.wire_popsize)
-        out = {}
-        for r in replies:
-            node = r.metadata.src_node_id
-            try:
-                texts, query = self._read_query(r, waiting[node].texts if node in waiting else None, k, not whole_texts)
-                self._claim(node, texts["partition-id"])
-            except (wire.ProtocolError, QueryError) as err:
-                round_log.fail(node, stage, str(err))
-                continue
-            if self.transcript:
-                kind = {wire.EVAL_QUERY: "evaluate", wire.SELECT: "select"}.get(stage, "train")
-                n = len(texts["queries"])
-                batch = list(range(n)) if whole_texts else wire.read_batch(r.content, n)
-                self.transcript.query(texts["partition-id"], kind, None if node in waiting else texts, query.z, batch)
-            sent = query.z.nbytes + (4 * len(query.queries) if not whole_texts else 0)
-            if node in waiting:
-                sent += waiting[node].minimum_up_bytes
-            else:
-                sent += sum(len(t.encode()) for key in ("passages", "queries", "label-words") for t in texts[key])
-                sent += sum(len(o.encode()) for row in texts["options"] or [] for o in row)
-            out[node] = Waiting(texts["partition-id"], texts, query, sent)
-        return out
+    def _record(self, kind: str, texts: Texts, query: Query, batch: list[int], texts_sent: bool) -> None:
+        """Hand a validated query to the transcript (with the texts when this reply carried them)."""
+        if self.transcript:
+            self.transcript.query(texts.partition_id, kind, texts.as_record() if texts_sent else None, query.z, batch)
 
     def _end_transcript_round(self, grid: Grid, server_round: int) -> None:
         """Write the round's transcript files (with its metered bytes where the grid meters them)."""
@@ -369,22 +595,5 @@ class MultiStepStrategy(Strategy):
         )
         if self.transcript:
             for n, s in zip(nodes, scores):
-                self.transcript.scores(waiting[n].partition_id, s)
+                self.transcript.scores(waiting[n].texts.partition_id, s)
         return dict(zip(nodes, scores))
-
-    def _evaluate(self, grid: Grid, server_round: int, timeout: float, round_log: RoundLog) -> MetricRecord:
-        """Each user's test accuracy with its own z; labels stay with the user."""
-        queries = list(self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid))
-        replies = self._replies(grid, queries, timeout, round_log, wire.EVAL_QUERY)
-        waiting = self._populations(replies, {}, round_log, wire.EVAL_QUERY)
-        messages = [
-            self._message(wire.scores(s), node, wire.EVAL_SCORE, server_round)
-            for node, s in self._score(waiting).items()
-        ]
-        replies = self._valid(
-            self._replies(grid, messages, timeout, round_log, wire.EVAL_SCORE),
-            round_log,
-            wire.EVAL_SCORE,
-            lambda r: wire.read_accuracy(r.content),
-        )
-        return self.aggregate_evaluate(server_round, replies) if replies else MetricRecord({"users": 0})

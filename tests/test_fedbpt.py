@@ -46,7 +46,7 @@ RUN = CONFIG.to_run_config()
 
 def make_strategy(tiny) -> FedBPTStrategy:
     box = BlackBox(tiny, ProjectedPrompt.for_backbone(tiny, CONFIG.t, R, CONFIG.seed), max_tokens=96)
-    s = FedBPTStrategy(CONFIG, box, np.zeros(R, np.float32))
+    s = FedBPTStrategy.from_config(CONFIG, box, np.zeros(R, np.float32))
     s.records, s.globals = [], []  # each round's record and the global (mean, sigma) after it
 
     def on_round(record):

@@ -39,7 +39,13 @@ def strategy(tiny):
     gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
     z0 = np.full(R, 0.1, np.float32)
     records = []
-    s = CBPStrategy(RunConfig.from_run_config(RUN), BlackBox(tiny, gen, max_tokens=96), z0, "general", records.append)
+    s = CBPStrategy.from_config(
+        RunConfig.from_run_config(RUN),
+        BlackBox(tiny, gen, max_tokens=96),
+        z0,
+        domain="general",
+        on_round=records.append,
+    )
     s.records = records
     return s
 
@@ -109,7 +115,7 @@ def test_aggregate_train_keeps_each_users_z_and_the_prior_is_their_mean(strategy
         1,
         [
             Message(
-                RecordDict({"metrics": MetricRecord({"accuracy": a})}),
+                RecordDict({"metrics": MetricRecord({"accuracy": a, "examples": 12})}),
                 reply_to=Message(RecordDict(), dst_node_id=1, message_type=wire.EVAL_SCORE, group_id="1"),
             )
             for a in (0.5, 1.0)

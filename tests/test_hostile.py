@@ -99,7 +99,7 @@ def reply_from(node: int, content: RecordDict, kind: str = wire.BEGIN) -> Messag
 def strategy(request):
     tiny = request.getfixturevalue("tiny")
     gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
-    return CBPStrategy(RUN, BlackBox(tiny, gen, max_tokens=64), np.zeros(R, np.float32), "general")
+    return CBPStrategy.from_config(RUN, BlackBox(tiny, gen, max_tokens=64), np.zeros(R, np.float32), domain="general")
 
 
 # ----------------------------------------------------------------------------- provider side
@@ -108,7 +108,7 @@ def strategy(request):
 def test_provider_accepts_only_valid_replies_and_names_the_problem(strategy, content):
     strategy.partition_of.clear()
     round_log = RoundLog(1)
-    waiting = strategy._populations([reply_from(7, content)], {}, round_log, wire.BEGIN)
+    waiting = strategy._read_all([reply_from(7, content)], round_log, wire.BEGIN, strategy._first_query)
     event("accepted" if waiting else "refused")
     if waiting:  # accepted: it must score without error, to the shape the user asked for
         (scores,) = strategy._score(waiting).values()
@@ -122,9 +122,8 @@ def test_provider_accepts_only_valid_replies_and_names_the_problem(strategy, con
 def test_provider_refuses_a_partition_another_node_holds_and_a_forged_result(strategy):
     strategy.partition_of.clear()
     round_log = RoundLog(1)
-    waiting = strategy._populations(
-        [reply_from(7, valid_reply_content()), reply_from(8, valid_reply_content())], {}, round_log, wire.BEGIN
-    )
+    replies = [reply_from(7, valid_reply_content()), reply_from(8, valid_reply_content())]
+    waiting = strategy._read_all(replies, round_log, wire.BEGIN, strategy._first_query)
     assert list(waiting) == [7]
     assert "partition 0 is already held by node 7" in round_log.failures[0]["reason"]
     metrics = {"train-loss": 0.5, "best-loss": 0.4, "calls": 8, "examples": 6, "partition-id": 3}

@@ -145,7 +145,7 @@ def recorded_run(tiny, folder: Path, users=3, **defence) -> Path:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(config.to_run_config()))
     box = BlackBox(tiny, ProjectedPrompt.for_backbone(tiny, config.t, config.r, config.seed), max_tokens=96)
-    strategy = BBTStrategy(config, box, np.zeros(config.r, np.float32))
+    strategy = BBTStrategy.from_config(config, box, np.zeros(config.r, np.float32))
     strategy.transcript = TranscriptWriter(folder / "transcript")
     strategy.start(LoopbackGrid(users, config.to_run_config()), num_rounds=config.num_rounds)
     return folder

@@ -40,7 +40,9 @@ def run_rounds(tiny, tmp_path, rounds=2, users=2, **defence):
     config = RunConfig(**SMALL, num_rounds=rounds, **defence)
     torch.manual_seed(0)  # the generator's layers: the same model in every run of a test
     gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
-    strategy = CBPStrategy(config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), "general")
+    strategy = CBPStrategy.from_config(
+        config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), domain="general"
+    )
     strategy.transcript = TranscriptWriter(tmp_path / "transcript")
     grid = LoopbackGrid(users, config.to_run_config())
     result = strategy.start(grid, num_rounds=rounds)

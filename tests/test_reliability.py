@@ -50,7 +50,9 @@ def test_crashed_late_and_away_users_are_recorded_keep_their_state_and_rejoin(ti
     run = RunConfig(**SMALL, num_rounds=3, round_timeout=1.0, inject_faults="crash:1@2,late:2@2,away:3@1-2")
     gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
     records = []
-    strategy = CBPStrategy(run, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), "general", records.append)
+    strategy = CBPStrategy.from_config(
+        run, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), domain="general", on_round=records.append
+    )
     finished_z = {}  # partition -> z after each round, to check nothing a user finished is lost
     original_aggregate = strategy.aggregate
 
