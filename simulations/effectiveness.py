@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -170,13 +171,40 @@ def _seed_means(rows: list[dict], task: str) -> tuple[int, dict]:
     """Mean test accuracy by (method, calls) over the seeds every compared method ran for ``task``,
     and how many seeds that is (so no method is averaged over seeds another lacks)."""
     compared = ("zero-shot", "sdt-only", "bbt", "cbp")
-    mine = [r for r in rows if r["task"] == task and r["method"] in compared]
+    mine = [r for r in rows if r["task"] == task]
     seeds = set.intersection(*({r["seed"] for r in mine if r["method"] == m} for m in compared))
     values = defaultdict(list)
     for row in mine:
         if row["seed"] in seeds:
             values[(row["method"], row["calls"])].append(row["test_accuracy"])
     return len(seeds), {key: float(np.mean(v)) for key, v in values.items()}
+
+
+def _percent(means: dict, method: str, calls: int = 0) -> str:
+    return "-" if (method, calls) not in means else f"{100 * means[(method, calls)]:.1f}"
+
+
+def compact(rows: list[dict]) -> str:
+    """One line per task: every method's seed mean (%) over the seeds all methods ran, the searches at
+    each budget ("50 / 100 / 200"), beside the majority class and the test size."""
+    lines = [
+        "| domain | task | seeds | test n | majority | zero-shot | calibrated | SDT-only | budgets | BBT | CBP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for domain, task in sorted({(r["domain"], r["task"]) for r in rows}):
+        seeds, at = _seed_means(rows, task)
+        if not seeds:
+            continue
+        budgets = sorted({c for m, c in at if m == "cbp"})
+        mine = [r for r in rows if r["task"] == task]
+        cell = partial(_percent, at)
+        lines.append(
+            f"| {domain} | {task} | {seeds} | {mine[0]['n_test']} | {100 * np.mean([r['majority'] for r in mine]):.1f} "
+            f"| {cell('zero-shot')} | {cell('zero-shot-calibrated')} | {cell('sdt-only')} "
+            f"| {' / '.join(map(str, budgets))} | {' / '.join(cell('bbt', b) for b in budgets)} "
+            f"| {' / '.join(cell('cbp', b) for b in budgets)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def goal_checks(rows: list[dict]) -> str:
@@ -306,7 +334,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row for s in summaries for row in rows_of(s)]
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "table.md").write_text(markdown(rows) + "\n## Goal checks (means over seeds)\n\n" + goal_checks(rows))
+    (out / "table.md").write_text(
+        "## Per task (test accuracy %, means over seeds)\n\n"
+        + compact(rows)
+        + "\n## Goal checks (means over seeds)\n\n"
+        + goal_checks(rows)
+        + "\n## Every cell\n\n"
+        + markdown(rows)
+    )
     plot(rows, out / "accuracy_vs_calls.png")
     print((out / "table.md").read_text())
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from simulations.effectiveness import goal_checks, main, rows_of, wilson
+from simulations.effectiveness import compact, goal_checks, main, rows_of, wilson
 
 
 def summary(method: str, seed: int, test: float, start: float, curve=()) -> dict:
@@ -82,6 +82,21 @@ def test_goal_checks_compare_seed_means_at_equal_calls_and_flag_a_run_below_its_
     assert "above zero-shot, SDT-only and BBT at equal calls: 0 of 1" in text
     assert "CBP at 100 calls >= BBT at 400: 1 of 1" in text
     assert "1 of 4 searching runs end below their start by more than the start's noise: arc-easy cbp seed 1" in text
+    per_task = compact(table).splitlines()[-1]
+    cells = [c.strip() for c in per_task.split("|")[1:-1]]
+    assert cells == [
+        "commonsense",
+        "arc-easy",
+        "2",
+        "300",
+        "28.0",
+        "61.0",
+        "66.0",
+        "55.0",
+        "100 / 400",
+        "60.0 / 64.0",
+        "65.0 / 53.0",
+    ]
 
 
 def test_headroom_trains_on_user_rows_outside_the_test_rows(tmp_path):
