@@ -14,7 +14,7 @@ from cbp_fed.prompts import PromptGenerator
 from cbp_fed.service import BlackBox
 from strategies import CBPStrategy
 
-from .loopback import LoopbackGrid
+from .loopback import LoopbackGrid, delivered_test_accuracies
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -119,7 +119,8 @@ def test_aggregate_train_keeps_each_users_z_and_the_prior_is_their_mean(strategy
 
 
 def test_rounds_complete_and_are_metered(strategy):
-    grid = MeteredGrid(LoopbackGrid(3, RUN), node_key=lambda n: strategy.partition_of.get(n, n))
+    loop = LoopbackGrid(3, RUN)
+    grid = MeteredGrid(loop, node_key=lambda n: strategy.partition_of.get(n, n))
     result = strategy.start(grid, num_rounds=2)
     assert [r["users_ok"] for r in strategy.records] == [3, 3]
     # training, three points each on dev, one evaluation call each (and in round 1 the start's evaluation)
@@ -127,8 +128,13 @@ def test_rounds_complete_and_are_metered(strategy):
         3 * (K * POP + wire.SELECT_POINTS + 2),
         3 * (K * POP + wire.SELECT_POINTS + 1),
     ]
-    assert strategy.records[0]["start_test_accuracy"] is not None and "start_test_accuracy" not in strategy.records[1]
-    assert sorted(strategy.user_z) == [0, 1, 2] and 0 <= strategy.records[-1]["test_accuracy"] <= 1
+    # each reported accuracy is the users' mean, recomputed from the scores they were sent and their labels
+    start, after_round_1 = delivered_test_accuracies(loop, 1)
+    assert strategy.records[0]["start_test_accuracy"] == pytest.approx(start)
+    assert strategy.records[0]["test_accuracy"] == pytest.approx(after_round_1)
+    assert "start_test_accuracy" not in strategy.records[1]
+    assert strategy.records[1]["test_accuracy"] == pytest.approx(*delivered_test_accuracies(loop, 2))
+    assert sorted(strategy.user_z) == [0, 1, 2]
     assert len(result.train_metrics_clientapp) == 2
     assert strategy.records[0]["bytes_up_minimum_per_user"] > K * POP * R * 4 + R * 4  # + texts and batches
     summary = grid.round_summary(2)
