@@ -118,6 +118,30 @@ def test_aggregate_train_keeps_each_users_z_and_the_prior_is_their_mean(strategy
     assert evaluation["accuracy"] == 0.75 and evaluation["users"] == 2
 
 
+def finish_replies(values: dict[int, float]) -> list[Message]:
+    """train.finish replies of the users (partition id -> the value of every coordinate of its z)."""
+    replies = []
+    for pid, value in values.items():
+        request = Message(RecordDict(), dst_node_id=10 + pid, message_type=wire.FINISH, group_id="1")
+        metrics = {"train-loss": 1.0, "best-loss": 1.0, "calls": 8, "examples": 6, "partition-id": pid}
+        replies.append(Message(wire.result(np.full(R, value), metrics), reply_to=request))
+    return replies
+
+
+@pytest.mark.parametrize(
+    "prior, trim, expected", [("median", 0.2, 4.0), ("trimmed-mean", 0.25, 11 / 3), ("trimmed-mean", 0.0, 26.4)]
+)
+def test_the_prior_setting_chooses_how_the_users_z_are_aggregated(tiny, prior, trim, expected):
+    """Users' z of 1, 2, 4, 5 and a poisoned 120: the median and the trimmed mean keep to the honest ones."""
+    config = RunConfig.from_run_config({**RUN, "prior": prior, "prior-trim": trim})
+    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
+    strategy = CBPStrategy(config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), "general")
+    values = {0: 120.0, 1: 1.0, 2: 2.0, 3: 4.0, 4: 5.0}
+    strategy.partition_of = {10 + pid: pid for pid in values}
+    strategy.aggregate_train(1, finish_replies(values))
+    np.testing.assert_allclose(strategy.start_vector(), np.full(R, expected))
+
+
 def test_rounds_complete_and_are_metered(strategy):
     loop = LoopbackGrid(3, RUN)
     grid = MeteredGrid(loop, node_key=lambda n: strategy.partition_of.get(n, n))
