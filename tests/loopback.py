@@ -81,3 +81,25 @@ class LoopbackGrid(Grid):
             finally:
                 TaskIdentity._node_id = saved
         return replies
+
+
+def delivered_test_accuracies(grid: LoopbackGrid, server_round: int) -> list[float]:
+    """The mean over users of each evaluation in ``server_round``, in order, recomputed here: the scores the
+    grid delivered at evaluate.score against each user's own test labels (users answered by every
+    evaluation of the round only)."""
+    import numpy as np
+
+    from cbp_fed import protocol as wire
+    from cbp_fed.client_app import User
+
+    per_node: dict[int, list[float]] = {}
+    for msg in grid.delivered:
+        if msg.metadata.message_type != wire.EVAL_SCORE or msg.metadata.group_id != str(server_round):
+            continue
+        node = msg.metadata.dst_node_id
+        labels = np.array([ex.label for ex in User(grid.contexts[node]).split.test])
+        scores = wire.read_array(msg.content, "scores", "scores", 3)[0]
+        per_node.setdefault(node, []).append(float((scores.argmax(1) == labels).mean()))
+    evaluations = {len(accuracies) for accuracies in per_node.values()}
+    assert len(evaluations) == 1, per_node
+    return [float(np.mean(column)) for column in zip(*per_node.values())]

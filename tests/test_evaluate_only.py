@@ -15,7 +15,7 @@ from cbp_fed.privacy.transcript import TranscriptWriter
 from cbp_fed.privacy.utility import utility_of
 from strategies import STRATEGIES
 
-from .loopback import LoopbackGrid
+from .loopback import LoopbackGrid, delivered_test_accuracies
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -31,11 +31,14 @@ def test_evaluate_only_methods_score_each_users_test_set_once(tiny, tmp_path, me
     records = []
     strategy = STRATEGIES[method](config, tiny, tmp_path / "run", records.append)
     strategy.transcript = TranscriptWriter(tmp_path / "run" / "transcript")
-    grid = MeteredGrid(LoopbackGrid(3, config.to_run_config()), node_key=lambda n: strategy.partition_of.get(n, n))
+    loop = LoopbackGrid(3, config.to_run_config())
+    grid = MeteredGrid(loop, node_key=lambda n: strategy.partition_of.get(n, n))
     result = strategy.start(grid, num_rounds=config.num_rounds)
 
     (record,) = records  # one round whatever num-rounds says: nothing is trained
-    assert record["users_evaluated"] == 3 and record["test_examples"] == 36 and 0 <= record["test_accuracy"] <= 1
+    assert record["users_evaluated"] == 3 and record["test_examples"] == 36
+    # the users' mean, recomputed from the scores they were sent and their own test labels
+    assert record["test_accuracy"] == pytest.approx(*delivered_test_accuracies(loop, 1))
     assert record["calls"] == 3  # one scoring of each user's test texts
     assert result.evaluate_metrics_clientapp[1]["users"] == 3
     kinds = {t for user in grid.round_summary(1)["users"].values() for t in user["up"]}

@@ -14,7 +14,7 @@ from cbp_fed.prompts import PromptGenerator
 from cbp_fed.service import BlackBox
 from strategies import CBPStrategy
 
-from .loopback import LoopbackGrid
+from .loopback import LoopbackGrid, delivered_test_accuracies
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -124,8 +124,33 @@ def test_aggregate_train_keeps_each_users_z_and_the_prior_is_their_mean(strategy
     assert evaluation["accuracy"] == 0.75 and evaluation["users"] == 2
 
 
+def finish_replies(values: dict[int, float]) -> list[Message]:
+    """train.finish replies of the users (partition id -> the value of every coordinate of its z)."""
+    replies = []
+    for pid, value in values.items():
+        request = Message(RecordDict(), dst_node_id=10 + pid, message_type=wire.FINISH, group_id="1")
+        metrics = {"train-loss": 1.0, "best-loss": 1.0, "calls": 8, "examples": 6, "partition-id": pid}
+        replies.append(Message(wire.result(np.full(R, value), metrics), reply_to=request))
+    return replies
+
+
+@pytest.mark.parametrize(
+    "prior, trim, expected", [("median", 0.2, 4.0), ("trimmed-mean", 0.25, 11 / 3), ("trimmed-mean", 0.0, 26.4)]
+)
+def test_the_prior_setting_chooses_how_the_users_z_are_aggregated(tiny, prior, trim, expected):
+    """Users' z of 1, 2, 4, 5 and a poisoned 120: the median and the trimmed mean keep to the honest ones."""
+    config = RunConfig.from_run_config({**RUN, "prior": prior, "prior-trim": trim})
+    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
+    strategy = CBPStrategy(config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), "general")
+    values = {0: 120.0, 1: 1.0, 2: 2.0, 3: 4.0, 4: 5.0}
+    strategy.partition_of = {10 + pid: pid for pid in values}
+    strategy.aggregate_train(1, finish_replies(values))
+    np.testing.assert_allclose(strategy.start_vector(), np.full(R, expected))
+
+
 def test_rounds_complete_and_are_metered(strategy):
-    grid = MeteredGrid(LoopbackGrid(3, RUN), node_key=lambda n: strategy.partition_of.get(n, n))
+    loop = LoopbackGrid(3, RUN)
+    grid = MeteredGrid(loop, node_key=lambda n: strategy.partition_of.get(n, n))
     result = strategy.start(grid, num_rounds=2)
     assert [r["users_ok"] for r in strategy.records] == [3, 3]
     # training, three points each on dev, one evaluation call each (and in round 1 the start's evaluation)
@@ -133,8 +158,13 @@ def test_rounds_complete_and_are_metered(strategy):
         3 * (K * POP + wire.SELECT_POINTS + 2),
         3 * (K * POP + wire.SELECT_POINTS + 1),
     ]
-    assert strategy.records[0]["start_test_accuracy"] is not None and "start_test_accuracy" not in strategy.records[1]
-    assert sorted(strategy.user_z) == [0, 1, 2] and 0 <= strategy.records[-1]["test_accuracy"] <= 1
+    # each reported accuracy is the users' mean, recomputed from the scores they were sent and their labels
+    start, after_round_1 = delivered_test_accuracies(loop, 1)
+    assert strategy.records[0]["start_test_accuracy"] == pytest.approx(start)
+    assert strategy.records[0]["test_accuracy"] == pytest.approx(after_round_1)
+    assert "start_test_accuracy" not in strategy.records[1]
+    assert strategy.records[1]["test_accuracy"] == pytest.approx(*delivered_test_accuracies(loop, 2))
+    assert sorted(strategy.user_z) == [0, 1, 2]
     assert len(result.train_metrics_clientapp) == 2
     assert strategy.records[0]["bytes_up_minimum_per_user"] > K * POP * R * 4 + R * 4  # + texts and batches
     summary = grid.round_summary(2)

@@ -11,9 +11,43 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from cbp_fed.backbone import FrozenLM
+from cbp_fed.privacy.attacks.common import ground_truth, provider_blackbox, run_config_of
+from cbp_fed.privacy.transcript import Transcript
+from cbp_fed.service import Query
 from simulations.local_run import ROOT, flwr_run, free_port, private_superlink, stop, superlinks
+
+
+def transcript_accuracy(folder: Path, server_round: int) -> float:
+    """The users' mean test accuracy in a round, recomputed from the scores the provider returned (its
+    transcript) and the users' test labels (the evaluator's ground truth)."""
+    transcript = Transcript(folder)
+    truth = ground_truth(run_config_of(transcript), transcript.users())
+    accuracies = []
+    for p in transcript.users():
+        (view,) = [v for v in transcript.rounds(p) if v.round == server_round]
+        labels = [truth[p].test[sha] for sha in view.eval_hashes]
+        accuracies.append(float((view.eval_scores.argmax(1) == labels).mean()))
+    return float(np.mean(accuracies))
+
+
+def start_accuracy(folder: Path) -> float:
+    """The users' mean test accuracy at round 1's start vector, scored here through the run's own generator."""
+    transcript = Transcript(folder)
+    config = run_config_of(transcript)
+    truth = ground_truth(config, transcript.users())
+    box = provider_blackbox(config, FrozenLM.load("tiny-random"), folder)
+    accuracies = []
+    for p in transcript.users():
+        view = transcript.rounds(p)[0]
+        passages, queries = zip(*(transcript.text(p, sha) for sha in view.eval_hashes))
+        (scores,) = box.score([Query(view.z_start[None], passages, queries, view.label_words)])
+        labels = [truth[p].test[sha] for sha in view.eval_hashes]
+        accuracies.append(float((scores[0].argmax(1) == labels).mean()))
+    return float(np.mean(accuracies))
 
 
 @pytest.mark.slow
@@ -22,7 +56,7 @@ def test_flwr_run_completes_and_writes_the_run_folder(tmp_path):
     settings = (
         f"backbone='tiny-random' sdt-steps=3 r=16 m=8 t=2 popsize=4 steps-per-round=2 num-rounds=2 "
         f"tasks='sst2' n-test=12 shots-per-class=3 min-users=3 results-dir='{tmp_path}' run-name='it' "
-        "inject-faults='crash:1@1'"
+        "inject-faults='crash:1@1' record-transcript=true"
     )
     run = flwr_run(users=3, run_config=settings, flwr_home=tmp_path / "flwr", timeout=600, port=port)
     assert run["status"] == "finished:completed", run
@@ -33,13 +67,15 @@ def test_flwr_run_completes_and_writes_the_run_folder(tmp_path):
     assert config["backbone"] == "tiny-random" and config["popsize"] == 4
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
-    assert 0 <= rounds[0]["start_test_accuracy"] <= 1 and rounds[0]["start_users"] == 3  # before any training
+    assert rounds[0]["start_users"] == 3  # evaluated before any training
+    assert rounds[0]["start_test_accuracy"] == pytest.approx(start_accuracy(folder))
     assert [r["users_ok"] for r in rounds] == [2, 3]  # user 1 crashed in round 1 and came back in round 2
     (failure,) = rounds[0]["failures"]
     assert failure["stage"] == "train.finish" and "crashed (injected)" in failure["reason"]
     assert rounds[1]["failures"] == []
     for record in rounds:
-        assert 0 <= record["test_accuracy"] <= 1 and record["users_evaluated"] == 3
+        assert record["users_evaluated"] == 3
+        assert record["test_accuracy"] == pytest.approx(transcript_accuracy(folder, record["round"]))
         users = record["bytes"]["users"]
         assert sorted(users) == ["0", "1", "2"]  # keyed by partition id
         for pid, user in users.items():

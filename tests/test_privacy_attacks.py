@@ -15,7 +15,7 @@ from cbp_fed import cli
 from cbp_fed.config import RunConfig
 from cbp_fed.privacy.attacks import run_attack
 from cbp_fed.privacy.attacks.attribute import probe_accuracy
-from cbp_fed.privacy.attacks.common import Shadows, roc_metrics
+from cbp_fed.privacy.attacks.common import Shadows, ground_truth, roc_metrics
 from cbp_fed.privacy.attacks.label_selection import infer_labels, score_predictions
 from cbp_fed.privacy.attacks.membership import lira_scores, logit_confidence
 from cbp_fed.privacy.transcript import Transcript, TranscriptWriter, text_hash
@@ -159,8 +159,18 @@ def test_every_attack_runs_on_a_recorded_run_and_exposure_sees_the_decoys(tiny, 
     for name in results:
         assert json.loads((run / "privacy" / f"{name}.json").read_text())["attack"] == name
     assert (run / "privacy" / "membership_roc.png").stat().st_size > 0
-    assert results["label-selection"]["texts"] == 3 * 6 and 0 <= results["label-selection"]["accuracy"] <= 1
-    assert 0 <= results["membership"]["auc"] <= 1 and results["membership"]["members"] == 3 * 6
+    # label selection's accuracy is its predictions' agreement with the users' training labels, counted here
+    transcript, truth = (
+        Transcript(run),
+        ground_truth(RunConfig.from_run_config(json.loads((run / "config.json").read_text())), [0, 1, 2]),
+    )
+    agree = [
+        infer_labels(transcript, p)[sha]["label"] == label for p in range(3) for sha, label in truth[p].train.items()
+    ]
+    assert results["label-selection"]["texts"] == len(agree) == 3 * 6
+    assert results["label-selection"]["accuracy"] == pytest.approx(np.mean(agree))
+    assert results["membership"]["members"] == 3 * 6  # and its shadows are seeded: a rerun scores the same
+    assert run_attack(run, "membership", shadows=2)["auc"] == results["membership"]["auc"]
     assert results["attribute"]["attribute"] == "label-skew" and results["attribute"]["users"] == 3
     exposure = results["exposure"]["mean"]
     assert exposure["training_rows_seen"] == 1.0 and exposure["dev_rows_seen"] == 1.0  # decoys are dev rows

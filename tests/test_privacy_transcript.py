@@ -21,7 +21,7 @@ from cbp_fed.privacy.utility import utility_of
 from cbp_fed.prompts import PromptGenerator
 from cbp_fed.protocol import SELECT_POINTS
 from cbp_fed.search import CMASearch
-from cbp_fed.service import BlackBox
+from cbp_fed.service import BlackBox, Query
 from strategies import CBPStrategy
 
 from .loopback import LoopbackGrid
@@ -78,6 +78,24 @@ def test_transcript_round_trip_holds_what_crossed_the_wire(tiny, tmp_path):
     (folder / "schema.json").write_text(json.dumps({**schema, "version": VERSION + 1}))
     with pytest.raises(ValueError, match="version"):
         Transcript(tmp_path)
+
+
+def test_each_recorded_step_is_its_candidates_scored_on_the_texts_at_its_batch_positions(tiny, tmp_path):
+    """Value for value: the recorded scores of a step (and of the selection) are what the BlackBox returns for
+    its recorded points on the recorded texts at its recorded positions (mini-batches of 2 of the 6 training
+    texts, so the positions matter)."""
+    strategy, _, _, _ = run_rounds(tiny, tmp_path, batch_size=2)
+    transcript, box = Transcript(tmp_path), strategy.blackbox
+    train_batches = []
+    for p in transcript.users():
+        for view in transcript.rounds(p):
+            assert len(view.steps()) == K
+            train_batches += [batch.tolist() for _, batch, _ in view.steps()]
+            for z, batch, scores in view.steps() + [(view.select_z, view.select_batch, view.select_scores)]:
+                passages, queries = zip(*(transcript.text(p, view.train_hashes[i]) for i in batch))
+                (rescored,) = box.score([Query(z, passages, queries, view.label_words)])
+                np.testing.assert_allclose(scores, rescored, rtol=1e-5, atol=1e-5)
+    assert all(len(b) == 2 for b in train_batches) and any(b != [0, 1] for b in train_batches)
 
 
 def test_dp_release_is_clipped_and_noised_and_is_all_the_provider_gets(tiny, tmp_path):
@@ -200,8 +218,10 @@ def test_gaussian_release_clips_the_shift_from_the_anchor():
 
 
 def test_utility_from_the_transcript_matches_what_the_users_reported(tiny, tmp_path):
-    *_, result = run_rounds(tiny, tmp_path, rounds=1, users=3)
+    _, grid, _, result = run_rounds(tiny, tmp_path, rounds=1, users=3)
     utility = utility_of(tmp_path)
     assert utility["users"] == 3
     assert utility["accuracy"] == pytest.approx(result.evaluate_metrics_clientapp[1]["accuracy"])
-    assert math.log(2) / 2 < utility["loss"] < 5 and 0.5 <= utility["constant_accuracy"] <= 1
+    tests = [[ex.label for ex in User(context).split.test] for context in grid.contexts.values()]
+    majority = np.mean([np.bincount(labels).max() / len(labels) for labels in tests])  # each user's own test labels
+    assert math.log(2) / 2 < utility["loss"] < 5 and utility["constant_accuracy"] == pytest.approx(majority)

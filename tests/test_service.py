@@ -10,6 +10,7 @@ import torch
 
 from cbp_fed.prompts import NoPrompt, ProjectedPrompt, PromptGenerator, instruction_embedding
 from cbp_fed.service import BlackBox, Limits, Query, QueryError, accuracy
+from cbp_fed.tasks import load_task
 
 QUERIES = ["Is the sky blue?\nAnswer:", "Do cats bark?\nAnswer:", "Is ice cold in summer?\nAnswer:"]
 
@@ -49,10 +50,32 @@ def test_generator_prompts_depend_on_the_input(tiny, generator):
     assert not torch.allclose(out[0, 0], out[0, 1])
 
 
-def test_projection_scale_matches_the_embedding_spread(tiny):
-    bbt = ProjectedPrompt(instruction_embedding(tiny, 2), r=500, embed_std=0.05)
-    projected = torch.randn(2000, 500) @ bbt.A.T
-    assert abs(float(projected.std()) - 0.05) < 0.005
+@pytest.mark.parametrize("scale", [1.0, 20.0])
+def test_a_unit_search_step_moves_the_bbt_prompt_by_the_embedding_tables_spread(tiny, scale):
+    """sigma0 means the same on every backbone: a sigma = 1 step of z moves each coordinate of BBT's prompt
+    by about the spread of the backbone's own token embeddings (here the tiny table, and it scaled 20x)."""
+    table = tiny.model.get_input_embeddings().weight.detach().float() * scale
+    p_init = instruction_embedding(tiny, 2) * scale
+    bbt = ProjectedPrompt(p_init, r=64, a_seed=3, embed_std=float(table.std()))
+    z = torch.zeros(1, 64)
+    steps = torch.randn(400, 64, generator=torch.Generator().manual_seed(0))
+    moved = bbt(z + steps, torch.zeros(1, tiny.d))[:, 0] - bbt(z, torch.zeros(1, tiny.d))[:, 0]  # (400, t, d)
+    ratio = float(moved.std() / table.std())
+    assert 0.8 < ratio < 1.25, ratio
+    tokens = table[torch.randint(len(table), (400,), generator=torch.Generator().manual_seed(1))]
+    change = float(moved.flatten(1).norm(dim=1).mean() / (tokens - tokens.roll(1, 0)).norm(dim=1).mean())
+    assert 0.4 < change < 1.5, change  # a step is about as far as one token embedding from another
+
+
+def test_a_unit_search_step_moves_the_generators_input_by_about_one_standardised_input(tiny, generator):
+    """The generator's promise: a unit-scale z moves I by about the size of a standardised input, so a CMA-ES
+    step of sigma ~ 1 is as large as the difference between two inputs."""
+    pooled = tiny.pooled([tiny.tokenize(ex.text) for ex in load_task("sst2").examples[:64]])
+    generator.standardise_with(pooled)
+    inputs = generator._standardised(pooled)
+    steps = torch.randn(400, generator.r, generator=torch.Generator().manual_seed(0)) @ generator.A.T
+    ratio = float(steps.norm(dim=1).mean() / inputs.norm(dim=1).mean())
+    assert 0.5 < ratio < 2.0, ratio
 
 
 @pytest.mark.parametrize("token_budget", [40, 100_000])

@@ -68,18 +68,29 @@ def lettered_lines(query: str) -> list[str]:
     return re.findall(r"^[A-J]\. (.*)$", query, re.M)
 
 
-def test_registry_lists_exactly_the_expected_tasks():
-    assert sorted(task_names()) == sorted(EXPECTED_ROWS)
-
-
 @pytest.mark.parametrize("name", sorted(EXPECTED_ROWS))
+def test_each_measured_source_yields_its_row_count(name):
+    assert len(load_task(name).examples) == EXPECTED_ROWS[name]
+
+
+def test_every_task_a_domain_names_is_registered_and_of_that_domain():
+    for domain in DOMAINS.values():
+        for name in domain.sdt_tasks + domain.user_tasks:
+            assert name in task_names() and load_task(name).domain == domain.name, (domain.name, name)
+
+
+def test_every_registered_task_has_a_description_of_its_own():
+    descriptions = [load_task(name).description.strip() for name in task_names()]
+    assert all(descriptions) and len(set(descriptions)) == len(descriptions)
+
+
+@pytest.mark.parametrize("name", task_names())
 def test_every_task_loads_well_formed(name):
     task = load_task(name)
-    assert len(task.examples) == EXPECTED_ROWS[name]
+    assert task.name == name and task.examples
     assert len(task.label_words) >= 2 and len(set(task.label_words)) == len(task.label_words)
     assert all(word.startswith(" ") and len(word.strip()) > 0 for word in task.label_words)
-    assert task.domain in {"commonsense", "medical", "finance", "general"}
-    assert task.description
+    assert task.domain in DOMAINS or task.domain == "general"  # general: no domain generator (GLUE)
     uids = [example.uid for example in task.examples]
     assert len(set(uids)) == len(uids) and all(uid.startswith(f"{name}/") for uid in uids)
     for example in task.examples:
@@ -193,12 +204,8 @@ def test_label_conventions_of_yes_no_and_sentiment_tasks():
     assert review.passage.startswith("Review: I recently received an injection of nalbuphine") and review.label == 0
     for name in DRUG_REVIEW_TASKS:  # the file escapes "'" as "&#039;" and wraps reviews in quotes
         task = load_task(name)
-        assert task.label_words == (" positive", " negative") and task.domain == "medical"
+        assert task.label_words == (" positive", " negative")
         assert not any("&#039;" in e.passage or '"' in e.passage[:9] for e in task.examples)
-    assert load_task("medmcqa").domain == "medical"
-    for name in ("mmlu-economics", "mmlu-accounting", "mmlu-marketing", "mmlu-management-ethics"):
-        assert load_task(name).domain == "finance"
-        assert "not financial sentiment" in load_task(name).description
 
 
 def test_majority_class_rates_of_the_yes_no_tasks():
@@ -257,10 +264,17 @@ def test_verification_rows_fall_on_the_side_of_their_source_row():
     assert [e.uid for e in view_server] == [e.uid + VERIFY_SUFFIX for e in server]
 
 
-def test_domains_keep_two_user_tasks_out_of_their_sdt_pools():
-    for domain in DOMAINS.values():
-        assert len(domain.user_tasks) == 2 and set(domain.sdt_tasks).isdisjoint(domain.user_tasks)
-        assert all(load_task(name).domain == domain.name for name in domain.sdt_tasks + domain.user_tasks)
+@pytest.mark.parametrize("domain", sorted(DOMAINS))
+def test_no_row_of_a_domains_user_tasks_is_in_its_sdt_pool(domain):
+    """What SDT trains on (``domain_pool``) holds no row of the domain's user tasks: by task, uid or text."""
+    pool = domain_pool(domain, seed=0, size=200)
+    user_rows = [e for name in DOMAINS[domain].user_tasks for e in load_task(name).examples]
+    assert not {task.name.removesuffix(VERIFY_SUFFIX) for task, _ in pool} & set(DOMAINS[domain].user_tasks)
+    assert not {e.uid.removesuffix(VERIFY_SUFFIX) for _, e in pool} & {e.uid for e in user_rows}
+    assert not {e.text for _, e in pool} & {e.text for e in user_rows}
+
+
+def test_a_domain_refuses_sdt_tasks_that_are_user_tasks_and_other_than_two_user_tasks():
     with pytest.raises(ValueError, match=r"'commonsense': SDT tasks \['piqa'\] are also user tasks"):
         Domain("commonsense", ("piqa", "siqa"), ("piqa", "arc-easy"))
     with pytest.raises(ValueError, match="needs 2 user tasks"):

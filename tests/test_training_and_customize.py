@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
+import cbp_fed.customize as customize_module
 from cbp_fed.backbone import FrozenLM
 from cbp_fed.cli import main
 from cbp_fed.customize import CustomizeConfig, customize
@@ -21,6 +23,7 @@ from cbp_fed.domain_training import (
     warmup_cosine,
 )
 from cbp_fed.prompts import PromptGenerator, instruction_embedding
+from cbp_fed.search import CMASearch
 from cbp_fed.tasks import load_task
 from cbp_fed.tasks.core import Task
 
@@ -138,9 +141,34 @@ def test_checkpoint_for_another_backbone_is_refused(tiny, trained):
         load_generator(folder / "missing", tiny)
 
 
+class RecordedSearch(CMASearch):
+    """CMA-ES that records what it was asked and told (the instances of a run, in order)."""
+
+    runs: list[RecordedSearch] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.asked, self.told = [], []
+        RecordedSearch.runs.append(self)
+
+    def ask(self):
+        self.asked.append(super().ask())
+        return self.asked[-1]
+
+    def tell(self, fitness):
+        self.told.append(np.array(fitness, dtype=float))
+        super().tell(fitness)
+
+
 @pytest.mark.parametrize("method", ["zero-shot", "sdt-only", "bbt", "cbp"])
-def test_every_method_runs_through_the_same_loop_and_never_keeps_worse_than_its_start(tiny, trained, method):
+def test_every_method_runs_through_the_same_loop_and_never_keeps_worse_than_its_start(
+    tiny, trained, method, monkeypatch
+):
+    """One loop for every method; a searching one keeps the candidate it was told was best, and the start
+    unless a point scores better on dev."""
     _, _, folder = trained
+    monkeypatch.setattr(customize_module, "CMASearch", RecordedSearch)
+    RecordedSearch.runs.clear()
     config = CustomizeConfig(
         task="sst2",
         method=method,
@@ -170,6 +198,11 @@ def test_every_method_runs_through_the_same_loop_and_never_keeps_worse_than_its_
     best = max(scored, key=lambda p: (p["dev_accuracy"], -p["dev_loss"]))  # the first of equals: the earliest
     assert summary["kept"] == {k: best[k] for k in ("point", "dev_accuracy", "dev_loss")}
     assert summary["kept"]["dev_accuracy"] >= scored[0]["dev_accuracy"]  # never below the start on dev
+    (search,) = RecordedSearch.runs
+    candidates, told = np.concatenate(search.asked), np.concatenate(search.told)
+    assert len(told) == 12 and np.ptp(told) > 0  # the candidates' training losses differ ...
+    assert summary["best_train_loss"] == pytest.approx(told.min())  # ... the lowest one is reported ...
+    np.testing.assert_array_equal(search.best, candidates[told.argmin()])  # ... and its candidate is the best
 
 
 def test_customize_config_errors_name_the_problem():

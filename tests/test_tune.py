@@ -70,13 +70,26 @@ def test_customize_on_dev_never_scores_a_test_row(tiny, monkeypatch):
         select_on_dev=False,
     )
     split = user_split(load_task("sst2"), 0, 2, n_dev=6, n_test=8)
-    scored, original = [], BlackBox.score
-    monkeypatch.setattr(BlackBox, "score", lambda box, queries: scored.extend(queries) or original(box, queries))
+    scored, answers, original = [], [], BlackBox.score
+
+    def spy(box, queries):
+        scores = original(box, queries)
+        scored.extend(queries)
+        answers.extend(scores)
+        return scores
+
+    monkeypatch.setattr(BlackBox, "score", spy)
     summary = customize(CustomizeConfig(**{**config.__dict__, "eval_split": "dev"}), tiny, progress=False)
     texts = {text for query in scored for text in zip(query.passages, query.queries)}
     assert not texts & {(ex.passage, ex.query) for ex in split.test}
     assert {(ex.passage, ex.query) for ex in split.dev} <= texts
-    assert "test_accuracy" not in summary and 0 <= summary["dev_accuracy"] <= 1 and summary["dev_size"] == 6
+    # the reported dev accuracies: the start's and the final z's scores on the dev texts, against their labels
+    dev_texts = [(ex.passage, ex.query) for ex in split.dev]
+    dev = [s[0] for q, s in zip(scored, answers) if list(zip(q.passages, q.queries)) == dev_texts]
+    labels = [ex.label for ex in split.dev]
+    assert len(dev) == 2 and summary["start_dev_accuracy"] == (dev[0].argmax(1) == labels).mean()
+    assert "test_accuracy" not in summary and summary["dev_accuracy"] == (dev[1].argmax(1) == labels).mean()
+    assert summary["dev_size"] == 6
     assert summary["eval_split"] == "dev" and len(summary["dev_predicted_share"]) == 2
     default = customize(config, tiny, progress=False)  # the default still reports test, and dev beside it
     assert default["eval_split"] == "test" and default["dev_accuracy"] == summary["dev_accuracy"]
@@ -88,11 +101,12 @@ def test_customize_on_dev_never_scores_a_test_row(tiny, monkeypatch):
 
 
 def test_study_runs_tests_once_resumes_and_refuses_other_settings(tiny, tmp_path, monkeypatch, capsys):
-    evaluated = []
+    evaluated, summaries = [], []
 
     def spy(config, lm, progress):
         evaluated.append(config.eval_split)
-        return customize(config, lm, progress)
+        summaries.append(customize(config, lm, progress))
+        return summaries[-1]
 
     monkeypatch.setattr(tune_module, "customize", spy)
     out = tmp_path / "study"
@@ -100,14 +114,11 @@ def test_study_runs_tests_once_resumes_and_refuses_other_settings(tiny, tmp_path
     assert evaluated == ["dev"] * 3 + ["test"]
     saved = json.loads((out / "tune.json").read_text())
     assert saved["completed_trials"] == 3 and len(saved["trials"]) == 3 and len(saved["test_evaluations"]) == 1
-    best = saved["best"]
-    assert best["dev_accuracy"] == max(trial["dev_accuracy"] for trial in saved["trials"])
+    best, dev = saved["best"], [summary["dev_accuracy"] for summary in summaries[:3]]
+    assert best["trial"] == dev.index(max(dev)) and best["dev_accuracy"] == max(dev)  # the earliest of the best
     assert best["dev_accuracy_rerun"] == best["dev_accuracy"]  # the test run reproduced the best trial
-    assert (
-        0 <= best["test_accuracy"] <= 1
-        and best["test_size"] == 8
-        and set(best["params"]) == set(report["best"]["params"])
-    )
+    assert best["test_accuracy"] == summaries[3]["test_accuracy"] and summaries[3]["eval_split"] == "test"
+    assert best["test_size"] == 8 and set(best["params"]) == set(report["best"]["params"])
     assert (out / "tune.md").read_text().count("| ") > 3 and (out / "tune.png").stat().st_size > 0
     generators = {trial["generator"] for trial in saved["trials"]}
     assert {p.name for p in (out / "generators").iterdir()} == generators  # one SDT per (m, t, lr)
@@ -119,7 +130,9 @@ def test_study_runs_tests_once_resumes_and_refuses_other_settings(tiny, tmp_path
     saved = json.loads((out / "tune.json").read_text())
     states = [trial["state"] for trial in saved["trials"]]
     assert states == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"] and saved["completed_trials"] == 4
-    best_changed = saved["best"]["trial"] == 4  # only a better trial replaces the best (earliest of equals)
+    new_dev = summaries[4]["dev_accuracy"]  # trial 4 (3 was interrupted) replaces the best only if strictly better
+    best_changed = new_dev > max(dev)
+    assert saved["best"]["trial"] == (4 if best_changed else dev.index(max(dev)))
     assert evaluated == ["dev"] + ["test"] * best_changed
     assert len(saved["test_evaluations"]) == 1 + best_changed
 
