@@ -141,7 +141,9 @@ def test_the_prior_setting_chooses_how_the_users_z_are_aggregated(tiny, prior, t
     """Users' z of 1, 2, 4, 5 and a poisoned 120: the median and the trimmed mean keep to the honest ones."""
     config = RunConfig.from_run_config({**RUN, "prior": prior, "prior-trim": trim})
     gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
-    strategy = CBPStrategy(config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), "general")
+    strategy = CBPStrategy.from_config(
+        config, BlackBox(tiny, gen, max_tokens=96), np.zeros(R, np.float32), domain="general"
+    )
     values = {0: 120.0, 1: 1.0, 2: 2.0, 3: 4.0, 4: 5.0}
     strategy.partition_of = {10 + pid: pid for pid in values}
     strategy.aggregate_train(1, finish_replies(values))
