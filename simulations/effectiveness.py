@@ -260,11 +260,18 @@ def goal_checks(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: Path):
     """Test accuracy (%) vs calls per task (mean over seeds, min-max band) with the zero-shot and majority
-    lines; the x axis is logarithmic with a tick at each budget measured, and one legend sits below the
-    panels. Returns the figure."""
+    lines, two tasks per row; the x axis is logarithmic with a tick at each budget measured, and one
+    legend sits below the panels. Returns the figure."""
     tasks = sorted({(r["domain"], r["task"]) for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.2), squeeze=False, layout="constrained")
-    for ax, (domain, task) in zip(axes[0], tasks):
+    cols = min(len(tasks), 2)  # a domain's two tasks side by side, one domain per row
+    rows_of_panels = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(
+        rows_of_panels, cols, figsize=(4.8 * cols, 3.6 * rows_of_panels), squeeze=False, layout="constrained"
+    )
+    axes = axes.ravel()
+    for ax in axes[len(tasks) :]:
+        ax.set_visible(False)
+    for ax, (domain, task) in zip(axes, tasks):
         mine = [r for r in rows if r["task"] == task]
         budgets = sorted({r["calls"] for r in mine if r["method"] in ("bbt", "cbp")})
         for method, colour in (("bbt", "tab:blue"), ("cbp", "tab:red")):
@@ -292,7 +299,7 @@ def plot(rows: list[dict], path: Path):
         if budgets:  # log ticks fall on powers of ten: name every budget measured instead
             ax.set_xticks(budgets, [str(b) for b in budgets])
             ax.minorticks_off()
-    legend_below(fig, axes[0])
+    legend_below(fig, axes[: len(tasks)])
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return fig
