@@ -385,7 +385,7 @@ def _draw_accuracy(axes, records: list[dict], chance: float | None) -> bool:
     if not rounds:
         return False
     percent = [100 * a for a in accuracy]
-    axes.plot(rounds, percent, marker="o", label="test accuracy\n(mean over users)")
+    axes.plot(rounds, percent, marker="o", label="test accuracy\n(users' texts pooled)")
     std_by_round = dict(zip(*_series(records, "test_accuracy_std")))
     band = [(r, a, 100 * std_by_round[r]) for r, a in zip(rounds, percent) if r in std_by_round]
     if band:
@@ -424,7 +424,7 @@ def _draw_fitness(axes, records: list[dict]) -> bool:
         return False
     axes.plot(rounds, loss, marker="o")
     axes.set_ylim(bottom=0)
-    _label(axes, "train loss (0 = perfect)", "Training fitness (mean over users)")
+    _label(axes, "train loss (0 = perfect)", "Training fitness (users weighted by their texts)")
     return True
 
 

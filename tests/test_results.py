@@ -134,7 +134,7 @@ def test_figures_show_accuracy_in_percent_with_chance_and_loss_from_zero(tmp_pat
     figures = run.figures()
     accuracy = figures["accuracy"].axes[0]
     lines = {line.get_label(): list(line.get_ydata()) for line in accuracy.get_lines()}
-    assert lines["test accuracy\n(mean over users)"] == pytest.approx([70.0, 80.0])  # %, as the README reports it
+    assert lines["test accuracy\n(users' texts pooled)"] == pytest.approx([70.0, 80.0])  # %, as the README reports it
     assert lines["chance (1 / answers)"] == pytest.approx([25.0, 25.0])
     assert lines["start (before round 1)"] == pytest.approx([55.0, 55.0])  # each round read against the start
     legend = accuracy.get_legend()
