@@ -34,10 +34,10 @@ RUN_FILES = {
     "summary.json": "the run's totals (fields below), written when the run ends",
     "checkpoint.safetensors": "the provider's state after the last finished round (users' z, prior, meter, RNG), "
     "for `resume-from`",
-    "accuracy.png": "test accuracy (%) per round: the evaluated users' texts pooled, a ±1 std band over users, and the "
-    "chance level",
+    "accuracy.png": "test accuracy (%) per round: the evaluated users' texts pooled, a ±1 std band over users, the "
+    "users' start and the chance level",
     "bytes.png": "KiB per user per round of the train.* messages (payload), up and down",
-    "fitness.png": "train loss per round (mean over the users that finished it), on an axis from 0",
+    "fitness.png": "train loss per round (over the users that finished it, weighted by their texts), on an axis from 0",
     "generator/": "the SDT prompt generator the provider trained for this run (cbp and sdt-only without a "
     "`generator` setting)",
     "transcript/": "with `record-transcript = true`: what the provider saw, per user and step, for `cbp-fed "

@@ -12,15 +12,12 @@ accuracy, calls and bytes come from the same code and meters as the searching me
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
-from cbp_fed import protocol as wire
 from cbp_fed.backbone import FrozenLM
 from cbp_fed.config import RunConfig
 from cbp_fed.prompts import NoPrompt
@@ -46,28 +43,15 @@ class EvaluateOnlyStrategy(MultiStepStrategy):
         z0 = gen.z0.detach().cpu().numpy()
         return cls.from_config(config, box, z0, on_round=on_round, run_key=run_path.name)
 
-    def start(
-        self,
-        grid: Grid,
-        initial_arrays: ArrayRecord | None = None,
-        num_rounds: int = 1,
-        timeout: float = 3600,
-        train_config: ConfigRecord | None = None,
-        evaluate_config: ConfigRecord | None = None,
-        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
-    ) -> Result:
+    def _run_rounds(self, grid: Grid, result: Result, num_rounds: int, timeout: float) -> None:
         """Evaluate once (round 1, whatever ``num_rounds``) and record it like a training round without
-        training; Flower's other ``start`` arguments are refused as ``MultiStepStrategy.start`` does."""
-        self._refuse_flower_options(initial_arrays, train_config, evaluate_config, evaluate_fn)
-        self.summary()
-        arrays = wire.arrays(z_start=self.start_vector())
-        result = Result(arrays=arrays)
+        training (``start`` is ``MultiStepStrategy``'s: Flower's unused arguments are refused there)."""
         if self.rounds_done:
-            return result
+            return
         started, round_log = time.time(), RoundLog(1)
         if self.transcript:
             self.transcript.begin_round(1, self.start_vector())
-        evaluation = self._evaluate(grid, 1, arrays, timeout, round_log)
+        evaluation = self._evaluate(grid, 1, result.arrays, timeout, round_log)
         self._end_transcript_round(grid, 1)
         result.evaluate_metrics_clientapp[1] = evaluation
         meter = self.blackbox.meter
@@ -90,4 +74,3 @@ class EvaluateOnlyStrategy(MultiStepStrategy):
                 "seconds": round(time.time() - started, 3),
             }
         )
-        return result

@@ -350,10 +350,15 @@ class MultiStepStrategy(Strategy):
         are refused rather than ignored. Returns Flower's ``Result`` (the last start vector, metrics).
         """
         self._refuse_flower_options(initial_arrays, train_config, evaluate_config, evaluate_fn)
-        log.info("%s: rounds %s..%s", type(self).__name__, self.rounds_done + 1, num_rounds)
         self.summary()
-        arrays = wire.arrays(z_start=self.start_vector())
-        result = Result(arrays=arrays)
+        result = Result(arrays=wire.arrays(z_start=self.start_vector()))
+        self._run_rounds(grid, result, num_rounds, timeout)
+        return result
+
+    def _run_rounds(self, grid: Grid, result: Result, num_rounds: int, timeout: float) -> None:
+        """Rounds ``rounds_done + 1 .. num_rounds``, each recorded into ``result`` and ``on_round``."""
+        log.info("%s: rounds %s..%s", type(self).__name__, self.rounds_done + 1, num_rounds)
+        arrays = result.arrays
         for server_round in range(self.rounds_done + 1, num_rounds + 1):
             started = time.time()
             meter_before = (self.blackbox.meter.calls, self.blackbox.meter.tokens, self.blackbox.meter.seconds)
@@ -402,7 +407,6 @@ class MultiStepStrategy(Strategy):
                 seconds=round(time.time() - started, 3),
             )
             self.on_round(record)
-        return result
 
     def _refuse_flower_options(self, initial_arrays, train_config, evaluate_config, evaluate_fn) -> None:
         """Flower's ``start`` arguments this strategy has no use for raise instead of being ignored."""
