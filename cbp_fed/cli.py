@@ -146,8 +146,7 @@ def _attack(args) -> None:
     from .privacy.attacks import run_attack
 
     options = {"seed": args.seed, "max_users": args.max_users, "shadow_cache": args.shadow_cache}
-    if args.shadows is not None:
-        options["shadows"] = args.shadows
+    options |= {k: v for k, v in vars(args).items() if k in ("shadows", "references", "non_members") and v is not None}
     result = run_attack(args.run_dir, args.attack, **options)
     console.print_json(json.dumps(result))
     console.print(f"-> {Path(args.run_dir) / 'privacy'}")
@@ -247,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--attack", required=True, help="label-selection, membership, attribute, exposure, or all (-> RUN/privacy/)"
     )
-    p.add_argument("--shadows", type=int, help="shadow users (default: membership 8 per target user, attribute 24)")
+    p.add_argument("--shadows", type=int, help="attribute: shadow users for the probe (default 24)")
+    p.add_argument("--references", type=int, help="membership: shadow references per task beside the start (default 2)")
+    p.add_argument("--non-members", type=int, help="membership: non-member challenges per user (default 50)")
     p.add_argument("--max-users", type=int, default=0, help="membership: attack only the first N users (0 = all)")
     p.add_argument("--shadow-cache", help="folder keeping trained shadows' z, shared between runs (default: none)")
     p.add_argument("--seed", type=int, default=0)

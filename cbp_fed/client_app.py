@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,8 @@ from flwr.clientapp import ClientApp
 from . import protocol as wire
 from .config import RunConfig
 from .faults import inject, parse_faults
-from .privacy.defences import decoy_positions, gaussian_release
-from .search import CMASearch, SearchConfig, best_on_dev, dev_accuracy_and_loss, fitness
+from .privacy.defences import decoy_positions, gaussian_release, noisy_fitness
+from .search import CMASearch, SearchConfig, best_on_dev, dev_accuracy_and_loss
 from .tasks import user_data
 from .tasks.partition import PartitionConfig
 
@@ -59,6 +60,17 @@ class User:
     def seed(self, *more: int) -> list[int]:
         """Seed of one of this user's random draws: (run seed, partition id, *more)."""
         return [self.config.seed, self.partition_id, *more]
+
+    def private_seed(self, *more: int) -> list[int]:
+        """Seed of a draw the provider must not repeat (the defences' noise and decoy positions): the
+        run seed is in the public run config, so these draws use the user's secret instead, from node
+        config ``secret`` when the operator sets one (reproducible runs), else drawn once from the OS's
+        entropy and kept in the user's state (and on its disk with ``user-state-dir``)."""
+        record = self.context.state.config_records.get("secret")
+        if record is None:
+            secret = int(self.context.node_config.get("secret", secrets.randbits(62)))
+            record = self.context.state["secret"] = ConfigRecord({"secret": secret})
+        return [int(record["secret"]), self.partition_id, *more]
 
     def inject_faults(self, msg: Message, round: int) -> None:
         """Act out this run's planned failures (``inject-faults``) for this user and message."""
@@ -110,7 +122,7 @@ class User:
         folder = self.state_dir(run_key)
         folder.mkdir(parents=True, exist_ok=True)
         search = self.context.state.config_records["search"]
-        blob = pickle.dumps({"search": bytes(search["blob"]), "z": self.z})
+        blob = pickle.dumps({"search": bytes(search["blob"]), "z": self.z, "secret": self.private_seed()[0]})
         tmp = folder / f"round-{round}.tmp"
         tmp.write_bytes(blob)
         tmp.replace(folder / f"round-{round}.bin")
@@ -126,6 +138,7 @@ class User:
         saved = pickle.loads((self.state_dir(run_key) / f"round-{last}.bin").read_bytes())  # our own file
         record = {"blob": saved["search"], "batch": [], "round": last, "run-key": run_key}
         self.context.state["search"] = ConfigRecord(record)
+        self.context.state["secret"] = ConfigRecord({"secret": saved["secret"]})
         if saved["z"] is not None:
             self.context.state["z"] = wire.arrays(z=saved["z"])
 
@@ -166,7 +179,7 @@ class User:
         ``real (n_train,)``: the wire position of each training row)."""
         train, dev = self.split.train, self.split.dev
         n_decoy = min(int(np.floor(self.config.decoy_texts * len(train) + 0.5)), len(dev))
-        order, real = decoy_positions(len(train), n_decoy, self.seed(round, 1))
+        order, real = decoy_positions(len(train), n_decoy, self.private_seed(round, 1))
         rows = [train[i] if i < len(train) else dev[i - len(train)] for i in order]
         source = np.where(order < len(train), order, -1)
         if self.selects:
@@ -186,7 +199,7 @@ class User:
         decoys = np.flatnonzero(source == -1)
         if len(decoys) and len(batch) < len(real):
             n = min(int(np.floor(self.config.decoy_texts * len(batch) + 0.5)), len(decoys))
-            decoys = np.random.default_rng(self.seed(round, step, 2)).choice(decoys, n, replace=False)
+            decoys = np.random.default_rng(self.private_seed(round, step, 2)).choice(decoys, n, replace=False)
         return sorted(real[batch].tolist() + decoys.tolist())
 
     def ask(self, search: CMASearch, round: int) -> np.ndarray:
@@ -195,10 +208,10 @@ class User:
         positions are kept (``real_candidates``) to pick their scores out at the tell."""
         z = search.ask()
         n_decoy = self.config.decoy_candidate_count
-        order, real = decoy_positions(len(z), n_decoy, self.seed(round, search.calls, 3))
+        order, real = decoy_positions(len(z), n_decoy, self.private_seed(round, search.calls, 3))
         self.real_candidates = real.tolist()
         if n_decoy:
-            decoys = search.sample_like(n_decoy, np.random.default_rng(self.seed(round, search.calls, 4)))
+            decoys = search.sample_like(n_decoy, np.random.default_rng(self.private_seed(round, search.calls, 4)))
             z = np.concatenate([z, decoys])[order]
         return z
 
@@ -259,20 +272,19 @@ def begin(msg: Message, context: Context) -> Message:
 
 def _tell(msg: Message, user: User, round: int) -> tuple[CMASearch, np.ndarray, str]:
     """Fitness of the scored population with the private labels, told to CMA-ES (state not saved yet);
-    returns the search, the real candidates' losses ``(popsize,)`` and the round's run key. Decoy
-    candidates' and decoy texts' scores are dropped; ``selection-noise`` perturbs only what is told."""
+    returns the search, the losses told ``(popsize,)`` and the round's run key. Decoy candidates' and
+    decoy texts' scores are dropped. The label mechanism (``privacy/accounting.py``): each text's loss
+    capped at ``loss-clip``, then ``selection-noise`` added; everything the user reports of its search
+    derives from what it told, never from the clean losses."""
     search, batch, run_key = user.saved_search(round)
     c = user.config
     shape = (search.config.popsize + c.decoy_candidate_count, len(batch), len(user.task.label_words))
     scores = wire.read_shaped(msg.content, "scores", "scores", shape)[user.real_candidates]
     source = user.text_layout(round)[1][batch]
     real = source >= 0
-    losses = fitness(scores[:, real], user.labels[source[real]], c.loss)
-    told = losses
-    if c.selection_noise:
-        rng = np.random.default_rng(user.seed(round, search.calls, 5))
-        told = losses + rng.normal(0.0, c.selection_noise, size=losses.shape)
-    search.tell(told)
+    rng = np.random.default_rng(user.private_seed(round, search.calls, 5)) if c.selection_noise else None
+    losses = noisy_fitness(scores[:, real], user.labels[source[real]], c.loss, c.loss_clip, c.selection_noise, rng)
+    search.tell(losses)
     return search, losses, run_key
 
 
@@ -306,18 +318,26 @@ def select(msg: Message, context: Context) -> Message:
     return Message(wire.population(points, batch), reply_to=msg)
 
 
-def _choose(msg: Message, user: User) -> tuple[np.ndarray, dict[str, float]]:
+def _choose(msg: Message, user: User, round: int) -> tuple[np.ndarray, dict[str, float]]:
     """The point kept this round: the best on dev of the ones sent at train.select (accuracy, then
-    cross-entropy; the z kept before wins ties), and the selection metrics."""
+    cross-entropy; the z kept before wins ties), and the selection metrics. Under ``selection-noise``
+    the choice is the label mechanism's: the lowest clipped dev cross-entropy plus the same noise, and
+    the dev accuracies, which carry no noise, stay with the user."""
     record = user.context.state.array_records["select"]
     points = record["points"].numpy()
     labels = np.array([ex.label for ex in user.split.dev])
     shape = (len(points), len(labels), len(user.task.label_words))
     scores = wire.read_shaped(msg.content, "scores", "scores", shape)
+    train_loss = {"train-loss": float(record["train-loss"].numpy()[0])}
+    c = user.config
+    if c.selection_noise:
+        rng = np.random.default_rng(user.private_seed(round, 7))
+        kept = int(np.argmin(noisy_fitness(scores, labels, "ce", c.loss_clip, c.selection_noise, rng)))
+        return points[kept], {**train_loss, "kept": kept}
     accuracy, loss = dev_accuracy_and_loss(scores, labels)
     kept = best_on_dev(accuracy, loss)
     metrics = {"kept": kept, "dev-accuracy": float(accuracy[kept]), "dev-accuracy-before": float(accuracy[0])}
-    return points[kept], {"train-loss": float(record["train-loss"].numpy()[0]), **metrics}
+    return points[kept], {**train_loss, **metrics}
 
 
 def _local_search(search: CMASearch, losses: np.ndarray, sigma_sq: float) -> dict[str, float]:
@@ -348,14 +368,14 @@ def finish(msg: Message, context: Context) -> Message:
     user.inject_faults(msg, round)
     if user.selects:
         search, _, run_key = user.saved_search(round, pending=False)
-        z, selection = _choose(msg, user)
+        z, selection = _choose(msg, user, round)
         del context.state["select"]
     else:
         search, losses, run_key = _tell(msg, user, round)
         z, selection = search.result, {"train-loss": float(losses.mean())}
     if user.config.dp_clip:
         anchor = context.state.array_records["anchor"]["z"].numpy()
-        z = gaussian_release(z, anchor, user.config.dp_clip, user.config.dp_noise, user.seed(round, 6))
+        z = gaussian_release(z, anchor, user.config.dp_clip, user.config.dp_noise, user.private_seed(round, 6))
     metrics = {
         **selection,
         "best-loss": search.best_fitness,

@@ -64,6 +64,7 @@ class RunConfig:
     decoy_texts: float = 0.0
     decoy_candidates: float = 0.0
     selection_noise: float = 0.0
+    loss_clip: float = 0.0
     user_state_dir: str = ""
     resume_from: str = ""
     results_dir: str = "results"
@@ -100,6 +101,12 @@ class RunConfig:
         need(0 <= self.decoy_texts <= 1, "decoy_texts", "must be in [0, 1]: decoy texts per training text")
         need(0 <= self.decoy_candidates <= 4, "decoy_candidates", "must be in [0, 4]: decoy candidates per real one")
         need(self.selection_noise >= 0, "selection_noise", "must be >= 0: std of the noise added to fitness (nats)")
+        need(
+            self.loss_clip >= 0 and (self.loss_clip == 0 or self.loss == "ce"),
+            "loss_clip",
+            "must be >= 0: the cap (nats) on each text's cross-entropy (0 = none); it bounds a label's effect "
+            "on the fitness, so it needs loss = 'ce'",
+        )
         need(
             self.method != "fedbpt" or not (self.decoy_candidates or self.selection_noise),
             "method",

@@ -178,9 +178,10 @@ def read_batch(content: RecordDict, n_texts: int) -> list[int]:
 
 
 RESULT_METRICS = ("train-loss", "best-loss", "calls", "examples", "partition-id")
-SELECTION_METRICS = ("kept", "dev-accuracy", "dev-accuracy-before")
-"""With dev selection: which point was kept (0 the z kept before, 1 the mean, 2 the best candidate), its
-dev accuracy, and the dev accuracy of the z kept before this round (the start vector in round 1)."""
+DEV_ACCURACY_METRICS = ("dev-accuracy", "dev-accuracy-before")
+"""With dev selection: ``kept``, which point was kept (0 the z kept before, 1 the mean, 2 the best
+candidate), and unless the user's labels are behind the selection noise, the kept point's dev
+accuracy and that of the z kept before this round (the start vector in round 1)."""
 
 
 def read_result(content: RecordDict, r: int) -> tuple[np.ndarray, dict[str, float]]:
@@ -188,12 +189,18 @@ def read_result(content: RecordDict, r: int) -> tuple[np.ndarray, dict[str, floa
     when the user selected on dev)."""
     z = read_shaped(content, "result", "z", (r,))
     metrics = {key: read_metric(content, "metrics", key) for key in RESULT_METRICS}
-    if "kept" in content.metric_records.get("metrics", {}):
-        metrics.update({key: read_metric(content, "metrics", key) for key in SELECTION_METRICS})
-        if metrics["kept"] not in range(SELECT_POINTS) or not 0 <= metrics["dev-accuracy"] <= 1:
-            raise ProtocolError(
-                f"metrics kept / dev-accuracy out of range: {metrics['kept']}, {metrics['dev-accuracy']}"
-            )
+    sent = content.metric_records.get("metrics", {})
+    if "kept" in sent:
+        metrics["kept"] = read_metric(content, "metrics", "kept")
+        if metrics["kept"] not in range(SELECT_POINTS):
+            raise ProtocolError(f"metrics/kept must be a point index in [0, {SELECT_POINTS}), got {metrics['kept']}")
+    if any(key in sent for key in DEV_ACCURACY_METRICS):
+        if "kept" not in sent:
+            raise ProtocolError("metrics dev-accuracy / dev-accuracy-before without metrics/kept")
+        for key in DEV_ACCURACY_METRICS:
+            metrics[key] = read_metric(content, "metrics", key)
+            if not 0 <= metrics[key] <= 1:
+                raise ProtocolError(f"metrics/{key} must be in [0, 1], got {metrics[key]}")
     return z, metrics
 
 

@@ -191,13 +191,17 @@ class CMASearch:
         return search
 
 
-def fitness(scores: np.ndarray, labels: np.ndarray, loss: str = "ce", margin: float = 1.0) -> np.ndarray:
+def fitness(
+    scores: np.ndarray, labels: np.ndarray, loss: str = "ce", margin: float = 1.0, clip: float = 0.0
+) -> np.ndarray:
     """Loss of each candidate on the batch (lower is better).
 
     Args:
         scores: ``(k, n, C)`` label-word logits. labels: ``(n,)`` private labels in [0, C).
         loss: "ce" = mean cross-entropy of softmax over the C words; "hinge" = mean multi-class
         margin loss max(0, margin - (s_y - max_{c != y} s_c)).
+        clip: with "ce" and > 0, each text's cross-entropy is capped at ``clip`` nats before the mean,
+        so one label moves a candidate's fitness by at most clip / n (the label mechanism's sensitivity).
     Returns:
         ``(k,)`` float64.
     """
@@ -206,8 +210,8 @@ def fitness(scores: np.ndarray, labels: np.ndarray, loss: str = "ce", margin: fl
     true = np.take_along_axis(scores, labels[None, :, None], axis=2)[..., 0]  # (k, n)
     if loss == "ce":
         top = scores.max(axis=2, keepdims=True)
-        logsumexp = top[..., 0] + np.log(np.exp(scores - top).sum(axis=2))
-        return (logsumexp - true).mean(axis=1)
+        per_text = top[..., 0] + np.log(np.exp(scores - top).sum(axis=2)) - true
+        return (np.minimum(per_text, clip) if clip else per_text).mean(axis=1)
     if loss == "hinge":
         others = scores.copy()
         np.put_along_axis(others, labels[None, :, None].repeat(len(scores), 0), -np.inf, axis=2)

@@ -1,23 +1,26 @@
-"""The privacy sweep: every attack without defences and under each defence at several strengths, with
-the accuracy each defence costs.
+"""The privacy sweep: every attack without defences and under each defence at three strengths (and
+the label mechanism with the z release), with what each defence costs the users' search.
 
     python -m simulations.privacy_sweep [--preset simulations/privacy.toml] [--users 20] [--out results/privacy]
-                                        [--defences none dp decoy-texts decoy-candidates selection-noise]
-                                        [--levels 0 1 2 3] [--shadows 8] [--attribute-shadows 24]
-                                        [--membership-users 0]
-                                        [--set "key=value ..."] [--report-only]
+                                        [--defences none selection-noise dp ...] [--levels 0 1 2]
+                                        [--references 2] [--non-members 50]
+                                        [--attribute-shadows 8] [--set "key=value ..."] [--report-only]
 
 Each cell is one real `flwr run .` (simulations/local_run.py) of the preset with the transcript on and
 one defence at one strength (``STRENGTHS``), into ``<out>/<defence>-<level>/``; then every attack
 (``cbp-fed attack``) on its transcript, into that folder's ``privacy/``. The preset's generator is
 trained first if missing (``simulations.suite.ensure_generator``). Resumable like the suite: a
 cell with a summary.json is not run again, a cell killed after a round resumes from its checkpoint,
-an attack with its JSON is not run again. Then ``<out>/privacy_report.md`` (one row per cell: accuracy,
-test loss and the accuracy cost against no defence, epsilon where there is one, every attack's metric
-against its chance level) and ``<out>/privacy_utility.png`` (each leakage metric against test accuracy, each
-cell a point labelled with its defence's strength). A reference cell ``<out>/start/`` scores the start vector alone
-(``method = "sdt-only"``: no user search) on the same test texts, so a defence's accuracy can be read
-against what the users' search added. ``--set`` overrides preset keys (e.g. the tiny backbone).
+an attack with its JSON is not run again. A reference cell ``<out>/start/`` scores the start vector
+alone (``method = "sdt-only"``: no user search) on the same test texts, so each cell's accuracy gain
+over the start is paired text by text (``utility.paired_gain``).
+
+Then ``<out>/privacy.json`` (one row per cell, machine-readable), ``<out>/privacy_report.md`` (the same
+as a table: gain over the start with its interval, epsilon of the provider's view and of the released
+z (``accounting.LabelChannel``, the worst user), label inference against the majority class with its
+p-value, attribute, membership AUC and TPR at 0.1% / 1% FPR with bootstrap intervals, exposure) and
+``<out>/privacy_utility.png`` (per leakage channel: leakage against accuracy gained, one labelled point
+per strength). ``--set`` overrides preset keys (e.g. the tiny backbone).
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cbp_fed.config import RunConfig  # noqa: E402
+from cbp_fed.privacy.accounting import LabelChannel  # noqa: E402
 from cbp_fed.privacy.attacks import ATTACKS, run_attack  # noqa: E402
-from cbp_fed.privacy.defences import epsilon  # noqa: E402
-from cbp_fed.privacy.utility import utility_of  # noqa: E402
+from cbp_fed.privacy.attacks.common import ground_truth  # noqa: E402
+from cbp_fed.privacy.utility import paired_gain, utility_of  # noqa: E402
 from cbp_fed.results import legend_below, upgrade_summary  # noqa: E402
 from simulations.local_run import ROOT, parse_settings  # noqa: E402
 from simulations.suite import ensure_generator, run_resumable  # noqa: E402
@@ -44,25 +49,30 @@ from simulations.suite import ensure_generator, run_resumable  # noqa: E402
 DP_CLIP = 5.0
 STRENGTHS = {
     "none": [{}],
-    "dp": [{"dp-clip": DP_CLIP, "dp-noise": n} for n in (0.05, 0.2, 1.0, 4.0)],  # one release: epsilon 970, 92, 10, 2
+    # the label mechanism (loss-clip from the preset): provider epsilon 70 / 10.6 / 2.1 at the preset's sizes
+    "selection-noise": [{"selection-noise": s} for s in (0.25, 1.0, 4.0)],
+    "dp": [{"dp-clip": DP_CLIP, "dp-noise": n} for n in (0.5, 2.0, 8.0)],  # two releases: epsilon 39, 6.6, 1.4
+    "dp+selection-noise": [{"dp-clip": DP_CLIP, "dp-noise": 2.0, "selection-noise": 1.0}],
     "decoy-texts": [{"decoy-texts": f} for f in (0.25, 0.5, 1.0)],
     "decoy-candidates": [{"decoy-candidates": f} for f in (0.5, 1.0, 2.0)],
-    "selection-noise": [{"selection-noise": s} for s in (0.05, 0.2, 1.0)],
 }
 START = "start"  # the reference cell: the start vector alone, no user search, no attacks
-# (attack, metric, chance metric or None, label on the plot)
+# (channel, attack, metric, chance metric or None, label on the plot)
 LEAKAGE = [
-    ("label-selection", "accuracy", "majority_baseline", "label inference accuracy"),
-    ("membership", "auc", None, "membership ROC AUC"),
-    ("attribute", "accuracy", "chance", "attribute (task) accuracy"),
+    ("labels", "label-selection", "accuracy", "majority_baseline", "label inference accuracy"),
+    ("membership", "membership", "auc", None, "membership ROC AUC"),
+    ("membership, low FPR", "membership", "tpr_at_1%_fpr", None, "membership TPR at 1% FPR"),
+    ("attribute", "attribute", "accuracy", "chance", "attribute (label skew) accuracy"),
 ]
 # the run-config key that sets each defence's strength, and its unit (the plot's point labels)
 STRENGTH_KEY = {
     "dp": ("dp-noise", "noise multiplier"),
+    "selection-noise": ("selection-noise", "std, nats"),
+    "dp+selection-noise": ("selection-noise", "selection std, nats"),
     "decoy-texts": ("decoy-texts", "decoys per text"),
     "decoy-candidates": ("decoy-candidates", "decoys per candidate"),
-    "selection-noise": ("selection-noise", "std, nats"),
 }
+DEFENCE_KEYS = ("dp-clip", "dp-noise", "decoy-texts", "decoy-candidates", "selection-noise", "loss-clip")
 
 
 def cells(defences: list[str], levels: list[int] | None = None) -> list[tuple[str, dict]]:
@@ -92,35 +102,48 @@ def run_cell(name: str, defence: dict, preset: dict, users: int, out: Path) -> N
     run_resumable(settings, users, ROOT / ".state" / "flwr-privacy")
 
 
-def attack_cell(folder: Path, shadows: int, attribute_shadows: int, membership_users: int) -> dict:
-    """Every attack on one cell (those already done are read back). Shadows are cached in the sweep's
-    ``.shadows/``: cells whose shadows would be the same (no defence and the decoys) train them once."""
+def attack_cell(folder: Path, references: int, non_members: int, attribute_shadows: int) -> dict:
+    """Every attack on one cell (those already done are read back). Shadows and the membership
+    references' scores are cached in the sweep's ``.shadows/``: cells whose shadows would be the same
+    train and score them once."""
     results = {}
     for name in ATTACKS:
         path = folder / "privacy" / f"{name}.json"
         if not path.exists():
-            options = {"shadows": attribute_shadows if name == "attribute" else shadows}
-            options.update(max_users=membership_users, shadow_cache=folder.parent / ".shadows")
-            run_attack(folder, name, **options)
+            options = {"shadows": attribute_shadows, "references": references, "non_members": non_members}
+            run_attack(folder, name, **options, shadow_cache=folder.parent / ".shadows")
         results[name] = json.loads(path.read_text())
     return results
 
 
-def load_cell(folder: Path, defence: str) -> dict:
-    config = json.loads((folder / "config.json").read_text())
+def epsilons(config: RunConfig) -> dict[str, float]:
+    """The worst user's epsilon (provider's view, released z) at the run's dp-delta: the user with the
+    fewest training and dev texts has the largest sensitivity."""
+    truth = ground_truth(config, list(range(config.min_users)))
+    worst = {"provider": 0.0, "released_z": 0.0}
+    for t in truth.values():
+        eps = LabelChannel.of(config, len(t.train), len(t.dev)).epsilon(config.dp_delta)
+        worst = {k: max(worst[k], eps[k]) for k in worst}
+    return worst
+
+
+def load_cell(folder: Path, defence: str, start: Path | None) -> dict:
+    """One row of privacy.json: the cell's settings, accuracy, gain over the start, epsilon, attacks."""
+    raw = json.loads((folder / "config.json").read_text())
     summary = upgrade_summary(json.loads((folder / "summary.json").read_text()))
-    eps = epsilon(config["dp-noise"], config["num-rounds"], config["dp-delta"]) if config["dp-clip"] else None
     attacks = {n: json.loads(p.read_text()) for n in ATTACKS if (p := folder / "privacy" / f"{n}.json").exists()}
+    gain = paired_gain(folder, start) if start is not None else None
     return {
         "name": folder.name,
         "defence": defence,
-        "settings": {
-            k: config[k] for k in ("dp-clip", "dp-noise", "decoy-texts", "decoy-candidates", "selection-noise")
-        },
+        "settings": {k: raw[k] for k in DEFENCE_KEYS},
+        "users": raw["min-users"],
         "accuracy": summary["final_test_accuracy"],
+        "gain_over_start": gain,
         "utility": utility(folder),
         "calls": summary["model_calls_total_all_users"],
-        "epsilon": eps,
+        "epsilon": epsilons(RunConfig.from_run_config(raw)),
+        "delta": raw["dp-delta"],
         "attacks": attacks,
     }
 
@@ -130,9 +153,10 @@ def _strength(cell: dict) -> str:
     return {
         "none": "-",
         "dp": f"clip {s['dp-clip']:g}, noise {s['dp-noise']:g}",
+        "selection-noise": f"std {s['selection-noise']:g} nats",
+        "dp+selection-noise": f"noise {s['dp-noise']:g}; std {s['selection-noise']:g}",
         "decoy-texts": f"{s['decoy-texts']:g} per text",
         "decoy-candidates": f"{s['decoy-candidates']:g} per candidate",
-        "selection-noise": f"std {s['selection-noise']:g} nats",
     }[cell["defence"]]
 
 
@@ -145,94 +169,112 @@ def utility(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def start_utility(out: Path) -> dict | None:
-    """The utility of the start vector alone (the reference cell), None before it ran."""
-    return utility(out / START) if (out / START / "summary.json").exists() else None
+def _eps(value: float) -> str:
+    return "inf" if value == float("inf") else f"{value:.3g}"
+
+
+def _interval(metric: dict, key: str, scale: float = 100, digits: int = 1) -> str:
+    """``value [low, high]`` of an attack metric with its bootstrap interval (``-`` when absent)."""
+    if key not in metric:
+        return "-"
+    low, high = metric.get(f"{key}_ci95", [None, None])
+    text = f"{scale * metric[key]:.{digits}f}"
+    return text if low is None else f"{text} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
+def _label_inference(result: dict) -> str:
+    """``accuracy [majority] (p-value)`` of the label attack, in %."""
+    if not result:
+        return "-"
+    return f"{100 * result['accuracy']:.1f} [{100 * result['majority_baseline']:.1f}] (p {result['p_value']:.1g})"
 
 
 def report(rows: list[dict], preset: dict, users: int, start: dict | None) -> str:
     """privacy_report.md: one row per cell."""
-    base = next((r["accuracy"] for r in rows if r["defence"] == "none"), None)
+    mia = next((r["attacks"]["membership"] for r in rows if "membership" in r["attacks"]), {})
     lines = [
-        f"# Privacy sweep: {users} users, {preset.get('backbone')}, tasks {preset.get('tasks')}, "
-        f"{preset.get('num-rounds')} rounds x {preset.get('steps-per-round')} generations x {preset.get('popsize')}",
+        f"# Privacy sweep: {users} users, {preset.get('backbone')}, {preset.get('tasks')}, "
+        f"{preset.get('num-rounds')} rounds x {preset.get('steps-per-round')} generations x {preset.get('popsize')}, "
+        f"loss clip {preset.get('loss-clip', 0):g} nats",
         "",
-        "Leakage metrics with their chance level in brackets: label inference accuracy on the users' training",
-        "texts [majority-class baseline]; membership LiRA ROC AUC [0.5] and TPR at 1% / 0.1% FPR; attribute",
-        "probe accuracy [most frequent value]; exposure: share of the texts scored in training that are training",
-        "rows. Epsilon: (epsilon, delta)-DP of each user's released z over all rounds (exact Gaussian DP).",
-        "Test loss: cross-entropy (nats) of the label words on the users' test texts, mean over users; cost:",
-        "test accuracy points lost against no defence.",
+        "Gain: test accuracy points over the start vector alone (same users, same test texts, paired), with its",
+        "95% interval. Epsilon at delta 1e-5 for one text's label, the worst user: of everything the provider",
+        "sees (inf: no bound), and of the released z alone. Label inference accuracy on the users' training",
+        "texts [majority class] with its one-sided p-value; attribute probe accuracy [most frequent value];",
+        f"membership: offline LiRA, {mia.get('members', '?')} member and {mia.get('non_members', '?')} non-member",
+        "challenges, AUC and TPR at 0.1% / 1% FPR (%) with 95% bootstrap intervals over users; exposure: share of",
+        "the texts scored in training that are training rows.",
         "",
         *(
             [
-                f"The start vector alone (no user search, same test texts) scores {100 * start['accuracy']:.1f}% "
-                f"at a test loss of {start['loss']:.3f} nats, against {100 * base:.1f}% for the search without "
-                f"defence; a constant answer per user would score {100 * start['constant_accuracy']:.1f}%.",
+                f"The start vector alone scores {100 * start['accuracy']:.1f}% on the same "
+                f"{start['users']} users' test texts; a constant answer per user would score "
+                f"{100 * start['constant_accuracy']:.1f}%.",
                 "",
             ]
-            if start is not None and base is not None
+            if start is not None
             else []
         ),
-        "| defence | strength | epsilon | test acc | test loss | cost | provider calls | label acc [base] | MIA AUC | "
-        "TPR@1% | TPR@0.1% | attribute acc [chance] | exposure |",
+        "| defence | strength | epsilon provider | epsilon z | test acc | gain [95% CI] | calls | "
+        "label acc [base] (p) | attribute [chance] | MIA AUC | TPR@0.1% | TPR@1% | exposure |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a = r["attacks"]
-        label = a.get("label-selection", {})
-        mia = a.get("membership", {})
-        attr = a.get("attribute", {})
+        label, attr, member = a.get("label-selection", {}), a.get("attribute", {}), a.get("membership", {})
         exposure = a.get("exposure", {}).get("mean", {}).get("scored_texts_that_are_training_rows")
-        eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.3g}"
-        cost = "-" if base is None or r["accuracy"] is None else f"{100 * (base - r['accuracy']):+.1f}"
+        g = r["gain_over_start"]
+        gain = "-" if g is None else f"{100 * g['gain']:+.1f} [{100 * g['ci95'][0]:+.1f}, {100 * g['ci95'][1]:+.1f}]"
 
         def pct(d, k):
             return f"{100 * d[k]:.1f}" if k in d else "-"
 
-        auc = f"{mia['auc']:.3f}" if "auc" in mia else "-"
         lines.append(
-            f"| {r['defence']} | {_strength(r)} | {eps} | {pct(r, 'accuracy')} | {r['utility']['loss']:.3f} | "
-            f"{cost} | {r['calls']:,} | "
-            f"{pct(label, 'accuracy')} [{pct(label, 'majority_baseline')}] | {auc} | "
-            f"{pct(mia, 'tpr_at_1%_fpr')} | {pct(mia, 'tpr_at_0.1%_fpr')} | "
-            f"{pct(attr, 'accuracy')} [{pct(attr, 'chance')}] | "
-            f"{'-' if exposure is None else f'{100 * exposure:.0f}%'} |"
+            f"| {r['defence']} | {_strength(r)} | {_eps(r['epsilon']['provider'])} | "
+            f"{_eps(r['epsilon']['released_z'])} | {pct(r, 'accuracy')} | {gain} | {r['calls']:,} | "
+            f"{_label_inference(label)} | {pct(attr, 'accuracy')} [{pct(attr, 'chance')}] | "
+            f"{_interval(member, 'auc', 1, 3)} | {_interval(member, 'tpr_at_0.1%_fpr')} | "
+            f"{_interval(member, 'tpr_at_1%_fpr')} | {'-' if exposure is None else f'{100 * exposure:.0f}%'} |"
         )
     lines += ["", "![privacy-utility](privacy_utility.png)", ""]
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path, start: dict | None):
-    """privacy_utility.png: each leakage metric (y) against test accuracy (x, %). No defence is a star;
-    each defence's cells are points labelled with their strength (weakest first, in the legend's unit),
-    not joined: accuracy need not fall with strength, and a line through them would zig-zag. The chance
-    level is dashed, the start vector's accuracy dotted, the legend below the panels. Returns the figure."""
-    fig, axes = plt.subplots(1, len(LEAKAGE), figsize=(4.6 * len(LEAKAGE), 4.4), squeeze=False, layout="constrained")
+def plot(rows: list[dict], path: Path):
+    """privacy_utility.png: per leakage channel (a panel), the leakage (y) against the accuracy gained
+    over the start vector (x, points, with its interval). No defence is a star; each defence's cells
+    are points labelled with their strength, not joined: the gain need not fall with strength. The
+    chance level is dashed, zero gain dotted, the legend below the panels. Returns the figure."""
+    fig, axes = plt.subplots(1, len(LEAKAGE), figsize=(4.4 * len(LEAKAGE), 4.4), squeeze=False, layout="constrained")
     defences = list({r["defence"]: None for r in rows})  # those in the sweep, in order
-    for ax, (attack, metric, chance, title) in zip(axes[0], LEAKAGE):
+    for ax, (channel, attack, metric, chance, title) in zip(axes[0], LEAKAGE):
         for colour, defence in enumerate(defences):
             key, unit = STRENGTH_KEY.get(defence, (None, None))  # no defence: no strength
-            cells = sorted(
-                (r for r in rows if r["defence"] == defence and attack in r["attacks"] and r["accuracy"] is not None),
-                key=lambda r: r["settings"][key] if key else 0,
-            )
-            if not cells:
-                continue
-            x, y = zip(*((100 * r["accuracy"], r["attacks"][attack][metric]) for r in cells))
-            if key is None:
-                ax.plot(x, y, marker="*", markersize=12, linestyle="", color=f"C{colour}", label="no defence")
-                continue
-            ax.plot(x, y, marker="o", linestyle="", color=f"C{colour}", label=f"{defence} ({unit})")
-            for r, xi, yi in zip(cells, x, y):
-                label = f"{r['settings'][key]:g}"
-                ax.annotate(label, (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=7, color=f"C{colour}")
+            cells = [r for r in rows if r["defence"] == defence and attack in r["attacks"] and r["gain_over_start"]]
+            for r in cells:
+                g = r["gain_over_start"]
+                x, y = 100 * g["gain"], r["attacks"][attack][metric]
+                err = [[x - 100 * g["ci95"][0]], [100 * g["ci95"][1] - x]]
+                style = dict(
+                    marker="*" if key is None else "o", markersize=12 if key is None else 6, color=f"C{colour}"
+                )
+                label = "no defence" if key is None else f"{defence} ({unit})"
+                ax.errorbar(
+                    [x], [y], xerr=err, linestyle="", elinewidth=0.6, label=label if r is cells[0] else None, **style
+                )
+                if key is not None:
+                    text = f"{r['settings'][key]:g}"
+                    ax.annotate(text, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color=f"C{colour}")
         levels = [r["attacks"][attack][chance] for r in rows if chance and attack in r["attacks"]]
-        ax.axhline(np.mean(levels) if levels else 0.5, color="grey", linestyle="--", lw=0.8, label="chance")
-        if start is not None:
-            ax.axvline(100 * start["accuracy"], color="grey", linestyle=":", lw=0.8, label="start vector, no search")
-        ax.set(xlabel="test accuracy (%)", ylabel=title, title=title)
-        ax.margins(x=0.1)  # room for the labels of the outermost points
+        ax.axhline(
+            np.mean(levels) if levels else (0.5 if metric == "auc" else 0.01),
+            color="grey",
+            ls="--",
+            lw=0.8,
+            label="chance",
+        )
+        ax.axvline(0, color="grey", linestyle=":", lw=0.8, label="no gain over the start vector")
+        ax.set(xlabel="test accuracy gained over the start (points)", ylabel=title, title=channel)
     legend_below(fig, axes[0])
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -246,9 +288,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "privacy")
     parser.add_argument("--defences", nargs="+", default=list(STRENGTHS), choices=list(STRENGTHS))
     parser.add_argument("--levels", type=int, nargs="+", help="which strengths (0 = weakest; default all)")
-    parser.add_argument("--shadows", type=int, default=8, help="membership: shadow users per target user")
-    parser.add_argument("--attribute-shadows", type=int, default=24, help="attribute: shadow users for the probe")
-    parser.add_argument("--membership-users", type=int, default=0, help="membership: the first N users (0 = all)")
+    parser.add_argument("--references", type=int, default=2, help="membership: shadow references per task")
+    parser.add_argument("--non-members", type=int, default=50, help="membership: non-member challenges per user")
+    parser.add_argument("--attribute-shadows", type=int, default=8, help="attribute: shadow users for the probe")
     parser.add_argument("--set", default="", help="preset overrides, e.g. \"backbone='tiny-random' generator=''\"")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from finished cells")
     args = parser.parse_args()
@@ -256,24 +298,26 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if preset.get("generator") and not args.report_only:
         ensure_generator(preset["domain"], ROOT / preset["generator"])  # the suite's SDT checkpoint, trained if missing
-    if not args.report_only and not (args.out / START / "summary.json").exists():
-        run_cell(START, {"method": "sdt-only"}, preset, args.users, args.out)
+    start = args.out / START
+    if not args.report_only and not (start / "summary.json").exists():
+        run_cell(START, {"method": "sdt-only", "num-rounds": 1, "eval-every": 1}, preset, args.users, args.out)
     rows = []
     for name, defence in cells(args.defences, args.levels):
         folder = args.out / name
         if not args.report_only:
             if not (folder / "summary.json").exists():
                 run_cell(name, defence, preset, args.users, args.out)
-            attack_cell(folder, args.shadows, args.attribute_shadows, args.membership_users)
+            attack_cell(folder, args.references, args.non_members, args.attribute_shadows)
             print(f"{name}: done", flush=True)
         if (folder / "summary.json").exists():
-            rows.append(load_cell(folder, name.rsplit("-", 1)[0]))
+            rows.append(load_cell(folder, name.rsplit("-", 1)[0], start if (start / "summary.json").exists() else None))
     if not rows:
         print("no finished cells yet")
         return 1
-    start = start_utility(args.out)
-    (args.out / "privacy_report.md").write_text(report(rows, preset, args.users, start))
-    plot(rows, args.out / "privacy_utility.png", start)
+    start_row = utility(start) if (start / "summary.json").exists() else None
+    (args.out / "privacy.json").write_text(json.dumps({"preset": preset, "start": start_row, "cells": rows}, indent=1))
+    (args.out / "privacy_report.md").write_text(report(rows, preset, args.users, start_row))
+    plot(rows, args.out / "privacy_utility.png")
     print((args.out / "privacy_report.md").read_text())
     return 0
 

@@ -58,9 +58,9 @@ WEIGHT = "examples"
 (evaluate.score), as Flower's strategies weight by ``num-examples``."""
 
 WEIGHTED_TRAIN_METRICS = ("train-loss", "best-loss")
-SELECTION_TRAIN_METRICS = ("dev-accuracy", "dev-accuracy-before")
-"""Train metrics averaged with the users' ``examples`` as weights; ``calls`` (a cost per user) and
-``kept-earlier-share`` (a share of users) are per-user means."""
+"""Train metrics averaged with the users' ``examples`` as weights (the dev accuracies too, when every
+user reported them); ``calls`` (a cost per user) and ``kept-earlier-share`` (a share of users) are
+per-user means."""
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,8 @@ class MultiStepStrategy(Strategy):
             metrics.append(record)
         self.aggregate(server_round)
         selected = bool(metrics) and all("kept" in m for m in metrics)  # dev selection
-        means = weighted_means(metrics, WEIGHTED_TRAIN_METRICS + (SELECTION_TRAIN_METRICS if selected else ()))
+        dev = tuple(k for k in wire.DEV_ACCURACY_METRICS if metrics and all(k in m for m in metrics))
+        means = weighted_means(metrics, WEIGHTED_TRAIN_METRICS + dev)
         if metrics:
             means["calls"] = float(np.mean([m["calls"] for m in metrics]))
         if selected:  # how often the earlier z stayed

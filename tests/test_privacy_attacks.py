@@ -17,7 +17,7 @@ from cbp_fed.privacy.attacks import run_attack
 from cbp_fed.privacy.attacks.attribute import probe_accuracy
 from cbp_fed.privacy.attacks.common import Shadows, ground_truth, roc_metrics
 from cbp_fed.privacy.attacks.label_selection import infer_labels, score_predictions
-from cbp_fed.privacy.attacks.membership import lira_scores, logit_confidence
+from cbp_fed.privacy.attacks.membership import bootstrap_intervals, logit_confidence, offline_lira_scores
 from cbp_fed.privacy.transcript import Transcript, TranscriptWriter, text_hash
 from cbp_fed.prompts import ProjectedPrompt
 from cbp_fed.search import CMASearch, SearchConfig, fitness
@@ -77,24 +77,33 @@ def test_label_inference_reads_labels_off_the_selection_and_nothing_off_noise(tm
 
 
 # ----------------------------------------------------------------------------- membership
-def lira_case(planted: bool, seed: int, n=1000, shadows=16, effect=1.5):
-    """Per-example difficulty mu_i; the statistic is mu_i + effect x (in training set) + noise for the
-    shadows; for the target the effect applies to members only when ``planted``."""
+def lira_case(planted: bool, seed: int, n=2000, references=3, effect=1.0):
+    """Per-example difficulty mu_i; each OUT reference's statistic is mu_i + noise; the target's is
+    mu_i + effect for members (only when ``planted``) + noise. Half the examples are members."""
     rng = np.random.default_rng(seed)
     difficulty = rng.normal(0, 2, n)
-    inside = rng.random((n, shadows)) < 0.5
-    shadow = difficulty[:, None] + effect * inside + rng.normal(size=(n, shadows))
+    reference = difficulty[:, None] + rng.normal(size=(n, references))
     members = rng.random(n) < 0.5
     target = difficulty + effect * (members if planted else 0) + rng.normal(size=n)
-    return lira_scores(target, shadow, inside), members
+    return target, reference, members
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lira_detects_planted_membership_and_not_independent_membership(seed):
-    planted = roc_metrics(*lira_case(True, seed))
-    null = roc_metrics(*lira_case(False, seed))
-    assert planted["auc"] > 0.75 and planted["tpr_at_1%_fpr"] > 0.04
-    assert abs(null["auc"] - 0.5) < 0.06 and null["tpr_at_1%_fpr"] < 0.04
+def test_offline_lira_detects_planted_membership_and_not_independent_membership(seed):
+    target, reference, members = lira_case(True, seed)
+    scores = offline_lira_scores(target, reference)
+    planted = roc_metrics(scores, members)
+    null = roc_metrics(offline_lira_scores(*lira_case(False, seed)[:2]), lira_case(False, seed)[2])
+    # with the difficulty removed, members score `effect` higher against a spread of sqrt(1 + 1/3) per side:
+    # AUC Phi(1 / sqrt(2 (1 + 1/3))) = 0.73; the raw target, whose difficulty spreads by 2, reads ~0.64
+    assert 0.69 < planted["auc"] < 0.77 and planted["tpr_at_1%_fpr"] > 0.03
+    assert roc_metrics(target, members)["auc"] < planted["auc"] - 0.05
+    assert abs(null["auc"] - 0.5) < 0.04 and null["tpr_at_1%_fpr"] < 0.03
+    users = [np.arange(i, 2000, 20) for i in range(20)]  # 20 "users" of 100 challenges each
+    ci = bootstrap_intervals([scores[u] for u in users], [members[u] for u in users], draws=200, seed=seed)
+    low, high = ci["auc_ci95"]
+    assert low < planted["auc"] < high and high - low < 0.1
+    assert ci["tpr_at_0.1%_fpr_ci95"][0] <= planted["tpr_at_0.1%_fpr"] <= ci["tpr_at_0.1%_fpr_ci95"][1]
 
 
 def test_roc_metrics_and_logit_confidence_on_known_values():
@@ -154,7 +163,7 @@ def recorded_run(tiny, folder: Path, users=3, **defence) -> Path:
 @pytest.mark.usefixtures("task_identity")
 def test_every_attack_runs_on_a_recorded_run_and_exposure_sees_the_decoys(tiny, tmp_path):
     run = recorded_run(tiny, tmp_path / "run", decoy_texts=1.0)
-    results = run_attack(run, "all", shadows=2)
+    results = run_attack(run, "all", shadows=2, references=1, non_members=5)
     assert set(results) == {"label-selection", "membership", "attribute", "exposure"}
     for name in results:
         assert json.loads((run / "privacy" / f"{name}.json").read_text())["attack"] == name
@@ -169,8 +178,13 @@ def test_every_attack_runs_on_a_recorded_run_and_exposure_sees_the_decoys(tiny, 
     ]
     assert results["label-selection"]["texts"] == len(agree) == 3 * 6
     assert results["label-selection"]["accuracy"] == pytest.approx(np.mean(agree))
-    assert results["membership"]["members"] == 3 * 6  # and its shadows are seeded: a rerun scores the same
-    assert run_attack(run, "membership", shadows=2)["auc"] == results["membership"]["auc"]
+    # every training row is a member challenge, and 5 rows of the task outside each user's training set are not
+    assert results["membership"]["members"] == 3 * 6 and results["membership"]["non_members"] == 3 * 5
+    assert results["membership"]["references"] == 2  # the start vector and one shadow
+    low, high = results["membership"]["auc_ci95"]
+    assert low <= results["membership"]["auc"] <= high
+    # its references and challenges are seeded: a rerun scores the same
+    assert run_attack(run, "membership", references=1, non_members=5)["auc"] == results["membership"]["auc"]
     assert results["attribute"]["attribute"] == "label-skew" and results["attribute"]["users"] == 3
     exposure = results["exposure"]["mean"]
     assert exposure["training_rows_seen"] == 1.0 and exposure["dev_rows_seen"] == 1.0  # decoys are dev rows

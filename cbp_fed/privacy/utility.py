@@ -4,7 +4,8 @@ Each user's last evaluation in the transcript (the scores ``(n, C)`` returned fo
 the z it sent) against the true test labels (``attacks.common.ground_truth``): accuracy, the
 cross-entropy of the label-word softmax, and the best a constant answer scores on the same texts. The
 privacy sweep reads a defence's cost from these; with a few dozen test texts per user the loss shows
-a change that the accuracy cannot.
+a change that the accuracy cannot. ``paired_gain`` compares two runs text by text (what a defended
+search adds over the start vector alone, with its interval).
 """
 
 from __future__ import annotations
@@ -16,6 +17,38 @@ import numpy as np
 from ..search import fitness
 from .attacks.common import ground_truth, run_config_of
 from .transcript import Transcript
+
+
+def correct_by_text(run_dir: str | Path) -> dict[tuple[int, str], bool]:
+    """{(user, test text hash): whether the user's last evaluation answered it right}: two runs of one
+    setup (a defence and the start vector alone) compare on the same texts, pair by pair."""
+    transcript = Transcript(run_dir)
+    users = transcript.users()
+    truth = ground_truth(run_config_of(transcript), users)
+    out = {}
+    for p in users:
+        evaluated = [v for v in transcript.rounds(p) if v.eval_scores is not None]
+        if evaluated:
+            view = evaluated[-1]
+            for sha, answer in zip(view.eval_hashes, view.eval_scores.argmax(axis=1)):
+                out[p, sha] = bool(answer == truth[p].test[sha])
+    return out
+
+
+def paired_gain(run_dir: str | Path, start_dir: str | Path) -> dict:
+    """Accuracy points gained over the start vector on the test texts both runs answered: the mean
+    paired difference, its 95% normal interval (n texts) and n."""
+    after, before = correct_by_text(run_dir), correct_by_text(start_dir)
+    common = sorted(after.keys() & before.keys())
+    if not common:
+        raise ValueError(f"{run_dir} and {start_dir} share no evaluated test text")
+    diff = np.array([after[k] - before[k] for k in common], dtype=float)
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("inf")
+    return {
+        "gain": float(diff.mean()),
+        "ci95": [float(diff.mean() - half), float(diff.mean() + half)],
+        "texts": len(diff),
+    }
 
 
 def utility_of(run_dir: str | Path) -> dict:

@@ -26,10 +26,12 @@ def _label_selection(run_dir: Path, **_) -> dict:
     return score_predictions(predictions, truth)
 
 
-def _membership(run_dir: Path, shadows: int = 8, seed: int = 0, max_users: int = 0, shadow_cache=None, **_) -> dict:
+def _membership(
+    run_dir: Path, references: int = 2, non_members: int = 50, seed: int = 0, max_users: int = 0, shadow_cache=None, **_
+) -> dict:
     from .membership import run
 
-    return run(run_dir, shadows=shadows, seed=seed, max_users=max_users, shadow_cache=shadow_cache)
+    return run(run_dir, references, non_members, seed, max_users=max_users, shadow_cache=shadow_cache)
 
 
 def _attribute(run_dir: Path, shadows: int = 24, seed: int = 0, shadow_cache=None, **_) -> dict:

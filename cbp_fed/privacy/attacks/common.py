@@ -15,6 +15,7 @@ everything it depends on, so runs that differ only in what shadows do not model 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -124,15 +125,21 @@ class Shadows:
         run_dir: the run folder (config.json, transcript/, the generator when the run trained one).
         z_start: ``(r,)`` the start vector users got (the transcript's first round).
         lm: an already loaded backbone (tests pass the tiny one); default: the run's backbone.
-        cache: a folder for trained shadows' z, shared between runs (None: no cache).
+        cache: a folder for trained shadows' z and scores, shared between runs (None: no cache).
+        defended: whether shadows apply the run's label mechanism and z release (Kerckhoffs' principle);
+        False trains them without, so that every defence of one setup shares them.
     """
 
-    def __init__(self, run_dir: str | Path, z_start: np.ndarray, lm=None, cache: str | Path | None = None):
+    def __init__(
+        self, run_dir: str | Path, z_start: np.ndarray, lm=None, cache: str | Path | None = None, defended: bool = True
+    ):
         from ...backbone import FrozenLM
 
         self.run_dir = Path(run_dir)
         self.transcript = Transcript(self.run_dir)
         self.config = run_config_of(self.transcript)
+        if not defended:  # shadows without the run's noise: the same for every defence of one setup
+            self.config = dataclasses.replace(self.config, selection_noise=0.0, dp_clip=0.0, dp_noise=0.0)
         self.lm = lm or FrozenLM.load(self.config.backbone, self.config.dtype, self.config.device)
         self.blackbox = provider_blackbox(self.config, self.lm, self.run_dir)
         self.z_start = np.asarray(z_start, np.float32)
@@ -164,9 +171,29 @@ class Shadows:
         query = Query(np.asarray(z, np.float32), [ex.passage for ex in rows], [ex.query for ex in rows], label_words)
         return self.blackbox.score([query])[0]
 
+    def cached_scores(self, z: np.ndarray, rows, label_words) -> np.ndarray:
+        """``scores``, kept in the cache under a hash of the BlackBox, ``z`` and the rows (references
+        scored on the same challenges by every run of one setup are scored once)."""
+        if self.cache is None:
+            return self.scores(z, rows, label_words)
+        c = self.config
+        facts = {f: getattr(c, f) for f in ("backbone", "dtype", "method", "generator", "seed", "max_tokens")}
+        facts["rows"] = [text_hash(ex.passage, ex.query) for ex in rows]
+        facts["label_words"] = list(label_words)
+        blob = json.dumps(facts, sort_keys=True).encode() + np.asarray(z, np.float32).tobytes()
+        path = self.cache / "scores" / f"{hashlib.sha256(blob).hexdigest()}.npy"
+        if path.exists():
+            return np.load(path)
+        scores = self.scores(z, rows, label_words)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path.with_suffix(".tmp.npy"), scores)
+        path.with_suffix(".tmp.npy").replace(path)
+        return scores
+
     def train(self, rows, label_words, seed: int) -> np.ndarray:
         """One shadow user's released z ``(r,)``: CMA-ES from ``z_start`` on ``rows`` with the run's
-        settings and budget, its batch sampling, selection noise and Gaussian release."""
+        settings and budget, its batch sampling, label mechanism (loss clip, selection noise) and Gaussian
+        release. No dev selection: a shadow keeps its search's result."""
         if self.cache is None:
             return self._train(rows, label_words, seed)
         path = self.cache / f"{self._key(rows, label_words, seed)}.npy"
@@ -184,7 +211,7 @@ class Shadows:
         c = self.config
         fields = ("backbone", "dtype", "method", "generator", "seed", "max_tokens", "t", "r", "popsize", "sigma0")
         fields += ("num_rounds", "steps_per_round", "diagonal", "loss", "batch_size", "selection_noise")
-        fields += ("dp_clip", "dp_noise")
+        fields += ("loss_clip", "dp_clip", "dp_noise")
         facts = {f: getattr(c, f) for f in fields}
         facts["generator_dir"] = str((Path(c.generator) if c.generator else self.run_dir / "generator").resolve())
         facts["rows"] = [(text_hash(ex.passage, ex.query), ex.label) for ex in rows]
@@ -193,8 +220,8 @@ class Shadows:
         return hashlib.sha256(blob).hexdigest()
 
     def _train(self, rows, label_words, seed: int) -> np.ndarray:
-        from ...search import CMASearch, SearchConfig, fitness
-        from ..defences import gaussian_release
+        from ...search import CMASearch, SearchConfig
+        from ..defences import gaussian_release, noisy_fitness
 
         c = self.config
         budget = c.num_rounds * c.calls_per_round
@@ -206,10 +233,8 @@ class Shadows:
             if c.batch_size and c.batch_size < len(rows):
                 batch = np.sort(rng.choice(len(rows), c.batch_size, replace=False))
             z = search.ask()
-            losses = fitness(self.scores(z, [rows[i] for i in batch], label_words), labels[batch], c.loss)
-            if c.selection_noise:
-                losses = losses + rng.normal(0.0, c.selection_noise, size=losses.shape)
-            search.tell(losses)
+            scores = self.scores(z, [rows[i] for i in batch], label_words)
+            search.tell(noisy_fitness(scores, labels[batch], c.loss, c.loss_clip, c.selection_noise, rng))
         if c.dp_clip:  # one release per round; the last one is what the provider keeps
             return gaussian_release(search.result, self.z_start, c.dp_clip, c.dp_noise, [seed, 6])
         return search.result
