@@ -103,14 +103,15 @@ def run_cell(name: str, defence: dict, preset: dict, users: int, out: Path) -> N
 
 
 def attack_cell(folder: Path, references: int, non_members: int, attribute_shadows: int) -> dict:
-    """Every attack on one cell (those already done are read back). Shadows and the membership
-    references' scores are cached in the sweep's ``.shadows/``: cells whose shadows would be the same
-    train and score them once."""
+    """Every attack on one cell (those already done are read back). The shadows (attribute probe,
+    membership references) are trained without the cells' noise and cached in the sweep's ``.shadows/``
+    with the references' scores, so the whole sweep trains and scores them once."""
     results = {}
     for name in ATTACKS:
         path = folder / "privacy" / f"{name}.json"
         if not path.exists():
             options = {"shadows": attribute_shadows, "references": references, "non_members": non_members}
+            options["defended_shadows"] = False  # one set of shadows for the whole sweep (CPU budget)
             run_attack(folder, name, **options, shadow_cache=folder.parent / ".shadows")
         results[name] = json.loads(path.read_text())
     return results

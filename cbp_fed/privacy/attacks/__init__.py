@@ -34,10 +34,12 @@ def _membership(
     return run(run_dir, references, non_members, seed, max_users=max_users, shadow_cache=shadow_cache)
 
 
-def _attribute(run_dir: Path, shadows: int = 24, seed: int = 0, shadow_cache=None, **_) -> dict:
+def _attribute(
+    run_dir: Path, shadows: int = 24, seed: int = 0, shadow_cache=None, defended_shadows: bool = True, **_
+) -> dict:
     from .attribute import run
 
-    return run(run_dir, shadows=shadows, seed=seed, shadow_cache=shadow_cache)
+    return run(run_dir, shadows=shadows, seed=seed, shadow_cache=shadow_cache, defended=defended_shadows)
 
 
 def _exposure(run_dir: Path, **_) -> dict:

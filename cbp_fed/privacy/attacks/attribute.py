@@ -55,9 +55,10 @@ def probe_accuracy(
     }
 
 
-def run(run_dir: Path, shadows: int = 24, seed: int = 0, lm=None, shadow_cache=None) -> dict:
+def run(run_dir: Path, shadows: int = 24, seed: int = 0, lm=None, shadow_cache=None, defended: bool = True) -> dict:
     """The probe on every user with a final z; the attribute is the task with several tasks, else the
-    label skew. ``shadow_cache``: see ``Shadows``."""
+    label skew. ``shadow_cache``: see ``Shadows``; ``defended=False`` trains the shadows without the
+    run's noise (one set of shadows for every defence of a setup: cheaper, and a weaker probe under noise)."""
     transcript = Transcript(run_dir)
     config = run_config_of(transcript)
     users = [p for p in transcript.users() if transcript.final_z(p) is not None]
@@ -65,7 +66,7 @@ def run(run_dir: Path, shadows: int = 24, seed: int = 0, lm=None, shadow_cache=N
         raise ValueError(f"{run_dir}: no user uploaded a final z")
     truth = ground_truth(config, transcript.users())
     z_start = transcript.rounds(users[0])[0].z_start
-    sim = Shadows(run_dir, z_start, lm, shadow_cache)
+    sim = Shadows(run_dir, z_start, lm, shadow_cache, defended=defended)
     rng = random.Random(seed)
     tasks = list(config.task_list)
     attribute = "task" if len(tasks) > 1 else "label-skew"
@@ -94,4 +95,4 @@ def run(run_dir: Path, shadows: int = 24, seed: int = 0, lm=None, shadow_cache=N
         target_y = np.array([truth[p].majority_label for p in users])
         classes = len(truth[users[0]].label_words)
     result = probe_accuracy(np.stack(shadow_z), np.array(shadow_y), target_z, target_y, classes)
-    return {"attribute": attribute, "shadows": shadows, **result}
+    return {"attribute": attribute, "shadows": shadows, "defended_shadows": defended, **result}
