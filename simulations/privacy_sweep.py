@@ -251,21 +251,31 @@ def plot(rows: list[dict], path: Path):
     for ax, (channel, attack, metric, chance, title) in zip(axes[0], LEAKAGE):
         for colour, defence in enumerate(defences):
             key, unit = STRENGTH_KEY.get(defence, (None, None))  # no defence: no strength
-            cells = [r for r in rows if r["defence"] == defence and attack in r["attacks"] and r["gain_over_start"]]
-            for r in cells:
-                g = r["gain_over_start"]
-                x, y = 100 * g["gain"], r["attacks"][attack][metric]
-                err = [[x - 100 * g["ci95"][0]], [100 * g["ci95"][1] - x]]
-                style = dict(
-                    marker="*" if key is None else "o", markersize=12 if key is None else 6, color=f"C{colour}"
-                )
-                label = "no defence" if key is None else f"{defence} ({unit})"
-                ax.errorbar(
-                    [x], [y], xerr=err, linestyle="", elinewidth=0.6, label=label if r is cells[0] else None, **style
-                )
+            cells = sorted(
+                (r for r in rows if r["defence"] == defence and attack in r["attacks"] and r["gain_over_start"]),
+                key=lambda r: r["settings"][key] if key else 0,
+            )
+            if not cells:
+                continue
+            gains = np.array([[r["gain_over_start"]["gain"], *r["gain_over_start"]["ci95"]] for r in cells]) * 100
+            y = [r["attacks"][attack][metric] for r in cells]
+            ax.errorbar(
+                gains[:, 0],
+                y,
+                xerr=[gains[:, 0] - gains[:, 1], gains[:, 2] - gains[:, 0]],
+                linestyle="",
+                elinewidth=0.6,
+                marker="*" if key is None else "o",
+                markersize=12 if key is None else 6,
+                color=f"C{colour}",
+                label="no defence" if key is None else f"{defence} ({unit})",
+            )
+            for r, xi, yi in zip(cells, gains[:, 0], y):
                 if key is not None:
                     text = f"{r['settings'][key]:g}"
-                    ax.annotate(text, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color=f"C{colour}")
+                    ax.annotate(
+                        text, (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=7, color=f"C{colour}"
+                    )
         levels = [r["attacks"][attack][chance] for r in rows if chance and attack in r["attacks"]]
         ax.axhline(
             np.mean(levels) if levels else (0.5 if metric == "auc" else 0.01),

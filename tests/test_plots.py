@@ -70,20 +70,24 @@ def test_bench_scaling_has_one_y_axis_per_panel(tmp_path):
 
 
 def test_privacy_points_are_labelled_with_their_strength_and_not_joined(tmp_path):
-    def row(defence, accuracy, noise=0.0):
+    def row(defence, gain, noise=0.0):
         attacks = {
             "label-selection": {"accuracy": 0.8, "majority_baseline": 0.5},
-            "membership": {"auc": 0.6},
+            "membership": {"auc": 0.6, "tpr_at_1%_fpr": 0.02},
             "attribute": {"accuracy": 0.7, "chance": 0.5},
         }
-        return {"defence": defence, "accuracy": accuracy, "settings": {"dp-noise": noise}, "attacks": attacks}
+        gain = {"gain": gain, "ci95": [gain - 0.04, gain + 0.05], "texts": 200}
+        return {"defence": defence, "gain_over_start": gain, "settings": {"dp-noise": noise}, "attacks": attacks}
 
-    # sweep order 4, 0.2, 1 and accuracies that do not fall with strength: a line would zig-zag
-    rows = [row("none", 0.56), row("dp", 0.57, 4.0), row("dp", 0.53, 0.2), row("dp", 0.55, 1.0)]
-    fig = plot_privacy(rows, tmp_path / "privacy.png", None)
+    # sweep order 4, 0.2, 1 and gains that do not fall with strength: a line would zig-zag
+    rows = [row("none", 0.06), row("dp", 0.07, 4.0), row("dp", 0.03, 0.2), row("dp", 0.05, 1.0)]
+    fig = plot_privacy(rows, tmp_path / "privacy.png")
     for ax in fig.axes:
-        [dp] = [line for line in ax.get_lines() if line.get_label() == "dp (noise multiplier)"]
-        assert dp.get_linestyle() == "None"
-        assert list(dp.get_xdata()) == pytest.approx([53.0, 55.0, 57.0])  # weakest first
+        [dp] = [c for c in ax.containers if c.get_label() == "dp (noise multiplier)"]
+        points = dp.lines[0]
+        assert points.get_linestyle() == "None"
+        assert list(points.get_xdata()) == pytest.approx([3.0, 5.0, 7.0])  # weakest first, gain in points
         assert [text.get_text() for text in ax.texts] == ["0.2", "1", "4"]
+        low, high = dp.lines[2][0].get_segments()[0][:, 0]  # the first point's interval: -4 / +5 points
+        assert (low, high) == pytest.approx((-1.0, 8.0))
     _no_legend_on_the_data(fig)
