@@ -133,7 +133,7 @@ def load_cell(folder: Path, defence: str, start: Path | None) -> dict:
     raw = json.loads((folder / "config.json").read_text())
     summary = upgrade_summary(json.loads((folder / "summary.json").read_text()))
     attacks = {n: json.loads(p.read_text()) for n in ATTACKS if (p := folder / "privacy" / f"{n}.json").exists()}
-    gain = paired_gain(folder, start) if start is not None else None
+    gain = cached(folder / "privacy" / "gain.json", lambda: paired_gain(folder, start)) if start is not None else None
     return {
         "name": folder.name,
         "defence": defence,
@@ -149,25 +149,32 @@ def load_cell(folder: Path, defence: str, start: Path | None) -> dict:
     }
 
 
+STRENGTH_TEXT = {
+    "none": lambda s: "-",
+    "dp": lambda s: f"clip {s['dp-clip']:g}, noise {s['dp-noise']:g}",
+    "selection-noise": lambda s: f"std {s['selection-noise']:g} nats",
+    "dp+selection-noise": lambda s: f"noise {s['dp-noise']:g}; std {s['selection-noise']:g}",
+    "decoy-texts": lambda s: f"{s['decoy-texts']:g} per text",
+    "decoy-candidates": lambda s: f"{s['decoy-candidates']:g} per candidate",
+}
+
+
 def _strength(cell: dict) -> str:
-    s = cell["settings"]
-    return {
-        "none": "-",
-        "dp": f"clip {s['dp-clip']:g}, noise {s['dp-noise']:g}",
-        "selection-noise": f"std {s['selection-noise']:g} nats",
-        "dp+selection-noise": f"noise {s['dp-noise']:g}; std {s['selection-noise']:g}",
-        "decoy-texts": f"{s['decoy-texts']:g} per text",
-        "decoy-candidates": f"{s['decoy-candidates']:g} per candidate",
-    }[cell["defence"]]
+    return STRENGTH_TEXT[cell["defence"]](cell["settings"])
+
+
+def cached(path: Path, compute) -> dict:
+    """``compute()`` kept in ``path`` (what needs a transcript is kept beside it: the transcript stays
+    local, the report is rebuilt from the JSON)."""
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(compute(), indent=1))
+    return json.loads(path.read_text())
 
 
 def utility(folder: Path) -> dict:
-    """``utility_of`` a cell, kept in its ``privacy/utility.json`` (the transcript stays local)."""
-    path = folder / "privacy" / "utility.json"
-    if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(utility_of(folder), indent=1))
-    return json.loads(path.read_text())
+    """``utility_of`` a cell, kept in its ``privacy/utility.json``."""
+    return cached(folder / "privacy" / "utility.json", lambda: utility_of(folder))
 
 
 def _eps(value: float) -> str:

@@ -186,3 +186,41 @@ def test_the_label_mechanism_through_the_apps_keeps_dev_accuracies_home_and_repo
     # each user drew its own secret once and kept it; two users of one run seed have different ones
     secrets = [int(c.state.config_records["secret"]["secret"]) for c in grid.contexts.values()]
     assert len(set(secrets)) == 2
+
+
+def test_the_sweep_reports_the_worst_users_epsilon_and_every_channel_with_its_interval():
+    from simulations.privacy_sweep import epsilons, report
+
+    # 2 SST-2 users with 3 shots per class: 6 training texts, all in every batch (batch-size 8), 9 generations
+    config = RunConfig(tasks="sst2", min_users=2, shots_per_class=3, selection_noise=1.0, loss_clip=1.4)
+    multiplier = 1.0 * 6 / (math.sqrt(6) * 1.4)
+    expected = PLDAccountant().compose(SelfComposedDpEvent(GaussianDpEvent(multiplier), 9)).get_epsilon(1e-5)
+    assert epsilons(config)["provider"] == pytest.approx(expected, rel=1e-5)
+    assert epsilons(RunConfig(tasks="sst2", min_users=2, shots_per_class=3))["provider"] == math.inf
+
+    row = {
+        "defence": "selection-noise",
+        "settings": {"selection-noise": 1.0},
+        "accuracy": 0.75,
+        "gain_over_start": {"gain": 0.05, "ci95": [-0.01, 0.11], "texts": 200},
+        "calls": 720,
+        "epsilon": {"provider": 10.6, "released_z": math.inf},
+        "attacks": {
+            "label-selection": {"accuracy": 0.6, "majority_baseline": 0.5, "p_value": 0.003},
+            "attribute": {"accuracy": 0.55, "chance": 0.5},
+            "membership": {
+                "auc": 0.52,
+                "auc_ci95": [0.48, 0.57],
+                "tpr_at_0.1%_fpr": 0.0,
+                "tpr_at_1%_fpr": 0.025,
+                "tpr_at_1%_fpr_ci95": [0.0, 0.05],
+                "members": 80,
+                "non_members": 1000,
+            },
+        },
+    }
+    line = report([row], {"backbone": "smollm2-135m"}, 20, None).splitlines()[-3]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:7] == ["selection-noise", "std 1 nats", "10.6", "inf", "75.0", "+5.0 [-1.0, +11.0]", "720"]
+    assert cells[7] == "60.0 [50.0] (p 0.003)" and cells[8] == "55.0 [50.0]"
+    assert cells[9:12] == ["0.520 [0.480, 0.570]", "0.0", "2.5 [0.0, 5.0]"]
