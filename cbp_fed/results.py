@@ -76,8 +76,9 @@ SUMMARY_FIELDS = {
     "bytes_down_train_payload_per_user_per_round": "bytes of the train.* messages to a user per round (payload, "
     "deflated), mean over the users and then over the rounds",
     "train_metrics": "per round (key: round number), means over the users that finished it: train-loss and "
-    "best-loss (nats, cross-entropy, or the hinge loss), calls (search calls per user so far, cumulative), "
-    "dev-accuracy and dev-accuracy-before (fraction 0-1, with dev selection), kept-earlier-share (fraction of "
+    "best-loss (nats, cross-entropy, or the hinge loss; noisy under selection-noise), calls (search calls per "
+    "user so far, cumulative), dev-accuracy and dev-accuracy-before (fraction 0-1, with dev selection and no "
+    "selection-noise), kept-earlier-share (fraction of "
     "users that kept their earlier z), global-sigma and global-told (fedbpt: next sigma, means told to CMA-ES)",
 }
 RENAMED_SUMMARY_KEYS = {
