@@ -3,7 +3,7 @@ the label mechanism with the z release), with what each defence costs the users'
 
     python -m simulations.privacy_sweep [--preset simulations/privacy.toml] [--users 20] [--out results/privacy]
                                         [--defences none selection-noise dp ...] [--levels 0 1 2]
-                                        [--references 2] [--non-members 50]
+                                        [--references 2] [--non-members 50] [--attacks ...]
                                         [--attribute-shadows 8] [--set "key=value ..."] [--report-only]
 
 Each cell is one real `flwr run .` (simulations/local_run.py) of the preset with the transcript on and
@@ -102,12 +102,12 @@ def run_cell(name: str, defence: dict, preset: dict, users: int, out: Path) -> N
     run_resumable(settings, users, ROOT / ".state" / "flwr-privacy")
 
 
-def attack_cell(folder: Path, references: int, non_members: int, attribute_shadows: int) -> dict:
+def attack_cell(folder: Path, references: int, non_members: int, attribute_shadows: int, attacks=ATTACKS) -> dict:
     """Every attack on one cell (those already done are read back). The shadows (attribute probe,
     membership references) are trained without the cells' noise and cached in the sweep's ``.shadows/``
     with the references' scores, so the whole sweep trains and scores them once."""
     results = {}
-    for name in ATTACKS:
+    for name in attacks:
         path = folder / "privacy" / f"{name}.json"
         if not path.exists():
             options = {"shadows": attribute_shadows, "references": references, "non_members": non_members}
@@ -309,6 +309,7 @@ def main() -> int:
     parser.add_argument("--references", type=int, default=2, help="membership: shadow references per task")
     parser.add_argument("--non-members", type=int, default=50, help="membership: non-member challenges per user")
     parser.add_argument("--attribute-shadows", type=int, default=8, help="attribute: shadow users for the probe")
+    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS), help="attacks to run")
     parser.add_argument("--set", default="", help="preset overrides, e.g. \"backbone='tiny-random' generator=''\"")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from finished cells")
     args = parser.parse_args()
@@ -325,7 +326,7 @@ def main() -> int:
         if not args.report_only:
             if not (folder / "summary.json").exists():
                 run_cell(name, defence, preset, args.users, args.out)
-            attack_cell(folder, args.references, args.non_members, args.attribute_shadows)
+            attack_cell(folder, args.references, args.non_members, args.attribute_shadows, args.attacks)
             print(f"{name}: done", flush=True)
         if (folder / "summary.json").exists():
             rows.append(load_cell(folder, name.rsplit("-", 1)[0], start if (start / "summary.json").exists() else None))
