@@ -205,9 +205,10 @@ def report(rows: list[dict], preset: dict, users: int, start: dict | None) -> st
         f"{preset.get('num-rounds')} rounds x {preset.get('steps-per-round')} generations x {preset.get('popsize')}, "
         f"loss clip {preset.get('loss-clip', 0):g} nats",
         "",
-        "Gain: test accuracy points over the start vector alone (same users, same test texts, paired), with its",
-        "95% interval. Epsilon at delta 1e-5 for one text's label, the worst user: of everything the provider",
-        "sees (inf: no bound), and of the released z alone. Label inference accuracy on the users' training",
+        "Test loss: the label words' cross-entropy (nats) on the test texts. Gain: test accuracy points over the",
+        "start vector alone (same users, same test texts, paired), with its 95% interval. Epsilon at delta 1e-5",
+        "for one text's label, the worst user: of everything the provider sees (inf: no bound), and of the",
+        "released z alone. Label inference accuracy on the users' training",
         "texts [majority class] with its one-sided p-value; attribute probe accuracy [most frequent value];",
         f"membership: offline LiRA, {mia.get('members', '?')} member and {mia.get('non_members', '?')} non-member",
         "challenges, AUC and TPR at 0.1% / 1% FPR (%) with 95% bootstrap intervals over users; exposure: share of",
@@ -223,9 +224,9 @@ def report(rows: list[dict], preset: dict, users: int, start: dict | None) -> st
             if start is not None
             else []
         ),
-        "| defence | strength | epsilon provider | epsilon z | test acc | gain [95% CI] | calls | "
+        "| defence | strength | epsilon provider | epsilon z | test acc | test loss | gain [95% CI] | calls | "
         "label acc [base] (p) | attribute [chance] | MIA AUC | TPR@0.1% | TPR@1% | exposure |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a = r["attacks"]
@@ -239,7 +240,8 @@ def report(rows: list[dict], preset: dict, users: int, start: dict | None) -> st
 
         lines.append(
             f"| {r['defence']} | {_strength(r)} | {_eps(r['epsilon']['provider'])} | "
-            f"{_eps(r['epsilon']['released_z'])} | {pct(r, 'accuracy')} | {gain} | {r['calls']:,} | "
+            f"{_eps(r['epsilon']['released_z'])} | {pct(r, 'accuracy')} | {r['utility']['loss']:.3f} | {gain} | "
+            f"{r['calls']:,} | "
             f"{_label_inference(label)} | {pct(attr, 'accuracy')} [{pct(attr, 'chance')}] | "
             f"{_interval(member, 'auc', 1, 3)} | {_interval(member, 'tpr_at_0.1%_fpr')} | "
             f"{_interval(member, 'tpr_at_1%_fpr')} | {'-' if exposure is None else f'{100 * exposure:.0f}%'} |"

@@ -202,6 +202,7 @@ def test_the_sweep_reports_the_worst_users_epsilon_and_every_channel_with_its_in
         "defence": "selection-noise",
         "settings": {"selection-noise": 1.0},
         "accuracy": 0.75,
+        "utility": {"loss": 0.512},
         "gain_over_start": {"gain": 0.05, "ci95": [-0.01, 0.11], "texts": 200},
         "calls": 720,
         "epsilon": {"provider": 10.6, "released_z": math.inf},
@@ -221,6 +222,6 @@ def test_the_sweep_reports_the_worst_users_epsilon_and_every_channel_with_its_in
     }
     line = report([row], {"backbone": "smollm2-135m"}, 20, None).splitlines()[-3]
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[:7] == ["selection-noise", "std 1 nats", "10.6", "inf", "75.0", "+5.0 [-1.0, +11.0]", "720"]
-    assert cells[7] == "60.0 [50.0] (p 0.003)" and cells[8] == "55.0 [50.0]"
-    assert cells[9:12] == ["0.520 [0.480, 0.570]", "0.0", "2.5 [0.0, 5.0]"]
+    assert cells[:8] == ["selection-noise", "std 1 nats", "10.6", "inf", "75.0", "0.512", "+5.0 [-1.0, +11.0]", "720"]
+    assert cells[8] == "60.0 [50.0] (p 0.003)" and cells[9] == "55.0 [50.0]"
+    assert cells[10:13] == ["0.520 [0.480, 0.570]", "0.0", "2.5 [0.0, 5.0]"]
