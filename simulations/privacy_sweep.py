@@ -52,7 +52,7 @@ STRENGTHS = {
     # the label mechanism (loss-clip from the preset): provider epsilon 70 / 10.6 / 2.1 at the preset's sizes
     "selection-noise": [{"selection-noise": s} for s in (0.25, 1.0, 4.0)],
     "dp": [{"dp-clip": DP_CLIP, "dp-noise": n} for n in (0.5, 2.0, 8.0)],  # two releases: epsilon 39, 6.6, 1.4
-    "dp+selection-noise": [{"dp-clip": DP_CLIP, "dp-noise": 2.0, "selection-noise": 1.0}],
+    "dp-and-selection-noise": [{"dp-clip": DP_CLIP, "dp-noise": 2.0, "selection-noise": 1.0}],
     "decoy-texts": [{"decoy-texts": f} for f in (0.25, 0.5, 1.0)],
     "decoy-candidates": [{"decoy-candidates": f} for f in (0.5, 1.0, 2.0)],
 }
@@ -68,7 +68,7 @@ LEAKAGE = [
 STRENGTH_KEY = {
     "dp": ("dp-noise", "noise multiplier"),
     "selection-noise": ("selection-noise", "std, nats"),
-    "dp+selection-noise": ("selection-noise", "selection std, nats"),
+    "dp-and-selection-noise": ("selection-noise", "selection std, nats"),
     "decoy-texts": ("decoy-texts", "decoys per text"),
     "decoy-candidates": ("decoy-candidates", "decoys per candidate"),
 }
@@ -153,7 +153,7 @@ STRENGTH_TEXT = {
     "none": lambda s: "-",
     "dp": lambda s: f"clip {s['dp-clip']:g}, noise {s['dp-noise']:g}",
     "selection-noise": lambda s: f"std {s['selection-noise']:g} nats",
-    "dp+selection-noise": lambda s: f"noise {s['dp-noise']:g}; std {s['selection-noise']:g}",
+    "dp-and-selection-noise": lambda s: f"noise {s['dp-noise']:g}; std {s['selection-noise']:g}",
     "decoy-texts": lambda s: f"{s['decoy-texts']:g} per text",
     "decoy-candidates": lambda s: f"{s['decoy-candidates']:g} per candidate",
 }
