@@ -126,9 +126,9 @@ def flwr_run(
     """Run the app once; returns the run's entry of `flwr list` (its "status" says how it ended).
 
     ``flwr_home``: where this run's own FLWR_HOME is made (``run_home``; default .state/flwr), removed after
-    a completed run; ``port``: the local SuperLink's port (default: a free one); ``extra_env``: more environment for `flwr`
-    and the SuperLink it starts (e.g. RAY_ADDRESS to run on an existing Ray cluster); ``output``: a file
-    for the run's streamed log (default: this process's stdout).
+    a completed run; ``port``: the local SuperLink's port (default: a free one); ``extra_env``: more
+    environment for `flwr` and the SuperLink it starts (e.g. RAY_ADDRESS to run on an existing Ray
+    cluster); ``output``: a file for the run's streamed log (default: this process's stdout).
     """
     port = port or free_port()
     home = run_home(flwr_home or ROOT / ".state" / "flwr", port)
