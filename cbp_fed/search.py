@@ -12,10 +12,16 @@ batch (the BBT convention), so a popsize-10 generation spends 10 calls. pycma co
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass
 
 import cma
 import numpy as np
+
+# pycma's numerical notes (a coordinate far outside the bounds, TPA's step-size adaptation) arrive as
+# UserWarnings from every user's search: thousands of lines per round from the ClientApp actors at scale,
+# each shipped through Ray's and Flower's log streams, and none a user can act on. Kept out.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"cma(\.|$)")
 
 LOSSES = ("ce", "hinge")
 FINAL = ("mean", "best")

@@ -22,6 +22,7 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from . import linkstate_index
 from .backbone import FrozenLM
 from .checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from .comm import MeteredGrid, WaitProgress
@@ -149,6 +150,7 @@ def main(grid: Grid, context: Context) -> None:
     from strategies import STRATEGIES  # the strategies import torch via the library: server side only
 
     _show_progress_logs()
+    linkstate_index.install()  # the simulation's message delivery, per node instead of per stored message
     config = RunConfig.from_run_config(context.run_config)
     run, saved = open_run(config)
     log.info("run folder %s", run.path.resolve())

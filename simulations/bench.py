@@ -5,6 +5,7 @@
     python -m simulations.bench --only limit,blackbox    # sections: limit, blackbox, tried, options, federation
     python -m simulations.bench --only tried --compile   # also time torch.compile (minutes to compile)
     python -m simulations.bench --device cuda            # on a GPU (simulations/gpu_check.sh)
+    python -m simulations.bench --only scale --scale-users 10,100,1000,10000   # issue 17 (py-spy needed)
 
 Writes ``results/bench/bench.json`` (a rerun section replaces its own entry, the others stay),
 ``bench.md`` (the README's tables, rebuilt from bench.json) and ``scaling.png`` (wall time per round vs
@@ -29,6 +30,10 @@ wall-clock: their ratios (framework vs forward) come from one run each.
 - federation: `flwr run` simulations (simulations/local_run.simulate) on the tiny backbone for
   ``--users`` users, full vs diagonal CMA-ES at ``--memory-users`` users with r = 500, and one round on
   the real backbone: wall time per round, framework ms per message, bytes, peak memory.
+- scale: where a user's round goes (``simulations/profile_round``: py-spy over the last round of a run of
+  the scale-1000 preset at ``--profile-users``, CPU ms per user per round by component and by process)
+  and seconds per round vs users on the scale-10000 preset (``--scale-users``, up to 10,000), both on the
+  scale task (BoolQ repeated, ``simulations/scale_task``).
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from cbp_fed.prompts import PromptGenerator
 from cbp_fed.service import BlackBox, Plan, Query
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("limit", "blackbox", "tried", "options", "federation")
+SECTIONS = ("limit", "blackbox", "tried", "options", "federation", "scale")
 GENERATOR = ROOT / "results" / "core" / "gen-commonsense"  # the trained SDT generator, when committed here
 R, M, T = 500, 256, 10  # the app's default generator sizes
 
@@ -75,10 +80,21 @@ class Sizes:
     memory_users: int = 300
     real_users: int = 10
     eval_texts: int = 64
+    profile_users: tuple[int, ...] = (100, 1000)
+    scale_users: tuple[int, ...] = (10, 100, 1000, 10000)
 
 
 QUICK = Sizes(
-    one=(6, 4), many=(1, 1), tried=(2, 4), reps=1, users=(4, 12), memory_users=12, real_users=2, eval_texts=32
+    one=(6, 4),
+    many=(1, 1),
+    tried=(2, 4),
+    reps=1,
+    users=(4, 12),
+    memory_users=12,
+    real_users=2,
+    eval_texts=32,
+    profile_users=(10,),
+    scale_users=(10, 30),
 )
 
 
@@ -667,6 +683,34 @@ class Bench:
             runs.append(run_federation(label, settings, users, runs_dir))
         return {"runs": runs, "fedbpt_state_bytes": fedbpt_state_bytes(R), "overhead_bytes": up_overhead(R)}
 
+    # -------------------------------------------------------------- scale
+    def scale(self) -> dict:
+        """Issue 17: the per-component profile at ``profile_users`` and the seconds-per-round curve at
+        ``scale_users``; ``--runs`` (e.g. profile-1000,scale-10000) reruns only those, keeping the others."""
+        from simulations.profile_round import profile
+        from simulations.scale_task import write
+
+        sizes, out = self.sizes, Path(self.args.out)
+        tasks = str(write(40, ROOT / ".state" / "scale"))
+        preset = lambda name: tomllib.loads((ROOT / "simulations" / f"{name}.toml").read_text()) | {"tasks": tasks}
+        plan = [(f"profile-{u}", u) for u in sizes.profile_users] + [(f"scale-{u}", u) for u in sizes.scale_users]
+        wanted = set(self.args.runs.split(",")) if self.args.runs else {label for label, _ in plan}
+        before = self.previous.get("scale", {})
+        kept = {r["run"]: r for r in before.get("profiles", []) + before.get("runs", []) if r["run"] not in wanted}
+        self.start("scale", len(wanted & {label for label, _ in plan}))
+        profiles, runs = [], []
+        for label, users in plan:
+            if label in kept:
+                (profiles if label.startswith("profile") else runs).append(kept[label])
+                continue
+            self.step(f"scale: {label} ({users} users)")
+            if label.startswith("profile"):
+                result = profile(preset("scale-1000"), users, out / "profile")
+                profiles.append({"run": label, **{k: v for k, v in result.items() if k != "facts"}, **result["facts"]})
+            else:
+                runs.append(run_federation(label, preset("scale-10000"), users, out / "runs"))
+        return {"profiles": profiles, "runs": runs}
+
 
 class ArrivalOrder(BlackBox):
     """The BlackBox without the length sort: pairs in arrival order, cut greedily within the same token
@@ -819,6 +863,8 @@ def markdown(bench: dict) -> str:
             parts.append(render(bench[name]) + provenance(bench, name))
     if "federation" in bench:
         parts.append(md_federation(bench["federation"]) + provenance(bench, "federation"))
+    if "scale" in bench:
+        parts.append(md_scale(bench["scale"]) + provenance(bench, "scale"))
     return "\n".join(parts)
 
 
@@ -934,7 +980,51 @@ def md_federation(fed: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_scaling(fed: dict, path: Path):
+def md_scale(scale: dict) -> str:
+    """The profile table (ms per user per round by component and process) and the users curve."""
+    profiles = scale.get("profiles", [])
+    lines = ["## Ten thousand users: where a user's round goes (issue 17)\n"]
+    if profiles:
+        names = list(dict.fromkeys(name for p in profiles for name in p["components"]))
+        lines += [
+            "CPU ms per user in the last round (py-spy samples of every process of the run, waits left out), "
+            "scale-1000 preset:\n",
+            "| component | " + " | ".join(f"{p['users']} users" for p in profiles) + " |",
+            "|---|" + "---|" * len(profiles),
+        ]
+        lines += [f"| {n} | " + " | ".join(f"{p['components'].get(n, 0):.1f}" for p in profiles) + " |" for n in names]
+        kinds = list(dict.fromkeys(k for p in profiles for k in p["processes"]))
+        lines += ["", "| process (the OS's CPU count) | " + " | ".join(f"{p['users']} users" for p in profiles) + " |"]
+        lines.append("|---|" + "---|" * len(profiles))
+        lines += [f"| {k} | " + " | ".join(f"{p['processes'].get(k, 0):.1f}" for p in profiles) + " |" for k in kinds]
+        lines += [
+            "",
+            "| users | round s | BlackBox forward s | framework ms per user per round (wall) | users ok |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {p['users']} | {p['round_s']:.1f} | {p['forward_s']:.1f} | **{p['framework_ms_per_user']:.1f}** | "
+            f"{p['users_ok']} |"
+            for p in profiles
+        ]
+    runs = [r for r in scale.get("runs", []) if "round_s" in r]
+    if runs:
+        lines += [
+            "\nSeconds per round vs users, scale-10000 preset (last round):\n",
+            "| users (ok) | s/round (first) | BlackBox s | framework ms per user per round | ms/msg | peak GiB |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['users']} ({r['users_ok']}) | {r['round_s']:.1f} ({r['first_round_s']:.1f}) | "
+            f"{r['forward_s']:.1f} | {1000 * (r['round_s'] - r['forward_s']) / r['users']:.1f} | "
+            f"{r['framework_ms_per_message']:.1f} | "
+            f"{r['peak_rss_gib']} |"
+            for r in runs
+        ]
+    return "\n".join(lines)
+
+
+def plot_scaling(fed: dict, path: Path, scale: dict | None = None):
     """scaling.png, two panels over users (tiny backbone, diagonal CMA-ES), one y axis each: seconds per
     round (wall and in the BlackBox forward), and framework ms per message (the round outside the
     forward, per message). Returns the figure, or None without such runs."""
@@ -944,21 +1034,26 @@ def plot_scaling(fed: dict, path: Path):
     import matplotlib.pyplot as plt
 
     runs = sorted(
-        (r for r in fed["runs"] if r["backbone"] == "tiny-random" and r["diagonal"] and "round_s" in r),
+        (r for r in fed.get("runs", []) if r["backbone"] == "tiny-random" and r["diagonal"] and "round_s" in r),
         key=lambda r: r["users"],
     )
-    if not runs:
+    large = sorted((r for r in (scale or {}).get("runs", []) if "round_s" in r), key=lambda r: r["users"])
+    if not runs and not large:
         return None
-    users = [r["users"] for r in runs]
     fig, (seconds, framework) = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
-    seconds.plot(users, [r["round_s"] for r in runs], "o-", label="round, wall clock")
-    seconds.plot(users, [r["forward_s"] for r in runs], "s--", label="BlackBox forward")
+    for series, label, marker in ((runs, "scale-300 preset (SST-2)", "o"), (large, "scale-10000 preset", "D")):
+        if series:
+            users = [r["users"] for r in series]
+            seconds.plot(users, [r["round_s"] for r in series], f"{marker}-", label=f"round, {label}")
+            seconds.plot(users, [r["forward_s"] for r in series], f"{marker}--", label=f"BlackBox forward, {label}")
+            framework.plot(users, [r["framework_ms_per_message"] for r in series], f"{marker}-", label=label)
+    runs = runs + large
+    users = sorted({r["users"] for r in runs})
     seconds.set(xscale="log", yscale="log", ylabel="seconds per round", title="Time per round")
     low, high = min(r["forward_s"] for r in runs), max(r["round_s"] for r in runs)
     seconds.set_yticks([t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if low / 2 < t < 2 * high])
     seconds.yaxis.set_major_formatter("{x:g}")
     fig.legend(loc="outside lower left", ncols=2, fontsize=8)  # below the panels: it covers no line
-    framework.plot(users, [r["framework_ms_per_message"] for r in runs], "^-", color="gray")
     framework.set(
         xscale="log",
         ylabel="ms per message",
@@ -990,7 +1085,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes
     parser.add_argument("--many-users", type=int, help="users whose queries are scored in one call (default 100)")
     parser.add_argument("--users", help="users of the federation sweep, comma-separated (default 10,30,100,300)")
     parser.add_argument("--reps", type=int, help="timed repetitions per comparison (default 3)")
-    parser.add_argument("--runs", help="federation: rerun only these runs (e.g. tiny-300), keep the others' figures")
+    parser.add_argument("--runs", help="federation, scale: rerun only these runs (e.g. tiny-300), keep the others'")
+    parser.add_argument("--profile-users", help="scale: users of the profiled runs, comma-separated (default 100,1000)")
+    parser.add_argument("--scale-users", help="scale: users of the curve, comma-separated (default 10,...,10000)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - set(SECTIONS)
@@ -1005,6 +1102,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes
         "many_users": args.many_users,
         "reps": args.reps,
         "users": args.users and tuple(int(u) for u in args.users.split(",")),
+        "profile_users": args.profile_users and tuple(int(u) for u in args.profile_users.split(",")),
+        "scale_users": args.scale_users and tuple(int(u) for u in args.scale_users.split(",")),
     }
     return args, replace(sizes, **{k: v for k, v in overrides.items() if v})
 
@@ -1037,8 +1136,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.setdefault("commands", {})[name] = command.strip()
             path.write_text(json.dumps(bench, indent=2, default=float) + "\n")
     (out / "bench.md").write_text(markdown(bench))
-    if "federation" in bench:
-        plot_scaling(bench["federation"], out / "scaling.png")
+    if "federation" in bench or "scale" in bench:
+        plot_scaling(bench.get("federation", {}), out / "scaling.png", bench.get("scale"))
     console.print((out / "bench.md").read_text())
     return 0
 

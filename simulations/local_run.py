@@ -5,7 +5,10 @@
 
 Results go to results/<preset run-name or "default">-<timestamp>/ and are printed as a table; the peak
 memory of the run's Flower and Ray processes goes to local_run.json beside them. Each run gets its own
-SuperLink port, so runs started at the same time (other checkouts, tests) neither meet nor stop each other.
+SuperLink port and its own FLWR_HOME (``<home>/superlink-<port>``: the connection's config.toml with its
+number of SuperNodes, the SuperLink's database and log), so runs started at the same time (from this
+checkout, other checkouts, tests) neither meet, stop nor reconfigure each other; Ray is per run too (each
+simulation starts its own local Ray unless RAY_ADDRESS names a cluster).
 
 `flwr run` starts a background `flower-superlink --simulation` that outlives the command and exits 0
 even when the run failed (docs/flower.md). This wrapper sets the environment first (no runtime
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,24 +125,39 @@ def flwr_run(
 ) -> dict:
     """Run the app once; returns the run's entry of `flwr list` (its "status" says how it ended).
 
-    ``port``: the local SuperLink's port (default: a free one); ``extra_env``: more environment for `flwr`
-    and the SuperLink it starts (e.g. RAY_ADDRESS to run on an existing Ray cluster); ``output``: a file
-    for the run's streamed log (default: this process's stdout).
+    ``flwr_home``: where this run's own FLWR_HOME is made (``run_home``; default .state/flwr), removed after
+    a completed run; ``port``: the local SuperLink's port (default: a free one); ``extra_env``: more
+    environment for `flwr` and the SuperLink it starts (e.g. RAY_ADDRESS to run on an existing Ray
+    cluster); ``output``: a file for the run's streamed log (default: this process's stdout).
     """
-    env = {**environment(flwr_home or ROOT / ".state" / "flwr", users), **(extra_env or {})}
-    port = private_superlink(env, port)
+    port = port or free_port()
+    home = run_home(flwr_home or ROOT / ".state" / "flwr", port)
+    env = {**environment(home, users), **(extra_env or {})}
+    private_superlink(env, port)
     command = ["flwr", "run", str(ROOT), "--stream"] + (["--run-config", run_config] if run_config else [])
+    run = {"status": "not-started"}
     try:
-        before = {run["run-id"] for run in list_runs(env)}
         submitted = subprocess.run(
             command, env=env, cwd=ROOT, timeout=timeout, check=False, stdout=output, stderr=output
         )
-        new = [run for run in list_runs(env) if run["run-id"] not in before]
-        if not new:  # refused before it started: never report an earlier run of this FLWR_HOME instead
-            return {"status": f"not-started: `flwr run` exited {submitted.returncode} without creating a run"}
-        return max(new, key=lambda r: r["pending-at"])
+        runs = list_runs(env)
+        if not runs:  # refused before it started
+            run = {"status": f"not-started: `flwr run` exited {submitted.returncode} without creating a run"}
+        else:
+            run = max(runs, key=lambda r: r["pending-at"])
+        return run
     finally:
         stop(superlinks(port))
+        if run["status"] == "finished:completed":  # a failed run's SuperLink log stays for a look
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def run_home(flwr_home: Path, port: int) -> Path:
+    """The FLWR_HOME of the run whose SuperLink listens on ``port``: a fresh folder under ``flwr_home``, so
+    that concurrent runs never share its config.toml (the number of SuperNodes) or the SuperLink database."""
+    home = flwr_home / f"superlink-{port}"
+    shutil.rmtree(home, ignore_errors=True)
+    return home
 
 
 def list_runs(env: dict[str, str]) -> list[dict]:
@@ -149,15 +168,18 @@ def list_runs(env: dict[str, str]) -> list[dict]:
     return json.loads(listing.stdout).get("runs", []) if listing.stdout.strip() else []
 
 
-def simulate(settings: dict, users: int, folder: Path, timeout: float = 3600, **flwr_args) -> dict:
+def simulate(
+    settings: dict, users: int, folder: Path, timeout: float = 3600, port: int | None = None, **flwr_args
+) -> dict:
     """One run with ``settings`` (run-config keys) and ``users`` SuperNodes, its peak memory measured.
 
     Returns the facts also written to ``folder/local_run.json`` (when the run made its folder): run id,
     status, elapsed seconds and the peak resident memory of this run's processes (its SuperLink's tree:
     SuperExec, the ServerApp's simulation process, Ray and the ClientApp actors; not other runs').
-    ``flwr_args`` go to ``flwr_run`` (flwr_home, extra_env, output).
+    ``port``: its SuperLink's (default: a free one); ``flwr_args`` go to ``flwr_run`` (flwr_home, extra_env,
+    output).
     """
-    port = free_port()
+    port = port or free_port()
     with PeakMemory(roots=lambda: superlinks(port)) as peak:
         run = flwr_run(users, run_config_string(settings), timeout=timeout, port=port, **flwr_args)
     facts = {**{k: run.get(k) for k in ("run-id", "status", "elapsed")}, "peak_rss_gib": round(peak.bytes / 2**30, 2)}

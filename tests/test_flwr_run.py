@@ -189,3 +189,36 @@ def test_local_run_exits_nonzero_with_the_status_when_the_run_fails(tmp_path):
     done = local_run(settings, timeout=600)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "error: the run did not complete: finished:failed" in done.stderr
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_from_one_flwr_home_keep_their_own_users(tmp_path):
+    """Two `flwr run`s started together under one FLWR_HOME root (two local_run invocations from one
+    checkout): each gets its own SuperLink, connection config and database, so each completes with the
+    number of users it asked for, and neither leaves its SuperLink behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = (
+        "backbone='tiny-random' sdt-steps=2 r=16 m=8 t=2 popsize=4 steps-per-round=1 num-rounds=1 tasks='sst2' "
+        f"n-test=12 shots-per-class=3 results-dir='{tmp_path}'"
+    )
+    ports = [free_port(), free_port()]
+    with ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(
+                flwr_run,
+                users=users,
+                run_config=f"{base} min-users={users} run-name='run-{users}'",
+                flwr_home=tmp_path / "flwr",
+                timeout=600,
+                port=port,
+            )
+            for users, port in zip((2, 3), ports)
+        ]
+        runs = [f.result() for f in futures]
+    assert [r["status"] for r in runs] == ["finished:completed"] * 2, runs
+    for users in (2, 3):
+        (record,) = [json.loads(line) for line in (tmp_path / f"run-{users}" / "rounds.jsonl").read_text().splitlines()]
+        assert record["users_sampled"] == users and record["users_ok"] == users
+    assert not any(superlinks(port) for port in ports)
+    assert not list((tmp_path / "flwr").glob("superlink-*"))  # completed runs leave no FLWR_HOME behind
