@@ -144,12 +144,20 @@ class Shadows:
         self.blackbox = provider_blackbox(self.config, self.lm, self.run_dir)
         self.z_start = np.asarray(z_start, np.float32)
         self.cache = Path(cache) if cache else None
+        self._partitions: dict[str, tuple[list, list]] = {}  # task -> (provider-side rows, user-side rows)
 
-    def public_rows(self, task_name: str) -> list:
-        """The provider-side rows of a task (public to the provider; never in any user's data)."""
+    def partition(self, task_name: str) -> tuple[list, list]:
+        """(provider-side rows, user-side rows) of a task, loaded once per task."""
         from ...tasks import load_task_spec, server_user_partition
 
-        return list(server_user_partition(load_task_spec(task_name))[0])
+        if task_name not in self._partitions:
+            public, users = server_user_partition(load_task_spec(task_name))
+            self._partitions[task_name] = (list(public), list(users))
+        return self._partitions[task_name]
+
+    def public_rows(self, task_name: str) -> list:
+        """The provider-side rows of a task (public to the provider; never in any user's data); a copy."""
+        return list(self.partition(task_name)[0])
 
     def label_words(self, task_name: str) -> tuple[str, ...]:
         from ...tasks import load_task_spec

@@ -88,14 +88,8 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, path: Path, title: st
 def challenges(sim: Shadows, truth, non_members: int, rng: random.Random) -> tuple[list, int]:
     """A user's challenge rows: its training rows, then ``non_members`` rows of its task's user side
     that are not among them (seeded draw), all that the BlackBox can score; returns (rows, members)."""
-    from ...tasks import load_task_spec, server_user_partition
-
     members = [ex for sha, ex in truth.rows.items() if sha in truth.train and sim.fits(ex)]
-    outside = [
-        ex
-        for ex in server_user_partition(load_task_spec(truth.task))[1]
-        if text_hash(ex.passage, ex.query) not in truth.train
-    ]
+    outside = [ex for ex in sim.partition(truth.task)[1] if text_hash(ex.passage, ex.query) not in truth.train]
     rng.shuffle(outside)
     chosen = []
     for ex in outside:
