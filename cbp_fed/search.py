@@ -17,11 +17,16 @@ from dataclasses import dataclass
 
 import cma
 import numpy as np
+from cma.utilities.utils import SolutionDict
 
 # pycma's numerical notes (a coordinate far outside the bounds, TPA's step-size adaptation) arrive as
 # UserWarnings from every user's search: thousands of lines per round from the ClientApp actors at scale,
 # each shipped through Ray's and Flower's log streams, and none a user can act on. Kept out.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"cma(\.|$)")
+
+TRANSIENT = ("ary", "pop_sorted", "_tell2_args")
+"""pycma attributes read only by the ask or tell that wrote them (the last population, sorted, and tell's
+arguments kept for debugging): 70 KB of a diagonal state at r = 500, left out of ``to_bytes``."""
 
 LOSSES = ("ce", "hinge")
 FINAL = ("mean", "best")
@@ -103,7 +108,7 @@ class CMASearch:
         if config.bound:
             options["bounds"] = [-config.bound, config.bound]
         self.es = cma.CMAEvolutionStrategy(np.asarray(x0, dtype=float), config.sigma0, options)
-        self._asked: np.ndarray | None = None
+        self._asked: list[np.ndarray] | None = None  # the population out for scoring, as pycma returned it
 
     @property
     def calls(self) -> int:
@@ -124,8 +129,8 @@ class CMASearch:
         """Next population, ``(popsize, r)`` float32."""
         if self._asked is not None:
             raise RuntimeError("ask() called twice without tell(); discard_pending() first if it was never scored")
-        self._asked = np.asarray(self.es.ask(), dtype=float)
-        return self._asked.astype(np.float32)
+        self._asked = self.es.ask()  # pycma's own arrays, which its archive of sent solutions also holds
+        return np.array(self._asked, dtype=np.float32)
 
     def tell(self, fitness: np.ndarray) -> None:
         """Fitness ``(popsize,)`` of the last population (lower is better)."""
@@ -134,7 +139,7 @@ class CMASearch:
         fitness = np.asarray(fitness, dtype=float)
         if fitness.shape != (len(self._asked),) or not np.isfinite(fitness).all():
             raise ValueError(f"fitness must be {len(self._asked)} finite values, got {fitness}")
-        self.es.tell(list(self._asked), list(fitness))
+        self.es.tell(self._asked, list(fitness))
         self._asked = None
 
     def sample_like(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -182,19 +187,37 @@ class CMASearch:
         return float(self.es.result.fbest) if self.es.result.xbest is not None else float("inf")
 
     def to_bytes(self) -> bytes:
-        """Whole search state; full r=500 ~4 MB, diagonal ~0.2 MB. pycma's ``pickle_dumps`` holds the
-        optimiser (its random generator and call count included); beside it go what pycma does not
-        hold: the settings (budget, final) and a population out for scoring, whose scores may arrive
-        after a Flower hop."""
-        return pickle.dumps((self.config, self.es.pickle_dumps(), self._asked))
+        """Whole search state; full r=500 ~4 MB, diagonal ~0.1 MB. The pickled pycma optimiser (its random
+        generator and call count included, ``TRANSIENT`` left out) beside what pycma does not hold: the
+        settings (budget, final) and a population out for scoring, whose scores may arrive after a Flower
+        hop. One pickle, so the population's arrays are stored once although pycma's archive holds them too."""
+        transient = {name: self.es.__dict__.pop(name) for name in TRANSIENT if name in self.es.__dict__}
+        try:
+            return pickle.dumps((self.config, self.es, self._asked))
+        finally:
+            self.es.__dict__.update(transient)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> CMASearch:
         """Inverse of ``to_bytes``; only for state this user wrote itself (pickle)."""
         search = cls.__new__(cls)
-        search.config, es, search._asked = pickle.loads(blob)
-        search.es = pickle.loads(es)
+        search.config, search.es, search._asked = pickle.loads(blob)
+        for archive in search.es.__dict__.values():
+            if isinstance(archive, SolutionDict):
+                _rehash(archive)
         return search
+
+
+def _rehash(archive: SolutionDict) -> None:
+    """Key a pycma archive by this process's hashes. pycma finds a told solution by ``hash(x.tobytes())``,
+    which Python salts per process, so a state unpickled elsewhere (a Ray actor, a deployment's
+    per-message process) misses every entry: each tell then maps every candidate back into genotype
+    space coordinate by coordinate (about 8 ms at r = 500, 4x the rest of the tell), and a candidate
+    repaired into the bounds gets a genotype other than the one it was drawn from."""
+    new = {old: archive.key(x) for old, x in archive._unhashed_keys.items()}
+    archive.data = {new.get(k, k): v for k, v in archive.data.items()}
+    archive.data_with_same_key = {new.get(k, k): v for k, v in archive.data_with_same_key.items()}
+    archive._unhashed_keys = {new[k]: x for k, x in archive._unhashed_keys.items()}
 
 
 def fitness(

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from simulations.local_run import QUIET_ENV, ROOT, print_rounds, run_config_string
+from simulations.local_run import RUN_ENV, ROOT, print_rounds, run_config_string
 
 CONNECTION = "deploy"
 RUN_NAME = "deploy-demo"
@@ -301,7 +301,7 @@ class Deployment:
         """Environment of one "machine": its own FLWR_HOME, the venv's bin on PATH, no downloads."""
         home = self.workdir / "homes" / machine
         home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(home)}
+        env = {**os.environ, **RUN_ENV, "FLWR_HOME": str(home)}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
         env.setdefault("CBP_FED_CACHE", str(ROOT / ".state" / "cache"))
         return env

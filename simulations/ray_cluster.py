@@ -48,7 +48,7 @@ from pathlib import Path
 
 import psutil
 
-from simulations.local_run import QUIET_ENV, ROOT, flwr_run, free_port
+from simulations.local_run import RUN_ENV, ROOT, flwr_run, free_port
 
 RUN_CONFIG = (
     "backbone='tiny-random' tasks='sst2' sdt-steps=3 r=16 m=8 t=2 popsize=4 steps-per-round=2 num-rounds=1 "
@@ -133,7 +133,7 @@ def main() -> int:
     results = ROOT / ".state" / "ray-cluster"
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
-    env = {**os.environ, **QUIET_ENV}
+    env = {**os.environ, **RUN_ENV}
     gcs = free_port()
     address = f"127.0.0.1:{gcs}"
     common = ["--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir), "--object-store-memory", "200000000"]

@@ -115,8 +115,9 @@ def _populations(search: CMASearch, generations: int, disturb: bool) -> np.ndarr
 def _continue(blob: bytes) -> np.ndarray:
     """Tell the pending population of a pickled search, then run 3 more generations; their candidates."""
     search, out = CMASearch.from_bytes(blob), []
+    assert all(x in search.es.sent_solutions for x in search._asked)  # found again without a geno round trip
     for _ in range(4):
-        x = search._asked.astype(np.float32) if search.pending else search.ask()
+        x = np.array(search._asked, dtype=np.float32) if search.pending else search.ask()
         search.tell((x.astype(float) ** 2).sum(1))
         search = CMASearch.from_bytes(search.to_bytes())
         out.append(search.ask())
@@ -124,14 +125,17 @@ def _continue(blob: bytes) -> np.ndarray:
     return np.stack(out)
 
 
-def test_a_search_continues_identically_in_another_process():
+@pytest.mark.parametrize("bound", [5.0, 0.3])
+def test_a_search_continues_identically_in_another_process(bound):
     """A state asked here and told in a fresh interpreter (another hash salt and global RNG), as in a
-    Ray actor or a deployment's per-message process, goes on exactly as if it had stayed here."""
+    Ray actor or a deployment's per-message process, goes on exactly as if it had stayed here; also
+    when candidates were repaired into tight bounds (bound 0.3). pycma finds the population it sent again
+    (its archive is keyed by per-process hashes) instead of mapping each candidate back coordinate by coordinate."""
     import pickle
     import subprocess
     import sys
 
-    search = CMASearch(np.zeros(6), SearchConfig(popsize=4, budget=80), seed=1)  # small popsize
+    search = CMASearch(np.zeros(6), SearchConfig(popsize=4, budget=80, bound=bound), seed=1)  # small popsize
     for _ in range(2):
         x = search.ask()
         search.tell((x**2).sum(1))
