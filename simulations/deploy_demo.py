@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from simulations.local_run import RUN_ENV, ROOT, print_rounds, run_config_string
+from simulations.local_run import ROOT, RUN_ENV, print_rounds, run_config_string
 
 CONNECTION = "deploy"
 RUN_NAME = "deploy-demo"

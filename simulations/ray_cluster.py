@@ -1,6 +1,7 @@
 """The simulation on an existing Ray cluster: a head node and a second node started with `ray start`.
 
     python -m simulations.ray_cluster [--users 4] [--user-cpus 2]
+    python -m simulations.ray_cluster --users 1000 --config simulations/scale-1000.toml   # at scale
 
 What it does, on loopback (the same commands work across machines with real addresses):
 
@@ -29,7 +30,12 @@ What it does, on loopback (the same commands work across machines with real addr
    the machine, other jobs' included. The private temp dir also keeps other jobs' ``ray.init()`` from
    joining this cluster (Ray looks for the latest cluster in its default temp dir).
 
-Exits 0 when the run completed with every actor on the users' node; prints a JSON summary.
+With ``--config`` the run uses a preset instead of the small default run (a scale preset's users get
+the scale task, ``simulations/scale_task.py``), and the summary adds each round's seconds, BlackBox
+seconds and framework ms per user: the same numbers as a single-machine run of that preset.
+
+Exits 0 when the run completed with every actor on the users' node; prints a JSON summary (also
+written to ``.state/ray-cluster/summary.json``).
 """
 
 from __future__ import annotations
@@ -44,16 +50,53 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import psutil
 
-from simulations.local_run import RUN_ENV, ROOT, flwr_run, free_port
+from simulations.local_run import ROOT, RUN_ENV, flwr_run, free_port, run_config_string
 
-RUN_CONFIG = (
-    "backbone='tiny-random' tasks='sst2' sdt-steps=3 r=16 m=8 t=2 popsize=4 steps-per-round=2 num-rounds=1 "
-    "shots-per-class=2 n-test=4 min-users={users} results-dir='{results}' run-name='ray-cluster'"
-)
+SMALL_RUN = {
+    "backbone": "tiny-random",
+    "tasks": "sst2",
+    "sdt-steps": 3,
+    "r": 16,
+    "m": 8,
+    "t": 2,
+    "popsize": 4,
+    "steps-per-round": 2,
+    "num-rounds": 1,
+    "shots-per-class": 2,
+    "n-test": 4,
+}
+"""The default run: 1 round of a tiny-backbone SST-2 federation, enough to see where the actors run."""
+
+
+def run_settings(preset: Path | None, users: int, results: Path) -> dict:
+    """Run-config keys of the cluster's run: ``preset``'s (scale presets get the scale task) or ``SMALL_RUN``."""
+    from simulations.scale_task import write
+
+    settings = tomllib.loads(preset.read_text()) if preset else dict(SMALL_RUN)
+    if preset and "tasks" not in settings:
+        settings["tasks"] = str(write(40, ROOT / ".state" / "scale"))
+    return settings | {"min-users": users, "results-dir": str(results), "run-name": "ray-cluster"}
+
+
+def round_lines(folder: Path, users: int) -> list[dict]:
+    """Each finished round of the run in ``folder``: users ok, seconds, BlackBox seconds, framework ms per user."""
+    path = folder / "rounds.jsonl"
+    rounds = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [
+        {
+            "round": r["round"],
+            "users_ok": r["users_ok"],
+            "seconds": r["seconds"],
+            "forward_seconds": r["forward_seconds"],
+            "framework_ms_per_user": round(1000 * (r["seconds"] - r["forward_seconds"]) / users, 1),
+        }
+        for r in rounds
+    ]
 
 
 def ray_command(*args: str) -> list[str]:
@@ -128,6 +171,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=4, help="simulated users (SuperNodes)")
     parser.add_argument("--user-cpus", type=int, default=2, help="CPUs of the users' node (one actor each)")
+    parser.add_argument("--config", type=Path, help="a preset TOML of run-config keys (default: a small run)")
     args = parser.parse_args()
     temp_dir = Path(tempfile.mkdtemp(prefix="cbpray-", dir="/tmp"))  # short: Ray's socket paths must fit
     results = ROOT / ".state" / "ray-cluster"
@@ -139,7 +183,14 @@ def main() -> int:
     common = ["--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir), "--object-store-memory", "200000000"]
     head = common + ["--head", "--port", str(gcs), "--num-cpus", "0", "--resources", '{"provider": 1}']
     head += ["--include-dashboard", "false", "--ray-client-server-port", str(free_port())]
-    users = common + ["--address", address, "--num-cpus", str(args.user_cpus), "--resources", '{"users": 2}']
+    users = common + [
+        "--address",
+        address,
+        "--num-cpus",
+        str(args.user_cpus),
+        "--resources",
+        json.dumps({"users": args.user_cpus}),
+    ]
     nodes: dict[str, subprocess.Popen] = {}
     seen = {"head": 0, "users": 0}
     summary: dict = {"address": address, "temp_dir": str(temp_dir)}
@@ -165,18 +216,21 @@ def main() -> int:
         started = time.time()
         run = flwr_run(
             args.users,
-            RUN_CONFIG.format(users=args.users, results=results),
+            run_config_string(run_settings(args.config, args.users, results)),
             flwr_home=ROOT / ".state" / "flwr-ray-cluster",
-            timeout=900,
+            timeout=7200 if args.config else 900,
             extra_env={"RAY_ADDRESS": address},
         )
         done.set()
         sampler.join()
         summary.update(status=run.get("status"), seconds=round(time.time() - started, 1), actors_seen=seen)
+        summary.update(users=args.users, preset=str(args.config or "small"))
+        summary["rounds"] = round_lines(results / "ray-cluster", args.users)
     finally:
         summary["killed_after_stop"] = stop_cluster(nodes, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
     print(json.dumps(summary, indent=2))
+    (results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     ok = summary.get("status") == "finished:completed" and seen["users"] > 0 and seen["head"] == 0
     return 0 if ok else 1
 

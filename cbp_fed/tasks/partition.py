@@ -128,7 +128,9 @@ def user_task(config: PartitionConfig, partition_id: int) -> tuple[Task, tuple[E
     return load_task_spec(task_name), tuple(rows[i] for i in row_indices)
 
 
-@functools.lru_cache(maxsize=4096)  # every message of a user rebuilds its User: split once per process
+# Each message rebuilds its User: split once per process and user. Actors take any user's message, so an
+# actor sees every user in turn; a cache smaller than the users (it was 4,096) missed on every message.
+@functools.lru_cache(maxsize=1 << 16)
 def user_data(
     config: PartitionConfig,
     partition_id: int,
