@@ -187,6 +187,9 @@ def main(grid: Grid, context: Context) -> None:
         log.info("resuming after round %s", strategy.rounds_done)
     result = strategy.start(metered, num_rounds=config.num_rounds, timeout=config.round_timeout)
     rounds = run.rounds()
+    if not any(r.get("users_ok") or r.get("users_evaluated") for r in rounds):  # fail the run, write no summary
+        failures = str(rounds[-1].get("failures") if rounds else None)[:1000]
+        raise RuntimeError(f"no user finished a round or was evaluated in {len(rounds)} round(s): {failures}")
     evaluated = [r for r in rounds if r.get("test_accuracy") is not None]
     final = evaluated[-1] if evaluated else {}
     reportable = final.get("test_examples", 0) >= MIN_TEST_TEXTS

@@ -164,6 +164,25 @@ def test_a_provider_killed_mid_run_resumes_to_the_same_results(tmp_path):
     assert summary["resumed_after_round"] == 1 and summary["rounds"] == 3
 
 
+def test_a_run_whose_users_all_fail_fails_and_writes_no_summary(tmp_path):
+    """Every user away in every round: the ServerApp raises (Flower marks the run failed) instead of
+    finishing with a summary that a resumable sweep would take for a finished run."""
+    config = RunConfig(
+        **SMALL,
+        num_rounds=2,
+        sdt_steps=2,
+        min_users=2,
+        results_dir=str(tmp_path),
+        run_name="all-away",
+        inject_faults="away:0@1-2,away:1@1-2",
+        eval_start=False,
+    ).to_run_config()
+    with pytest.raises(RuntimeError, match="no user finished a round"):
+        _server_run(config, LoopbackGrid(2, config))
+    assert [r["users_ok"] for r in _results(tmp_path / "all-away")[0]] == [0, 0]
+    assert not (tmp_path / "all-away" / "summary.json").exists()
+
+
 def test_resume_from_a_folder_without_a_checkpoint_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text(json.dumps(RunConfig(**SMALL).to_run_config()))
