@@ -32,15 +32,26 @@ DIRECTIONS = ("down", "up")
 _COUNTERS = ("messages", "payload_bytes", "wire_bytes", "errors")
 
 
-def deflated_size(obj: Message | RecordDict) -> int:
-    """Bytes of `obj` and all objects nested in it, each distinct object counted once, as Flower ships them.
+def nested_objects(obj: Message | RecordDict) -> dict:
+    """`obj` and every object nested in it, by object id (the hash of its bytes: equal objects share one).
 
     Relies on an internal Flower API (`flwr.supercore.inflatable.inflatable_object.get_all_nested_objects`,
     checked against flwr 1.42): it is kept in this one function so that a Flower upgrade breaks one place.
+    Flower keeps each object's id once computed, so a second call on the same objects deflates nothing.
     """
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
-    return sum(len(nested.deflate()) for nested in get_all_nested_objects(obj).values())
+    return get_all_nested_objects(obj)
+
+
+def deflated_sizes(obj: Message | RecordDict) -> dict[str, int]:
+    """Bytes of each distinct object of `obj`'s tree, by object id, as Flower ships them."""
+    return {object_id: len(nested.deflate()) for object_id, nested in nested_objects(obj).items()}
+
+
+def deflated_size(obj: Message | RecordDict) -> int:
+    """Bytes of `obj` and all objects nested in it, each distinct object counted once."""
+    return sum(deflated_sizes(obj).values())
 
 
 def _check_direction(direction: str) -> None:
@@ -76,13 +87,14 @@ class MessageRecord:
     def of(cls, message: Message, direction: str) -> MessageRecord:
         """Measure `message` travelling in `direction` ("down" or "up")."""
         metadata = message.metadata
+        wire = deflated_sizes(message)  # the payload's objects are among them: one pass sizes both
         return cls(
             round=_parse_round(metadata.group_id),
             node_id=metadata.dst_node_id if direction == "down" else metadata.src_node_id,
             message_type=metadata.message_type,
             direction=direction,
-            payload_bytes=0 if message.has_error() else deflated_size(message.content),
-            wire_bytes=deflated_size(message),
+            payload_bytes=0 if message.has_error() else sum(wire[i] for i in nested_objects(message.content)),
+            wire_bytes=sum(wire.values()),
             error=message.has_error(),
         )
 
