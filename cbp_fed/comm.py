@@ -31,6 +31,12 @@ DIRECTIONS = ("down", "up")
 
 _COUNTERS = ("messages", "payload_bytes", "wire_bytes", "errors")
 
+PULL_SHARE = 0.1
+"""The most of a hop's waiting that `MeteredGrid.send_and_receive` spends pulling. A pull asks Flower's
+in-memory LinkState about every reply still awaited (at 10,000 users ~0.2 s each at the start of a hop,
+on the provider's one interpreter), so after a pull it sleeps 9x as long as the pull took, and at least
+the inner grid's pull interval."""
+
 
 def nested_objects(obj: Message | RecordDict) -> dict:
     """`obj` and every object nested in it, by object id (the hash of its bytes: equal objects share one).
@@ -188,9 +194,9 @@ class MeteredGrid(Grid):
         """Send `messages` and collect the replies, recording both directions.
 
         Without `on_wait`, the inner grid's own `send_and_receive` does it. With it, this pushes and then
-        pulls as Flower's grids do (at the inner grid's pull interval, until all answered or `timeout`
-        passed) and calls `on_wait(WaitProgress)` after each pull while replies are outstanding, so that the
-        caller can show progress inside a hop."""
+        pulls as Flower's grids do (until all answered or `timeout` passed, at the inner grid's pull
+        interval or slower, see `PULL_SHARE`) and calls `on_wait(WaitProgress)` after each pull while
+        replies are outstanding, so that the caller can show progress inside a hop."""
         messages = list(messages)
         if self.on_wait is None:
             measured = [MessageRecord.of(message, "down") for message in messages]
@@ -202,15 +208,18 @@ class MeteredGrid(Grid):
         pending = set(self.push_messages(messages))
         total, started = len(pending), time.monotonic()
         replies = []
+        interval = getattr(self._grid, "pull_interval", 3.0)
         while pending:
+            pull_started = time.monotonic()
             pulled = list(self.pull_messages(pending))
             replies += pulled
             pending -= {reply.metadata.reply_to_message_id for reply in pulled}
+            pulling = time.monotonic() - pull_started
             waited = time.monotonic() - started
             if not pending or (timeout is not None and waited >= timeout):
                 break
             self.on_wait(WaitProgress(group, kind, total - len(pending), total, waited))
-            time.sleep(getattr(self._grid, "pull_interval", 3.0))
+            time.sleep(max(interval, pulling * (1 / PULL_SHARE - 1)))
         return replies
 
     # --- summaries ---

@@ -7,15 +7,17 @@ stored message, so one sweep over the nodes costs nodes x stored messages: about
 at 1,000 users and 10^8 at 10,000, on the cores the provider and the users need (issue 17's profile).
 
 ``install()`` keeps, beside the store, each node's message ids in the order they were stored, and
-answers ``get_message_ins`` from that node's ids only. The answer is Flower's: the same messages in the
-same order (a node's messages in storage order), each run through Flower's own expiry check
-(``_check_stored_messages``) first, matched on node and run, marked delivered. Ids whose message was
-delivered, expired or deleted are dropped from the index when met. One difference in timing: Flower's
-walk also expiry-checks messages already delivered (and not yet answered) to other nodes; here those are
-left to the reply path, whose ``get_message_res`` checks the ids it pulls (the ServerApp pulls every
-0.1 s), so an expired message is still never answered nor delivered. Only ``store_message_ins`` adds to
-the store in flwr 1.42 (checked by the tests); the index is built from the store the first time it
-is needed, so a LinkState holding messages before ``install()`` is answered alike.
+answers ``get_message_ins`` from that node's ids only; a node with none is answered at once (a sweep
+still calls it for every node, every 0.1 s: at 10,000 users that call is most of the sweep's cost).
+The answer is Flower's: the same messages in the same order (a node's messages in storage order),
+each run through Flower's own expiry check (``_check_stored_messages``) first, matched on node and run,
+marked delivered. Ids whose message was delivered, expired or deleted are dropped from the index when
+met. One difference in timing: Flower's walk also expiry-checks messages already delivered (and not yet
+answered) to other nodes; here those are left to the reply path, whose ``get_message_res`` checks the
+ids it pulls (the ServerApp keeps pulling while it waits), so an expired message is still never
+answered nor delivered. Only ``store_message_ins`` adds to the store in flwr 1.42 (checked by the
+tests); the index is built from the store the first time it is needed, so a LinkState holding messages
+before ``install()`` is answered alike.
 
 The ServerApp installs it in its own process, which in simulation is the process whose LinkState
 delivers the messages; in a deployment that LinkState lives in the SuperLink and this changes nothing.
@@ -98,6 +100,9 @@ def install() -> bool:
 
     @functools.wraps(get_message_ins)
     def indexed_get(self, node_id: int, limit: int | None, *, run_id: int | None = None) -> list[Message]:
+        index = self.__dict__.get("_cbp_index")
+        if index is not None and not index.get(node_id) and (limit is None or limit >= 1):
+            return []  # nothing stored for this node: the sweep's usual answer, without the lock or a timestamp
         return next_messages(self, node_id, limit, run_id, now)
 
     InMemoryLinkState.store_message_ins = indexed_store

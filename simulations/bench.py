@@ -1007,6 +1007,15 @@ def md_scale(scale: dict) -> str:
             f"{p['users_ok']} |"
             for p in profiles
         ]
+        top = profiles[-1]
+        lines += [
+            "",
+            f"The heaviest stacks of the top three components at {top['users']} users, innermost frame first "
+            f"(py-spy's collapsed stacks, for any flame-graph tool: `profile/profile-{top['users']}.txt`):\n",
+        ]
+        for name, stacks in top.get("top_stacks", {}).items():
+            lines.append(f"- {name}:")
+            lines += [f"  - {n} samples: `{' <- '.join(reversed(s.split(';')))[:400]}`" for s, n in stacks[:3]]
     runs = [r for r in scale.get("runs", []) if "round_s" in r]
     if runs:
         lines += [

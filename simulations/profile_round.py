@@ -43,6 +43,7 @@ WHOLE_STACK: tuple[tuple[str, str], ...] = (
     ("logs (Flower's upload and stream, Ray's log monitor)", r"_log_uploader|_stream_logs|LogMonitor|print_logs"),
     ("Flower delivery sweep (LinkState, every node)", r"add_messages_to_queue"),
     ("Flower parent-process monitors", r"start_parent_process_monitor"),
+    ("metering", r"MessageRecord\.of "),  # Flower's serialisers do the work: deflating every message to count it
 )
 COMPONENTS: tuple[tuple[str, str], ...] = (
     # (component, regex on one frame "function (file:line)"); the innermost matching frame decides

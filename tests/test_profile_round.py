@@ -23,6 +23,8 @@ def test_the_innermost_named_frame_decides_and_outer_markers_come_first():
     assert component(pickle_under_ray) == "Ray (de)serialising message + context"
     sweep = ["add_messages_to_queue (flwr/server/superlink/fleet/vce/vce_api.py:177)", "now (flwr/supercore/date.py:3)"]
     assert component(sweep) == "Flower delivery sweep (LinkState, every node)"
+    metered = ["MessageRecord.of (cbp_fed/comm.py:84)", "deflate (flwr/app/message/array.py:2)"]
+    assert component(metered) == "metering"
     assert component(["main (numpy/core.py:1)"]) == "other"
 
 
