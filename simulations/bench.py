@@ -1050,12 +1050,23 @@ def plot_scaling(fed: dict, path: Path, scale: dict | None = None):
     if not runs and not large:
         return None
     fig, (seconds, framework) = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
-    for series, label, marker in ((runs, "scale-300 preset (SST-2)", "o"), (large, "scale-10000 preset", "D")):
+    presets = (
+        (runs, "scale-300 preset (SST-2, federation section)", "o", "C0"),
+        (large, "scale-10000 preset", "D", "C2"),
+    )
+    for series, label, marker, color in presets:
         if series:
             users = [r["users"] for r in series]
-            seconds.plot(users, [r["round_s"] for r in series], f"{marker}-", label=f"round, {label}")
-            seconds.plot(users, [r["forward_s"] for r in series], f"{marker}--", label=f"BlackBox forward, {label}")
-            framework.plot(users, [r["framework_ms_per_message"] for r in series], f"{marker}-", label=label)
+            seconds.plot(users, [r["round_s"] for r in series], f"{marker}-", color=color, label=f"round, {label}")
+            seconds.plot(
+                users,
+                [r["forward_s"] for r in series],
+                f"{marker}--",
+                color=color,
+                alpha=0.6,
+                label=f"BlackBox forward, {label}",
+            )
+            framework.plot(users, [r["framework_ms_per_message"] for r in series], f"{marker}-", color=color)
     runs = runs + large
     users = sorted({r["users"] for r in runs})
     seconds.set(xscale="log", yscale="log", ylabel="seconds per round", title="Time per round")

@@ -63,7 +63,10 @@ def test_bench_scaling_has_one_y_axis_per_panel(tmp_path):
     fig = plot_scaling({"runs": runs}, tmp_path / "scaling.png")
     seconds, framework = fig.axes  # no twinx: a third axes would share a panel
     assert seconds.get_ylabel() == "seconds per round" and framework.get_ylabel() == "ms per message"
-    assert _labels(seconds)[:2] == ["round, scale-300 preset (SST-2)", "BlackBox forward, scale-300 preset (SST-2)"]
+    preset = "scale-300 preset (SST-2, federation section)"
+    assert _labels(seconds)[:2] == [f"round, {preset}", f"BlackBox forward, {preset}"]
+    line, forward = seconds.get_lines()[:2]
+    assert line.get_color() == forward.get_color() == framework.get_lines()[0].get_color()  # one colour per preset
     assert list(framework.get_lines()[0].get_ydata()) == [12.0, 12.0, 12.0]
     assert [tick.get_text() for tick in seconds.get_xticklabels()] == ["10", "30", "100"]
     _no_legend_on_the_data(fig)
