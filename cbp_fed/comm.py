@@ -186,9 +186,16 @@ class MeteredGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         """Pull replies through the inner grid and record them as up messages."""
+        return self._pull(message_ids)[0]
+
+    def _pull(self, message_ids: Iterable[str]) -> tuple[list[Message], float]:
+        """`pull_messages`, and the CPU seconds the inner grid's lookup took (thread time, not wall: other
+        threads' share of the GIL and the metering stay out), which paces `send_and_receive`."""
+        lookup = time.thread_time()
         replies = list(self._grid.pull_messages(message_ids))
+        lookup = time.thread_time() - lookup
         self.records += [MessageRecord.of(reply, "up") for reply in replies]
-        return replies
+        return replies, lookup
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Send `messages` and collect the replies, recording both directions.
@@ -210,10 +217,7 @@ class MeteredGrid(Grid):
         replies = []
         interval = getattr(self._grid, "pull_interval", 3.0)
         while pending:
-            lookup = time.thread_time()
-            pulled = list(self._grid.pull_messages(pending))
-            lookup = time.thread_time() - lookup  # CPU, not wall: the other threads' GIL share stays out
-            self.records += [MessageRecord.of(reply, "up") for reply in pulled]
+            pulled, lookup = self._pull(pending)
             replies += pulled
             pending -= {reply.metadata.reply_to_message_id for reply in pulled}
             waited = time.monotonic() - started

@@ -213,6 +213,11 @@ class LastRound:
         self.thread.join()
 
 
+def framework_ms_per_user(record: dict, users: int) -> float:
+    """A round's wall time outside the BlackBox forward, in ms per user (a rounds.jsonl record)."""
+    return round(1000 * (record["seconds"] - record["forward_seconds"]) / users, 1)
+
+
 def profile(settings: dict, users: int, out: Path, rate: int = 10) -> dict:
     """One profiled run of ``settings`` with ``users`` users; returns (and writes) its last round's table."""
     out.mkdir(parents=True, exist_ok=True)
@@ -234,7 +239,7 @@ def profile(settings: dict, users: int, out: Path, rate: int = 10) -> dict:
         "users_ok": last["users_ok"],
         "round_s": last["seconds"],
         "forward_s": last["forward_seconds"],
-        "framework_ms_per_user": round(1000 * (last["seconds"] - last["forward_seconds"]) / users, 1),
+        "framework_ms_per_user": framework_ms_per_user(last, users),
         "sampled_s": round(spy.seconds, 1),
         "rate_hz": rate,
         "facts": facts,

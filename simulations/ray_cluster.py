@@ -56,6 +56,7 @@ from pathlib import Path
 import psutil
 
 from simulations.local_run import ROOT, RUN_ENV, flwr_run, free_port, run_config_string
+from simulations.profile_round import framework_ms_per_user
 
 SMALL_RUN = {
     "backbone": "tiny-random",
@@ -93,7 +94,7 @@ def round_lines(folder: Path, users: int) -> list[dict]:
             "users_ok": r["users_ok"],
             "seconds": r["seconds"],
             "forward_seconds": r["forward_seconds"],
-            "framework_ms_per_user": round(1000 * (r["seconds"] - r["forward_seconds"]) / users, 1),
+            "framework_ms_per_user": framework_ms_per_user(r, users),
         }
         for r in rounds
     ]
