@@ -16,9 +16,15 @@ The loop is the whole method seen from the user's side:
 search (``tune.py``) selects on dev and touches test once, at the end (it then turns the dev
 selection off, since dev is its own yardstick).
 
-The same code runs the baselines: zero-shot (no prompt, no search), SDT-only (generator with z0,
-no search) and BBT (a projected prompt without generator). The federated strategies reuse the
-BlackBox, CMASearch and fitness pieces.
+The same code runs the baselines: what a user can do without the provider's generator (the
+majority answer, zero-shot, zero-shot calibrated on content-free inputs or with offsets fitted on its
+train rows, in-context demonstrations from its train rows), SDT-only (generator with z0, no search)
+and BBT (a projected prompt without generator). The federated strategies reuse the BlackBox,
+CMASearch and fitness pieces.
+
+A user with a prompt also ends on its protected choice (``final``, see ``calibration.protect``): the
+no-provider options are scored on its dev rows too, and it keeps the prompt only when its dev rows say
+the prompt is better. The search's own result stays in ``test_accuracy``.
 """
 
 from __future__ import annotations
@@ -27,12 +33,23 @@ import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .backbone import FrozenLM
+from .calibration import (
+    CONTENT_FREE,
+    PROTECT_ALPHA,
+    content_free,
+    content_free_prior,
+    fit_offsets,
+    majority_scores,
+    protect,
+)
+from .calibration import calibrated as divide_prior
 from .domain_training import load_generator
 from .prompts import NoPrompt, ProjectedPrompt
 from .search import CMASearch, SearchConfig, best_on_dev, dev_accuracy_and_loss, fitness
@@ -40,7 +57,10 @@ from .service import BlackBox, Limits, Query, QueryError, accuracy
 from .tasks import UserSplit, load_task_spec, task_names, user_split
 from .tasks.custom import CustomTask, is_spec_file
 
-METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
+OWN = ("majority", "zero-shot", "calibrated", "calibrated-fit")
+"""What a user can do with no prompt from the provider, in the order a tie prefers (simplest first)."""
+METHODS = (*OWN, "icl", "sdt-only", "bbt", "cbp")
+PROMPTED = ("sdt-only", "bbt", "cbp")
 SEARCHING = ("bbt", "cbp")
 EVAL_SPLITS = ("test", "dev")
 BBT_SIGMA0 = 1.0
@@ -51,13 +71,15 @@ class CustomizeConfig:
     """One user-side run. ``generator`` (an SDT checkpoint folder) is required by sdt-only and cbp.
 
     Data: ``shots_per_class`` x C train rows drawn with the user's natural label distribution
-    (``class_balanced`` for BBT's balanced k-shot sets), as many dev rows (``n_dev``), ``n_test`` test
-    rows. ``batch_size``: train texts scored per call (0 = all of them). ``sigma0``: None takes the
+    (``class_balanced`` for BBT's balanced k-shot sets), as many dev rows (or ``n_dev`` rows, or
+    ``dev_shots_per_class`` x C), ``n_test`` test rows. ``batch_size``: train texts scored per call (0 = all of them). ``sigma0``: None takes the
     method's default, CBP the generator's SDT noise scale (where its task vectors were trained), BBT 1.
     ``select_on_dev``: at every checkpoint and at the end, keep the best of {the z kept so far (at first
     the start vector), the search mean, its best candidate} on dev: the user never keeps a z that is
     worse than its start on its own held-out rows. ``eval_split``: the split the summary's accuracies
     are measured on; with ``"dev"`` no test row is ever scored (and dev selection must be off).
+    ``protect_alpha``: the level of the dev sign test that moves a user with a prompt from its best
+    no-provider option to the prompt (``calibration.protect``).
     """
 
     task: str
@@ -80,17 +102,26 @@ class CustomizeConfig:
     checkpoints: tuple[int, ...] = ()
     eval_split: str = "test"
     n_dev: int | None = None
+    dev_shots_per_class: int | None = None
     batch_size: int = 8
     class_balanced: bool = False
     select_on_dev: bool = True
+    protect_alpha: float = PROTECT_ALPHA
 
     def __post_init__(self):
+        if not 0 < self.protect_alpha < 1:
+            raise ValueError(f"protect_alpha must be in (0, 1), got {self.protect_alpha}")
         if self.eval_split not in EVAL_SPLITS:
             raise ValueError(f"unknown eval_split {self.eval_split!r}; choose from {EVAL_SPLITS}")
         if self.eval_split == "dev" and self.select_on_dev and self.method in SEARCHING:
             raise ValueError("eval_split='dev' reports dev, so it cannot also select on dev: set select_on_dev=False")
         if self.n_dev is not None and self.n_dev < 1:
             raise ValueError(f"n_dev must be >= 1 (or None: as many as train), got {self.n_dev}")
+        if self.dev_shots_per_class is not None and (self.dev_shots_per_class < 1 or self.n_dev is not None):
+            raise ValueError(
+                f"dev_shots_per_class must be >= 1 and not set beside n_dev, got {self.dev_shots_per_class} "
+                f"(n_dev {self.n_dev})"
+            )
         if self.batch_size < 0:
             raise ValueError(f"batch_size must be >= 0 (0 = the whole train split), got {self.batch_size}")
         if self.method not in METHODS:
@@ -117,7 +148,7 @@ class CustomizeConfig:
 
 def build_source(config: CustomizeConfig, lm: FrozenLM) -> tuple[torch.nn.Module, np.ndarray, float, dict]:
     """The method's prompt source, its start vector ``(r,)``, its search sigma0 and what to record."""
-    if config.method == "zero-shot":
+    if config.method not in PROMPTED:
         return NoPrompt(lm.d), np.zeros((0,), np.float32), 0.0, {}
     if config.method == "bbt":
         source = ProjectedPrompt.for_backbone(lm, config.bbt_t, config.bbt_r, config.seed)
@@ -174,12 +205,33 @@ def task_query(z: np.ndarray, rows, task) -> Query:
     return Query(z, passages, queries, task.label_words, options=options, length_norm=task.length_norm)
 
 
-def cue_query(z: np.ndarray, rows, task) -> Query:
-    """``task_query`` with each row's content left out: only its answer cue (the query's last line). Its
-    scores are the prompt's prior over the answers, which calibration subtracts (content-free input,
-    Zhao et al. 2021; for options, domain-conditional PMI, Holtzman et al. 2021)."""
-    cues = [ex.query.rsplit("\n", 1)[-1] for ex in rows]
-    return replace(task_query(z, rows, task), passages=[""] * len(rows), queries=cues)
+def blank_query(z: np.ndarray, rows, task, filler: str) -> Query:
+    """``task_query`` with each row's content replaced by ``filler`` and its template kept
+    (``calibration.content_free``): the prompt's prior over the answers, which calibration divides out
+    (content-free input, Zhao et al. 2021; for options, domain-conditional PMI, Holtzman et al. 2021)."""
+    blanked = [content_free(ex.passage, ex.query, filler) for ex in rows]
+    return replace(task_query(z, rows, task), passages=[p for p, _ in blanked], queries=[q for _, q in blanked])
+
+
+def answer_text(ex, task) -> str:
+    """The gold answer as it would follow the row's text: its label word or its gold option."""
+    return ex.options[ex.label] if task.scoring == "options" else task.label_words[ex.label]
+
+
+def with_demonstrations(rows, demos, task, lm: FrozenLM, max_tokens: int) -> tuple[list, list[int]]:
+    """In-context learning: each row with as many of ``demos`` (labelled train rows, in the given order)
+    in front of its passage as fit ``max_tokens`` with its own text and longest option, so the BlackBox
+    never cuts one. Returns the rows and how many demonstrations each got."""
+    shots = [f"{d.passage}{d.query}{answer_text(d, task)}\n\n" for d in demos]
+    out, counts = [], []
+    for ex in rows:
+        room = max_tokens - len(lm.tokenize(ex.query)) - max((len(lm.option_ids(o)) for o in ex.options), default=0)
+        k = 0
+        while k < len(shots) and len(lm.tokenize("".join(shots[: k + 1]) + ex.passage)) <= room:
+            k += 1
+        out.append(replace(ex, passage="".join(shots[:k]) + ex.passage))
+        counts.append(k)
+    return out, counts
 
 
 @dataclass(frozen=True)
@@ -200,7 +252,9 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         task,
         config.seed,
         config.shots_per_class,
-        n_dev=config.n_dev,
+        n_dev=config.n_dev
+        if config.dev_shots_per_class is None
+        else config.dev_shots_per_class * len(task.label_words),
         n_test=config.n_test,
         class_balanced=config.class_balanced,
     )
@@ -214,23 +268,75 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
     lm = lm or FrozenLM.load(config.backbone, config.dtype, config.device)
     source, start, sigma0, source_info = build_source(config, lm)
     box = BlackBox(lm, source, max_tokens=config.max_tokens)
+    plain = box if isinstance(source, NoPrompt) else BlackBox(lm, NoPrompt(lm.d), max_tokens=config.max_tokens)
     check_rows(box, task, split, start)
+    n_answers = len(task.label_words)
+    train_labels = np.array([ex.label for ex in split.train])
+    dev_labels = np.array([ex.label for ex in split.dev])
+    eval_labels = np.array([ex.label for ex in eval_rows])
 
-    def scores_of(z_batch: np.ndarray, rows, query=task_query) -> np.ndarray:
+    def scores_of(z_batch: np.ndarray, rows, query=task_query, through: BlackBox = box) -> np.ndarray:
         """Scores ``(k, n, C)`` of candidates ``z_batch`` on ``rows``, in as many queries as the service needs."""
-        return np.concatenate(box.score([query(z_batch, piece, task) for piece in pieces(rows, box.limits)]), axis=1)
+        queries = [query(z_batch, piece, task) for piece in pieces(rows, through.limits)]
+        return np.concatenate(through.score(queries), axis=1)
 
-    def evaluate(z_final: np.ndarray) -> dict:
-        scores = scores_of(z_final[None], eval_rows)[0]
-        prior = scores_of(z_final[None], eval_rows, cue_query)[0]
-        labels = [ex.label for ex in eval_rows]
+    def log_prior(z: np.ndarray, rows, through: BlackBox = box) -> np.ndarray:
+        """The prompt ``z``'s content-free log prior: ``(1, C)`` from the task's template for label words (one
+        row stands for all), ``(n, C)`` per row for options (each row has its own)."""
+        blanked = rows if task.scoring == "options" else rows[:1]
+        per_filler = [
+            scores_of(z[None], blanked, partial(blank_query, filler=filler), through)[0] for filler in CONTENT_FREE
+        ]
+        return content_free_prior(np.stack(per_filler))
+
+    nothing = np.zeros((1, 0), np.float32)
+    own_offsets = fit_offsets(scores_of(nothing, split.train, through=plain)[0], train_labels)
+
+    def own_options(rows) -> dict[str, np.ndarray]:
+        """Scores ``(n, C)`` on ``rows`` of each option the user has without the provider's generator (``OWN``)."""
+        zero = scores_of(nothing, rows, through=plain)[0]
         return {
-            f"{on}_accuracy": accuracy(scores, labels),
-            f"{on}_accuracy_calibrated": accuracy(scores - prior, labels),
-            f"{on}_predicted_share": np.bincount(scores.argmax(1), minlength=len(task.label_words)).tolist(),
+            "majority": majority_scores(train_labels, len(rows), n_answers),
+            "zero-shot": zero,
+            "calibrated": divide_prior(zero, log_prior(nothing[0], rows, plain)),
+            "calibrated-fit": zero + own_offsets,
         }
 
-    dev_labels = np.array([ex.label for ex in split.dev])
+    def evaluate(z_final: np.ndarray) -> tuple[dict, np.ndarray]:
+        """The summary fields of prompt ``z_final`` on the evaluated rows, and its scores there ``(n, C)``."""
+        scores = scores_of(z_final[None], eval_rows)[0]
+        return {
+            f"{on}_accuracy": accuracy(scores, eval_labels),
+            f"{on}_accuracy_calibrated": accuracy(divide_prior(scores, log_prior(z_final, eval_rows)), eval_labels),
+            f"{on}_predicted_share": np.bincount(scores.argmax(1), minlength=n_answers).tolist(),
+        }, scores
+
+    own_eval = own_options(eval_rows)
+    own_dev = own_options(split.dev) if split.dev and config.method in PROMPTED else {}
+
+    def protected(z: np.ndarray, z_eval: np.ndarray, start_scores: tuple | None = None) -> dict:
+        """The user's protected choice (``calibration.protect``) on its dev rows between its own options, the
+        prompt ``z`` (``z_eval``: its scores on the evaluated rows), the prompt with offsets fitted on its
+        train scores, and the start vector when it differs (``start_scores``: its eval and dev scores)."""
+        z_dev = scores_of(z[None], split.dev)[0]
+        offsets = fit_offsets(scores_of(z[None], split.train)[0], train_labels)
+        options = {name: (own_eval[name], own_dev[name]) for name in OWN}
+        options["prompt"] = (z_eval, z_dev)
+        if start_scores is not None:
+            options["start"] = start_scores
+        options["prompt+fit"] = (z_eval + offsets, z_dev + offsets)
+        choice = protect(
+            {name: dev.argmax(1) == dev_labels for name, (_, dev) in options.items()},
+            provider={"prompt", "start", "prompt+fit"},
+            alpha=config.protect_alpha,
+        )
+        accuracies = {name: accuracy(scores, eval_labels) for name, (scores, _) in options.items()}
+        return {
+            "option": choice.kept,
+            f"{on}_accuracy": accuracies[choice.kept],
+            "dev_accuracy": choice.dev_accuracy[choice.kept],
+            "protection": {**choice.as_record(), f"{on}_accuracy": accuracies},
+        }
 
     def dev_scores(z_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Dev accuracy and cross-entropy ``(k,)`` of candidates ``(k, r)``."""
@@ -259,13 +365,21 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
             kept = Kept(contenders[name], name, float(accuracies[chosen]), float(losses[chosen]))
         return kept
 
-    start_eval = evaluate(start) if searching else None
+    protects = config.method in PROMPTED and bool(split.dev)
+    start_fields, start_eval = evaluate(start) if searching else (None, None)
+    start_scores = (start_eval, scores_of(start[None], split.dev)[0]) if searching and protects else None
+
+    def point(z_point: np.ndarray) -> dict:
+        """Summary fields of the prompt ``z_point``: its accuracies and, with dev rows, the protected choice."""
+        fields, z_eval = evaluate(z_point)
+        moved = start_scores if start_scores is not None and not np.array_equal(z_point, start) else None
+        return {**fields, "final": protected(z_point, z_eval, moved)} if protects else fields
+
     curve, search = [], None
     if searching:
         search = CMASearch(
             start, SearchConfig(config.popsize, sigma0, config.budget, config.diagonal, loss=config.loss), config.seed
         )
-        train_labels = np.array([ex.label for ex in split.train])
         batches = np.random.default_rng([config.seed, 7])
         size = config.batch_size if 0 < config.batch_size < len(split.train) else len(split.train)
         pending = sorted(set(config.checkpoints) | {search.final_calls})
@@ -284,18 +398,34 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
                 search.tell(fitness(scores, train_labels[batch], config.loss))
                 bar.update(job, completed=search.calls, best=search.best_fitness)
                 while pending and search.calls >= pending[0]:
-                    point = pending.pop(0)
+                    calls = pending.pop(0)
                     z_point = choose(search).z if select else search.result
-                    curve.append({"calls": point, "kept": kept.name if select else "mean", **evaluate(z_point)})
+                    curve.append({"calls": calls, "kept": kept.name if select else "mean", **point(z_point)})
         z = kept.z if select else search.result
-    else:
+        final = {k: v for k, v in curve[-1].items() if k not in ("calls", "kept")}
+    elif config.method in PROMPTED or config.method == "zero-shot":
         z = start
-    final = curve[-1] if curve else evaluate(z)
-    final = {k: v for k, v in final.items() if k not in ("calls", "kept")}
-    if on == "test" and split.dev:
+        final = point(z)
+    elif config.method == "icl":
+        z = start
+        demos = [split.train[i] for i in np.random.default_rng([config.seed, 11]).permutation(len(split.train))]
+        shown, counts = with_demonstrations(eval_rows, demos, task, lm, config.max_tokens)
+        scores = scores_of(nothing, shown)[0]
+        final = {
+            f"{on}_accuracy": accuracy(scores, eval_labels),
+            f"{on}_predicted_share": np.bincount(scores.argmax(1), minlength=n_answers).tolist(),
+            "demonstrations": {"mean": float(np.mean(counts)), "min": min(counts), "max": max(counts)},
+        }
+    else:  # an option of the user's own: its scores are already computed
+        z = start
+        scores = own_eval[config.method]
+        final = {
+            f"{on}_accuracy": accuracy(scores, eval_labels),
+            f"{on}_predicted_share": np.bincount(scores.argmax(1), minlength=n_answers).tolist(),
+        }
+    if on == "test" and split.dev and config.method in (*PROMPTED, "zero-shot"):
         final["dev_accuracy"] = accuracy(scores_of(z[None], split.dev)[0], dev_labels)
-    eval_labels = [ex.label for ex in eval_rows]
-    train_share = np.bincount([ex.label for ex in split.train], minlength=len(task.label_words))
+    train_share = np.bincount(train_labels, minlength=n_answers)
     return {
         "task": config.task,
         "domain": task.domain,
@@ -314,17 +444,19 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         "test_size": len(split.test),
         "eval_split": on,
         **final,
-        f"start_{on}_accuracy": (start_eval or final)[f"{on}_accuracy"],
-        "majority_rate": max(Counter(eval_labels).values()) / len(eval_labels),
+        f"start_{on}_accuracy": (start_fields or final)[f"{on}_accuracy"],
+        "majority_rate": max(Counter(eval_labels.tolist()).values()) / len(eval_labels),
+        "baselines": {name: accuracy(scores, eval_labels) for name, scores in own_eval.items()},
         "kept": {"point": kept.name, "dev_accuracy": kept.dev_accuracy, "dev_loss": kept.dev_loss} if select else None,
         "selection": history,
         "selection_calls": selection_calls,
         "best_train_loss": search.best_fitness if search else None,
         "curve": curve,
-        "calls_total": box.meter.calls,
+        "calls_total": box.meter.calls + (plain.meter.calls if plain is not box else 0),
         "eval_calls": box.meter.calls - (search.calls if search else 0) - selection_calls,
-        "tokens_scored": box.meter.tokens,
-        "forward_seconds": round(box.meter.seconds, 2),
+        "own_calls": plain.meter.calls if plain is not box else None,
+        "tokens_scored": box.meter.tokens + (plain.meter.tokens if plain is not box else 0),
+        "forward_seconds": round(box.meter.seconds + (plain.meter.seconds if plain is not box else 0), 2),
         "wall_seconds": round(time.time() - started, 2),
         "z_norm": float(np.linalg.norm(z)) if searching else 0.0,
         "z_distance_from_start": float(np.linalg.norm(z - start)) if searching else 0.0,

@@ -1,0 +1,161 @@
+"""What a user can do with its answer scores alone: calibrate them, fit offsets, or answer the majority.
+
+These are the options a user has *without* the provider's generator, so CBP is measured against them
+and a user falls back to them when its prompt does not beat them (``protect``). Everything here works
+on score arrays ``(n, C)`` (label-word logits or option log-likelihoods) and labels ``(n,)``: numpy
+only, so the ClientApp can use it.
+
+- content-free calibration (Zhao et al. 2021, "Calibrate Before Use"): the answer distribution of a
+  few content-free inputs in the task's own template ("N/A", "", "[MASK]" in place of the content),
+  averaged in probability space and divided out. It assumes the answers are equally likely a priori,
+  so on a skewed task it pushes predictions toward balance and can end below zero-shot.
+- fitted offsets (as Batch Calibration, Zhou et al. 2023, but supervised): one additive offset per
+  answer, fitted by cross-entropy on the user's own train rows. It learns the task's prior too.
+- majority: the most frequent train label, for every row.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+CONTENT_FREE = ("N/A", "", "[MASK]")
+FIELD = re.compile(r"^([A-Z][A-Za-z0-9 ]{0,30}):")
+OFFSET_L2 = 1e-2
+"""Ridge on the fitted offsets: keeps an answer absent from the train rows at a finite offset."""
+
+
+def content_free(passage: str, query: str, filler: str) -> tuple[str, str]:
+    """``(passage, query)`` with its content replaced by ``filler`` and its template kept.
+
+    The query's last line (the answer cue, "Sentiment:" or "Answer:") stays as it is. Every other line
+    that starts with a field name ("Review:", "Question:") keeps the name and gets ``filler``; any other
+    run of content lines becomes one ``filler`` line. "Review: great drug\\n" + "Sentiment:" becomes
+    "Review: N/A\\n" + "Sentiment:", which is the template a content-free input must keep: the answer cue
+    alone primes the answers differently from a review with nothing in it.
+    """
+
+    def blank(text: str) -> str:
+        lines, out = text.rstrip("\n").split("\n") if text else [], []
+        for line in lines:
+            field = FIELD.match(line)
+            kept = f"{field.group(1)}: {filler}".rstrip() if field else filler
+            if field or not out or out[-1] != filler:
+                out.append(kept)
+        joined = "\n".join(out)
+        return joined + "\n" if joined.strip() and text.endswith("\n") else joined if joined.strip() else ""
+
+    head, _, cue = query.rpartition("\n")
+    return blank(passage), (blank(head) + "\n" + cue) if head else cue
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis (the C answers)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    top = scores.max(axis=-1, keepdims=True)
+    return scores - top - np.log(np.exp(scores - top).sum(axis=-1, keepdims=True))
+
+
+def content_free_prior(scores: np.ndarray) -> np.ndarray:
+    """Log of the mean answer distribution ``(C,)`` over content-free inputs' scores ``(m, C)`` (the mean of
+    probabilities, not of logits: Zhao et al.'s estimate of the template's prior)."""
+    return np.log(np.exp(log_softmax(scores)).mean(axis=0))
+
+
+def calibrated(scores: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
+    """Scores ``(..., C)`` with the prior ``(C,)`` divided out in probability space (log-probabilities minus
+    log prior; the argmax is Zhao et al.'s diagonal W = diag(p_cf)^-1)."""
+    return log_softmax(scores) - log_prior
+
+
+def fit_offsets(scores: np.ndarray, labels: np.ndarray, l2: float = OFFSET_L2) -> np.ndarray:
+    """Offsets ``(C,)`` that minimise the mean cross-entropy of ``softmax(scores + b)`` on ``labels (n,)``
+    plus ``l2 * |b|^2`` (convex; L-BFGS). A user fits them on its train rows' scores and may put them on top
+    of any prompt's scores: they change the answer prior, never the prompt."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+    n, c = scores.shape
+    if n == 0:
+        raise ValueError("fit_offsets needs at least one scored row")
+    onehot = np.eye(c)[labels]
+
+    def loss_and_grad(b: np.ndarray) -> tuple[float, np.ndarray]:
+        logp = log_softmax(scores + b)
+        loss = -(logp * onehot).sum() / n + l2 * b @ b
+        return loss, (np.exp(logp) - onehot).sum(0) / n + 2 * l2 * b
+
+    return minimize(loss_and_grad, np.zeros(c), jac=True, method="L-BFGS-B").x
+
+
+def majority_scores(train_labels: np.ndarray, n: int, c: int) -> np.ndarray:
+    """Scores ``(n, C)`` that answer the most frequent train label on every row (ties: the lower index)."""
+    scores = np.zeros((n, c))
+    scores[:, np.bincount(np.asarray(train_labels, dtype=int), minlength=c).argmax()] = 1.0
+    return scores
+
+
+# ------------------------------------------------------------------ the user's protected choice
+PROTECT_ALPHA = 0.05
+"""Default level of the one-sided test that moves a user from its best no-provider option to a prompt."""
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided exact p-value that ``wins`` out of ``wins + losses`` discordant rows arise by chance
+    (McNemar's exact test: each discordant row a fair coin under the null)."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n if n else 1.0
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A user's protected choice among its options, judged on its dev rows.
+
+    kept: the option the user ends with. baseline: the best option without the provider (dev accuracy,
+    then the listed order). contender: the best option that needs the provider. wins / losses: dev rows the
+    contender gets right and the baseline wrong, and the reverse. p_value: the one-sided sign test of
+    wins against losses; the user moves to the contender only if ``p_value <= alpha``.
+    """
+
+    kept: str
+    baseline: str
+    contender: str | None
+    wins: int
+    losses: int
+    p_value: float
+    alpha: float
+    dev_accuracy: dict[str, float]
+
+    def as_record(self) -> dict:
+        return {
+            "rule": "keep the best no-provider option on dev unless the best provider option beats it by a "
+            "one-sided exact sign test on the discordant dev rows at level alpha",
+            **self.__dict__,
+        }
+
+
+def protect(dev_correct: dict[str, np.ndarray], provider: set[str], alpha: float = PROTECT_ALPHA) -> Choice:
+    """The option a user keeps, from each option's per-row dev correctness ``(n_dev,)`` bool.
+
+    ``dev_correct`` lists the options in order of preference among equals (no-provider ones: simplest
+    first; provider ones: as the search ranks them); ``provider`` names those that need the provider. A
+    one-row dev difference never moves the user (p = 0.5); with 32 dev rows a move needs about 5 more wins
+    than losses.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    accuracy = {name: float(np.mean(c)) if len(c) else 0.0 for name, c in dev_correct.items()}
+    own = [name for name in dev_correct if name not in provider]
+    if not own:
+        raise ValueError("protect needs at least one option without the provider")
+    baseline = max(own, key=lambda name: (accuracy[name], -own.index(name)))
+    others = [name for name in dev_correct if name in provider]
+    if not others:
+        return Choice(baseline, baseline, None, 0, 0, 1.0, alpha, accuracy)
+    contender = max(others, key=lambda name: (accuracy[name], -others.index(name)))
+    a, b = np.asarray(dev_correct[contender], bool), np.asarray(dev_correct[baseline], bool)
+    wins, losses = int((a & ~b).sum()), int((~a & b).sum())
+    p = sign_test(wins, losses)
+    return Choice(contender if p <= alpha else baseline, baseline, contender, wins, losses, p, alpha, accuracy)

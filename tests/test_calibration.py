@@ -1,0 +1,119 @@
+"""What a user can do with its answer scores alone, and its protected choice against a prompt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cbp_fed.calibration import (
+    calibrated,
+    content_free,
+    content_free_prior,
+    fit_offsets,
+    majority_scores,
+    protect,
+    sign_test,
+)
+
+
+def planted(n: int = 400, bias: float = 3.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Scores ``(n, 2)`` with a real signal for the label and a planted prior ``bias`` toward answer 1."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    scores = rng.normal(0, 1, (n, 2))
+    scores[np.arange(n), labels] += 1.5
+    scores[:, 1] += bias
+    return scores, labels
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    return float((scores.argmax(1) == labels).mean())
+
+
+def test_content_free_inputs_keep_the_template_and_the_answer_cue():
+    assert content_free("Review: great drug\n", "Sentiment:", "N/A") == ("Review: N/A\n", "Sentiment:")
+    assert content_free("A passage.\nMore of it.\n", "Question: Is it?\nAnswer:", "N/A") == (
+        "N/A\n",
+        "Question: N/A\nAnswer:",
+    )
+    assert content_free("A passage.\n", "Question: Is it?\nAnswer:", "") == ("", "Question:\nAnswer:")
+
+
+def test_the_content_free_prior_averages_probabilities_not_logits():
+    # one confident and one indifferent content-free input: probabilities average to (0.75, 0.25); logits
+    # averaged first would say (0.993, 0.007)
+    prior = content_free_prior(np.array([[30.0, 0.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(np.exp(prior), [0.75, 0.25], atol=1e-6)
+
+
+def test_calibration_removes_a_planted_prior_the_content_free_inputs_show():
+    scores, labels = planted()
+    assert accuracy(scores, labels) < 0.7  # the prior drowns the signal
+    prior = content_free_prior(np.array([[0.0, 3.0], [0.1, 3.1], [-0.1, 2.9]]))  # what the template alone says
+    assert accuracy(calibrated(scores, prior), labels) > 0.8
+
+
+def test_offsets_fitted_on_labelled_rows_recover_the_planted_prior():
+    scores, labels = planted()
+    offsets = fit_offsets(scores[:64], labels[:64])
+    assert offsets[1] - offsets[0] < -1.0  # against the planted prior
+    assert accuracy(scores[64:], labels[64:]) < 0.7 and accuracy(scores[64:] + offsets, labels[64:]) > 0.8
+
+
+def test_offsets_stay_finite_when_an_answer_is_absent_from_train():
+    offsets = fit_offsets(np.zeros((8, 3)), np.zeros(8, int))
+    assert np.isfinite(offsets).all() and offsets.argmax() == 0
+
+
+def test_majority_answers_the_most_frequent_train_label():
+    assert (majority_scores(np.array([1, 1, 0, 2, 1]), 4, 3).argmax(1) == 1).all()
+
+
+def test_sign_test_is_the_exact_binomial_tail():
+    assert sign_test(1, 0) == 0.5
+    assert sign_test(5, 0) == pytest.approx(1 / 32)
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(6, 1) == pytest.approx(8 / 128)
+
+
+def correct(n: int, right: list[int]) -> np.ndarray:
+    out = np.zeros(n, bool)
+    out[right] = True
+    return out
+
+
+def test_a_prompt_worse_than_zero_shot_on_dev_is_not_kept():
+    dev = {
+        "zero-shot": correct(32, list(range(24))),
+        "majority": correct(32, list(range(20))),
+        "prompt": correct(32, list(range(18))),
+    }
+    choice = protect(dev, provider={"prompt"})
+    assert choice.kept == "zero-shot" and choice.baseline == "zero-shot" and choice.contender == "prompt"
+
+
+def test_a_prompt_clearly_better_on_dev_is_kept():
+    dev = {"zero-shot": correct(32, list(range(16))), "prompt": correct(32, list(range(26)))}
+    choice = protect(dev, provider={"prompt"})
+    assert choice.kept == "prompt" and (choice.wins, choice.losses) == (10, 0) and choice.p_value < 0.01
+
+
+def test_a_one_row_dev_difference_never_moves_the_user():
+    dev = {"zero-shot": correct(32, list(range(20))), "prompt": correct(32, list(range(21)))}
+    choice = protect(dev, provider={"prompt"})
+    assert choice.kept == "zero-shot" and choice.p_value == 0.5
+
+
+def test_the_best_own_option_is_the_baseline_and_ties_prefer_the_first_listed():
+    dev = {
+        "majority": correct(10, [0, 1, 2]),
+        "zero-shot": correct(10, [0, 1, 2, 3, 4]),
+        "calibrated": correct(10, [5, 6, 7, 8, 9]),
+        "prompt": correct(10, [0]),
+    }
+    assert protect(dev, provider={"prompt"}).baseline == "zero-shot"
+
+
+def test_protect_refuses_a_choice_without_an_own_option():
+    with pytest.raises(ValueError, match="without the provider"):
+        protect({"prompt": correct(4, [0])}, provider={"prompt"})

@@ -1,0 +1,95 @@
+"""A user with a prompt ends on its protected choice: the prompt only when its dev rows say it beats the
+options it has without the provider (``cbp-fed customize``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cbp_fed.customize as customize_module
+from cbp_fed.customize import OWN, CustomizeConfig, customize
+from cbp_fed.prompts import NoPrompt
+from cbp_fed.service import BlackBox
+from cbp_fed.tasks import load_task
+
+
+class PlantedPrompt(BlackBox):
+    """A BlackBox whose prompted scores are planted: every z answers each known text right (``right``) or
+    wrong, by 3 nats; texts it does not know (content-free inputs) get equal scores. Without a prompt it is
+    the real tiny backbone."""
+
+    right = True
+    truth = {ex.passage + ex.query: ex.label for ex in load_task("sst2").examples}
+
+    def score(self, queries):
+        if isinstance(self.source, NoPrompt):
+            return super().score(queries)
+        self.meter.calls += sum(len(q.z) for q in queries)
+        out = []
+        for q in queries:
+            scores = np.zeros((len(q.z), len(q.queries), len(q.label_words)), np.float32)
+            for i, text in enumerate(p + t for p, t in zip(q.passages, q.queries)):
+                if text in self.truth:
+                    label = self.truth[text]
+                    scores[:, i, label if self.right else 1 - label] = 3.0
+            out.append(scores)
+        return out
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_the_user_keeps_a_prompt_only_when_dev_says_it_beats_its_own_options(tiny, monkeypatch, right):
+    monkeypatch.setattr(customize_module, "BlackBox", PlantedPrompt)
+    monkeypatch.setattr(PlantedPrompt, "right", right)
+    config = CustomizeConfig(
+        task="sst2",
+        method="bbt",
+        budget=8,
+        popsize=4,
+        bbt_r=8,
+        bbt_t=2,
+        shots_per_class=4,
+        dev_shots_per_class=16,
+        n_test=40,
+        max_tokens=96,
+    )
+    summary = customize(config, tiny, progress=False)
+    assert summary["dev_size"] == 32
+    final = summary["final"]
+    protection = final["protection"]
+    assert set(OWN) <= set(protection["test_accuracy"]) and protection["alpha"] == 0.05
+    assert summary["test_accuracy"] == (1.0 if right else 0.0)  # the search's own result is reported as it is
+    if right:  # all 32 dev rows right against an own option that is at best ~70% right: a clear move
+        assert final["option"] in ("prompt", "prompt+fit") and final["test_accuracy"] == 1.0
+        assert protection["wins"] >= 8 and protection["losses"] == 0 and protection["p_value"] <= 0.05
+    else:  # the prompt is worse on dev and test: the user ends on its best own option
+        assert final["option"] == protection["baseline"] and final["option"] in OWN
+        assert final["test_accuracy"] == summary["baselines"][final["option"]] > 0.0
+    assert summary["curve"][-1]["final"] == final
+
+
+def test_an_own_method_reports_every_own_option_on_the_same_rows(tiny):
+    """majority, zero-shot, calibrated and calibrated-fit share one scoring of the test rows."""
+    summaries = {
+        method: customize(CustomizeConfig(task="sst2", method=method, shots_per_class=4, n_test=30), tiny, False)
+        for method in OWN
+    }
+    for method, summary in summaries.items():
+        assert summary["test_accuracy"] == summary["baselines"][method]
+        assert summary["baselines"] == summaries["zero-shot"]["baselines"]
+        assert "final" not in summary
+    labels = [ex.label for ex in customize_module.user_split(load_task("sst2"), 0, 4, n_test=30).test]
+    assert summaries["majority"]["test_accuracy"] in (labels.count(0) / 30, labels.count(1) / 30)
+
+
+def test_in_context_learning_puts_as_many_train_rows_in_front_as_fit(tiny):
+    task = load_task("sst2")
+    demos, rows = task.examples[:6], task.examples[10:14]
+    shown, counts = customize_module.with_demonstrations(rows, demos, task, tiny, max_tokens=120)
+    for row, ex, k in zip(shown, rows, counts):
+        assert row.passage.endswith(ex.passage) and row.query == ex.query and row.label == ex.label
+        assert row.passage.count("Sentiment:") == k and 0 < k < 6  # some fit, not all
+        assert len(tiny.tokenize(row.passage)) + len(tiny.tokenize(row.query)) <= 120
+        first = demos[0]
+        assert row.passage.startswith(first.passage + first.query + task.label_words[first.label] + "\n\n")
+    _, none_fit = customize_module.with_demonstrations(rows, demos, task, tiny, max_tokens=20)
+    assert none_fit == [0] * len(rows)
