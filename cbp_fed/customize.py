@@ -72,8 +72,9 @@ class CustomizeConfig:
 
     Data: ``shots_per_class`` x C train rows drawn with the user's natural label distribution
     (``class_balanced`` for BBT's balanced k-shot sets), as many dev rows (or ``n_dev`` rows, or
-    ``dev_shots_per_class`` x C), ``n_test`` test rows. ``batch_size``: train texts scored per call (0 = all of them). ``sigma0``: None takes the
-    method's default, CBP the generator's SDT noise scale (where its task vectors were trained), BBT 1.
+    ``dev_shots_per_class`` x C), ``n_test`` test rows. ``batch_size``: train texts scored per call (0 =
+    all of them). ``sigma0``: None takes the method's default, CBP the generator's SDT noise scale (where
+    its task vectors were trained), BBT 1.
     ``select_on_dev``: at every checkpoint and at the end, keep the best of {the z kept so far (at first
     the start vector), the search mean, its best candidate} on dev: the user never keeps a z that is
     worse than its start on its own held-out rows. ``eval_split``: the split the summary's accuracies
