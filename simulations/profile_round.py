@@ -2,7 +2,8 @@
 
     python -m simulations.profile_round --users 1000 [--config simulations/scale-1000.toml] [--rate 10]
 
-The users' data is the scale task (``simulations/scale_task.py``) unless the preset names its ``tasks``.
+The users' data is the preset's ``tasks`` (the scale presets name the scale task, ``simulations/scale_task.py``,
+written on first use).
 
 py-spy (a sampling profiler, `pip install py-spy`) follows the run's SuperLink and every process it
 starts (the SuperExec, the ServerApp's simulation process, the Ray workers that host the ClientApp
@@ -257,7 +258,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "profile")
     args = parser.parse_args()
     settings = tomllib.loads(args.config.read_text())
-    settings.setdefault("tasks", str(scale_task.write(40, ROOT / ".state" / "scale")))
+    settings = scale_task.resolve(settings)
     result = profile(settings, args.users, args.out, args.rate)
     keys = ("users", "users_ok", "round_s", "forward_s", "framework_ms_per_user", "components", "processes")
     print(json.dumps({k: result[k] for k in keys}, indent=2))

@@ -30,8 +30,8 @@ What it does, on loopback (the same commands work across machines with real addr
    the machine, other jobs' included. The private temp dir also keeps other jobs' ``ray.init()`` from
    joining this cluster (Ray looks for the latest cluster in its default temp dir).
 
-With ``--config`` the run uses a preset instead of the small default run (a scale preset's users get
-the scale task, ``simulations/scale_task.py``), and the summary adds each round's seconds, BlackBox
+With ``--config`` the run uses a preset instead of the small default run (a scale preset names the
+scale task, ``simulations/scale_task.py``, written on first use), and the summary adds each round's seconds, BlackBox
 seconds and framework ms per user: the same numbers as a single-machine run of that preset.
 
 Exits 0 when the run completed with every actor on the users' node; prints a JSON summary (also
@@ -75,12 +75,11 @@ SMALL_RUN = {
 
 
 def run_settings(preset: Path | None, users: int, results: Path) -> dict:
-    """Run-config keys of the cluster's run: ``preset``'s (scale presets get the scale task) or ``SMALL_RUN``."""
-    from simulations.scale_task import write
+    """Run-config keys of the cluster's run: ``preset``'s (its data made ready: the scale task written on
+    first use) or ``SMALL_RUN``."""
+    from simulations.scale_task import resolve
 
-    settings = tomllib.loads(preset.read_text()) if preset else dict(SMALL_RUN)
-    if preset and "tasks" not in settings:
-        settings["tasks"] = str(write(40, ROOT / ".state" / "scale"))
+    settings = resolve(tomllib.loads(preset.read_text())) if preset else dict(SMALL_RUN)
     return settings | {"min-users": users, "results-dir": str(results), "run-name": "ray-cluster"}
 
 

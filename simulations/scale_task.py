@@ -8,13 +8,16 @@ accuracy, so they give each user a few real BoolQ rows, the whole set repeated `
 copy its own rows: uids differ, texts repeat across users). BoolQ is scored by two label words, so the
 tiny backbone's forward stays a small part of a round (HellaSwag's option scoring costs ~40x more per
 pair). Writes ``boolq-x<copies>.csv`` and its spec ``boolq-x<copies>.toml`` (domain commonsense, as the
-preset's provider) into ``--out``; the presets name it with ``tasks='<that path>'``.
+preset's provider) into ``--out``. The scale presets name it as ``tasks = ".state/scale/boolq-x40.toml"``
+and the tools that start their runs (local_run, profile_round, ray_cluster, the bench) write it on first
+use (``resolve``), so a preset runs as written from a fresh clone.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from pathlib import Path
 
@@ -47,6 +50,25 @@ def write(copies: int, folder: Path) -> Path:
         f'label_values = ["0", "1"]\nlabel_words = [{words}]\n'
     )
     return spec
+
+
+SCALE_SPEC = re.compile(r"(?:^|/)\.state/scale/boolq-x(\d+)\.toml$")
+"""How a run's ``tasks`` names the scale task: its spec's path in this checkout's .state/scale."""
+
+
+def resolve(settings: dict) -> dict:
+    """``settings`` with each scale task its ``tasks`` names written (when missing) and named by its
+    absolute path: a simulated user loads its task from another working folder than this one."""
+    if "tasks" not in settings:
+        return settings
+    tasks = []
+    for task in (t.strip() for t in settings["tasks"].split(",") if t.strip()):
+        named = SCALE_SPEC.search(task)
+        if named:
+            path = Path(task) if Path(task).is_absolute() else ROOT / task
+            task = str(write(int(named[1]), path.parent))
+        tasks.append(task)
+    return settings | {"tasks": ",".join(tasks)}
 
 
 def main() -> int:

@@ -391,8 +391,14 @@ def load_task_spec(spec: str) -> Task:
     "Review: {text}\\n", "template": "Sentiment:", "label_column": "stars", "label_values": ["5", "1"],
     "label_words": [" positive", " negative"]}``; relative paths are relative to the spec's folder.
     Use TOML for a spec that a Flower app must carry: its package (FAB) takes .toml files, not .json."""
+    from .infer import is_data_file
     from .registry import load_task
 
+    if is_data_file(spec):
+        raise ValueError(
+            f"task {spec} is a data file: a run names a task spec file (.toml) that describes it; "
+            f'`cbp-fed customize --task {spec}` prints one inferred from its columns (README, "Your own data")'
+        )
     if not is_spec_file(spec):
         return load_task(spec)
     path = _spec_path(spec)
