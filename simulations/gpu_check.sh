@@ -2,7 +2,7 @@
 # The bench on an accelerator, for the README's GPU column: one command, under 8 minutes.
 #
 #   simulations/gpu_check.sh                    # writes results/bench-gpu/bench.json and bench.md
-#   simulations/gpu_check.sh --compile          # any extra flags go to simulations/bench.py
+#   simulations/gpu_check.sh --compile          # any extra flags go to `python -m simulations.bench`
 #   PYTHON=python3 simulations/gpu_check.sh --backbone HuggingFaceTB/SmolLM2-135M-Instruct  # hub model
 #
 # Needs a CUDA GPU that torch sees and this repository set up with a CUDA build of torch (`make setup`

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulations.bench import plot_scaling
+from simulations.bench.report import plot_scaling
 from simulations.effectiveness import plot as plot_effectiveness
 from simulations.privacy_sweep import plot as plot_privacy
 from simulations.suite import plot as plot_suite
