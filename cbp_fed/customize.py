@@ -235,6 +235,12 @@ def with_demonstrations(rows, demos, task, lm: FrozenLM, max_tokens: int) -> tup
     return out, counts
 
 
+def correct_bits(scores: np.ndarray, labels: np.ndarray) -> str:
+    """Which rows scores ``(n, C)`` answer right, as a string of 0/1 in row order: what paired comparisons
+    between methods on the same rows need, at one character per row."""
+    return "".join("1" if right else "0" for right in scores.argmax(1) == labels)
+
+
 @dataclass(frozen=True)
 class Kept:
     """The z a user would ship now: which point it is (``start``, ``mean@100``, ``best@100``) and its dev score."""
@@ -308,6 +314,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         scores = scores_of(z_final[None], eval_rows)[0]
         return {
             f"{on}_accuracy": accuracy(scores, eval_labels),
+            f"{on}_correct": correct_bits(scores, eval_labels),
             f"{on}_accuracy_calibrated": accuracy(divide_prior(scores, log_prior(z_final, eval_rows)), eval_labels),
             f"{on}_predicted_share": np.bincount(scores.argmax(1), minlength=n_answers).tolist(),
         }, scores
@@ -335,6 +342,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         return {
             "option": choice.kept,
             f"{on}_accuracy": accuracies[choice.kept],
+            f"{on}_correct": correct_bits(options[choice.kept][0], eval_labels),
             "dev_accuracy": choice.dev_accuracy[choice.kept],
             "protection": {**choice.as_record(), f"{on}_accuracy": accuracies},
         }
@@ -414,6 +422,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         scores = scores_of(nothing, shown)[0]
         final = {
             f"{on}_accuracy": accuracy(scores, eval_labels),
+            f"{on}_correct": correct_bits(scores, eval_labels),
             f"{on}_predicted_share": np.bincount(scores.argmax(1), minlength=n_answers).tolist(),
             "demonstrations": {"mean": float(np.mean(counts)), "min": min(counts), "max": max(counts)},
         }
@@ -422,6 +431,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         scores = own_eval[config.method]
         final = {
             f"{on}_accuracy": accuracy(scores, eval_labels),
+            f"{on}_correct": correct_bits(scores, eval_labels),
             f"{on}_predicted_share": np.bincount(scores.argmax(1), minlength=n_answers).tolist(),
         }
     if on == "test" and split.dev and config.method in (*PROMPTED, "zero-shot"):
@@ -448,6 +458,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         f"start_{on}_accuracy": (start_fields or final)[f"{on}_accuracy"],
         "majority_rate": max(Counter(eval_labels.tolist()).values()) / len(eval_labels),
         "baselines": {name: accuracy(scores, eval_labels) for name, scores in own_eval.items()},
+        "baselines_correct": {name: correct_bits(scores, eval_labels) for name, scores in own_eval.items()},
         "kept": {"point": kept.name, "dev_accuracy": kept.dev_accuracy, "dev_loss": kept.dev_loss} if select else None,
         "selection": history,
         "selection_calls": selection_calls,

@@ -1,16 +1,24 @@
-"""How much can any soft prompt help here? White-box prompt tuning on the user task itself.
+"""The headroom map: per task, what a user can do without CBP, and how far a prompt trained with full access goes.
 
-    python -m simulations.headroom --tasks arc-easy piqa --steps 150 --lrs 1e-3 1e-2
+    python -m simulations.headroom --backbone smollm2-135m                    # the baselines, every task
+    python -m simulations.headroom --tasks sst2 boolq --ceilings generator    # + the white-box ceiling
 
-A black-box search can only find prompts that gradient descent with full access could also find. So
-before asking whether CBP beats zero-shot on a task, this measures the ceiling: the generator (started at
-BBT's instruction prompt, as SDT starts it) trained by back-propagation on the task's user-side rows
-(every row except the effectiveness table's test rows for ``--seed``), with z fixed at z0 (no noise: plain
-prompt tuning through the generator), then scored on those same test rows. Rows: zero-shot, the
-instruction prompt (the untrained start), and the tuned prompt per learning rate, each with its Wilson
-95% interval and the paired difference against zero-shot.
+A black-box search cannot beat what gradient descent with full access finds in the same space, and a user
+does not need a provider to beat a wrong answer prior. So for each (backbone, task), on the same test rows
+(``user_split(task, seed, shots, n_test)``, the rows ``cbp-fed customize`` tests on with those settings):
 
-Writes ``<out>/headroom.json``.
+- the baselines a user would pick instead of CBP, all through ``cbp-fed customize``: ``majority`` (of its
+  train rows), ``zero-shot``, ``calibrated`` (content-free inputs in the task's template, Zhao et al. 2021),
+  ``calibrated-fit`` (one offset per answer fitted on its train rows), ``icl`` (its train rows as
+  demonstrations, as many as fit ``--icl-max-tokens``), and ``instruction`` (the untrained generator's
+  prompt: BBT's instruction initialisation, where SDT starts);
+- with ``--ceilings generator``: the whole generator trained by back-propagation on the task's user-side
+  rows outside the test rows (z fixed at z0), one row per learning rate, with its training loss first and last.
+
+Each row has its Wilson 95% interval and ``vs_best_baseline``: the paired difference, row by row, against the
+best of majority, zero-shot, calibrated and calibrated-fit on the same rows. Each (backbone, task) is written
+as it finishes to ``<out>/parts/<backbone>/<task>.json`` (a task already there is skipped: the map is built
+in parts), and every part is merged into ``<out>/headroom.json``.
 """
 
 from __future__ import annotations
@@ -19,44 +27,65 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cbp_fed.backbone import FrozenLM
+from cbp_fed.customize import OWN, CustomizeConfig, customize
 from cbp_fed.domain_training import SDTConfig, _correct, train_generator
 from cbp_fed.prompts import PromptGenerator, instruction_embedding
-from cbp_fed.tasks import load_task, server_user_partition, user_split
+from cbp_fed.tasks import load_task, server_user_partition, task_names, user_split
 
 from .effectiveness import wilson
 
+BEST_OF = OWN
+"""The baselines the best baseline is chosen from (the ones a user needs no demonstrations or prompt for)."""
 
-def paired(a: torch.Tensor, b: torch.Tensor) -> dict:
-    """Mean of the per-row difference ``a - b`` (bool rows) with a 95% normal interval."""
-    diff = a.float() - b.float()
+
+def paired(a: str, b: str) -> dict:
+    """Mean of the per-row difference ``a - b`` of two 0/1 strings, with a 95% normal interval."""
+    diff = np.array([int(x) for x in a]) - np.array([int(y) for y in b])
     return {"mean": round(float(diff.mean()), 4), "ci95": round(1.96 * float(diff.std()) / len(diff) ** 0.5, 4)}
 
 
-def row(name: str, correct: torch.Tensor, zero: torch.Tensor) -> dict:
-    n, hits = len(correct), int(correct.sum())
+def row(method: str, correct: str, **extra) -> dict:
+    n, hits = len(correct), correct.count("1")
     return {
-        "prompt": name,
+        "method": method,
         "test_accuracy": hits / n,
         "n_test": n,
         "ci95": wilson(hits, n),
-        "vs_zero_shot": paired(correct, zero),
+        "correct": correct,
+        **extra,
     }
 
 
-def headroom(lm: FrozenLM, task_name: str, args) -> list[dict]:
+def baselines(lm: FrozenLM, task_name: str, args) -> list[dict]:
+    """The rows a user gets without CBP, all on the same test rows."""
+    common = dict(task=task_name, seed=args.seed, shots_per_class=args.shots, n_test=args.n_test, backbone=lm.name)
+    own = customize(CustomizeConfig(method="zero-shot", max_tokens=args.max_tokens, **common), lm, progress=False)
+    rows = [row(name, own["baselines_correct"][name]) for name in OWN]
+    icl = customize(CustomizeConfig(method="icl", max_tokens=args.icl_max_tokens, **common), lm, progress=False)
+    rows.append(row("icl", icl["test_correct"], demonstrations=icl["demonstrations"], max_tokens=args.icl_max_tokens))
+    task = load_task(task_name)
+    test = user_split(task, args.seed, args.shots, n_test=args.n_test).test
+    start = PromptGenerator(lm.d, args.r, args.m, args.t).to(lm.device)
+    start.start_at(instruction_embedding(lm, args.t))
+    rows.append(row("instruction", bits(_correct(lm, start, start.z0, task, test, args.max_tokens))))
+    return rows
+
+
+def bits(correct: torch.Tensor) -> str:
+    return "".join("1" if c else "0" for c in correct.tolist())
+
+
+def generator_ceilings(lm: FrozenLM, task_name: str, args) -> list[dict]:
+    """The whole generator trained on the task's user-side rows outside the test rows, one row per lr."""
     task = load_task(task_name)
     test = user_split(task, args.seed, args.shots, n_test=args.n_test).test
     held = {ex.uid for ex in test}
-    _, user_rows = server_user_partition(task)
-    pool = [(task, ex) for ex in user_rows if ex.uid not in held]
-    zero = _correct(lm, None, None, task, test, args.max_tokens)
-    start = PromptGenerator(lm.d, args.r, args.m, args.t).to(lm.device)
-    start.start_at(instruction_embedding(lm, args.t))
-    untrained = _correct(lm, start, start.z0, task, test, args.max_tokens)
-    rows = [row("zero-shot", zero, zero), row("instruction (untrained start)", untrained, zero)]
+    pool = [(task, ex) for ex in server_user_partition(task)[1] if ex.uid not in held]
+    rows = []
     for lr in args.lrs:
         config = SDTConfig(
             domain=task.domain,
@@ -65,54 +94,94 @@ def headroom(lm: FrozenLM, task_name: str, args) -> list[dict]:
             t=args.t,
             steps=args.steps,
             lr=lr,
-            eval_size=args.eval_size,
+            eval_size=0,
             max_tokens=args.max_tokens,
             z_noise=0.0,
             generalist_share=1.0,
             seed=args.seed,
         )
         gen, meta = train_generator(lm, config, progress=False, pool=pool)
-        tuned = row(f"tuned, lr {lr:g}", _correct(lm, gen, gen.z0, task, test, args.max_tokens), zero)
-        tuned.update(train_rows=meta["data"]["train_examples"], steps=args.steps, seconds=meta["training"]["seconds"])
         curve = meta["loss_curve"]
-        tuned["loss_first_last_20"] = [sum(curve[:20]) / len(curve[:20]), sum(curve[-20:]) / len(curve[-20:])]
-        rows.append(tuned)
-        print(json.dumps({"task": task_name, **tuned}), flush=True)
-    return [{"task": task_name, **r} for r in rows]
+        rows.append(
+            row(
+                "ceiling-generator",
+                bits(_correct(lm, gen, gen.z0, task, test, args.max_tokens)),
+                lr=lr,
+                steps=args.steps,
+                train_rows=meta["data"]["train_examples"],
+                seconds=meta["training"]["seconds"],
+                loss_first_last_20=[float(np.mean(curve[:20])), float(np.mean(curve[-20:]))],
+            )
+        )
+    return rows
+
+
+def with_comparisons(rows: list[dict], backbone: str, task_name: str) -> list[dict]:
+    """Each row keyed by backbone, task and domain, with its paired difference against the best baseline."""
+    best = max((r for r in rows if r["method"] in BEST_OF), key=lambda r: r["test_accuracy"])
+    domain = load_task(task_name).domain
+    return [
+        {
+            "backbone": backbone,
+            "task": task_name,
+            "domain": domain,
+            **r,
+            "vs_best_baseline": {"baseline": best["method"], **paired(r["correct"], best["correct"])},
+        }
+        for r in rows
+    ]
+
+
+def merge(out: Path) -> list[dict]:
+    """Every part under ``out/parts`` into ``out/headroom.json`` (sorted by backbone, task; rows in order)."""
+    rows = [r for part in sorted((out / "parts").glob("*/*.json")) for r in json.loads(part.read_text())]
+    (out / "headroom.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=["arc-easy", "piqa"])
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 1e-2])
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--eval-size", type=int, default=0, help="rows of the training pool SDT holds out for itself")
+    parser.add_argument("--tasks", nargs="+", default=["all"], help="registered task names, or all")
+    parser.add_argument("--ceilings", nargs="*", default=[], choices=["generator"], help="white-box ceilings to add")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 1e-2], help="ceiling learning rates")
+    parser.add_argument("--steps", type=int, default=150, help="ceiling training steps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shots", type=int, default=8, help="as in simulations.effectiveness (fixes the test rows)")
+    parser.add_argument("--shots", type=int, default=16, help="train (and dev) rows per answer: fixes the test rows")
     parser.add_argument("--n-test", type=int, default=300)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--icl-max-tokens", type=int, default=384, help="room for the in-context demonstrations")
     parser.add_argument("--r", type=int, default=500)
     parser.add_argument("--m", type=int, default=256)
     parser.add_argument("--t", type=int, default=10)
     parser.add_argument("--backbone", default="smollm2-135m")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--out", default="results/effectiveness/headroom")
+    parser.add_argument("--redo", action="store_true", help="recompute tasks whose part exists")
+    parser.add_argument("--out", default="results/headroom")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     lm = FrozenLM.load(args.backbone, args.dtype, "auto")
-    rows = [r for name in args.tasks for r in headroom(lm, name, args)]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "headroom.json").write_text(json.dumps(rows, indent=1) + "\n")
-    for r in rows:
-        lo, hi = r["ci95"]
-        d = r["vs_zero_shot"]
-        print(
-            f"{r['task']:10s} {r['prompt']:30s} {100 * r['test_accuracy']:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
-            f"  vs zero-shot {100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f}"
-        )
+    (out / "parts" / args.backbone).mkdir(parents=True, exist_ok=True)
+    for name in task_names() if args.tasks == ["all"] else args.tasks:
+        part = out / "parts" / args.backbone / f"{name}.json"
+        if part.exists() and not args.redo:
+            continue
+        rows = baselines(lm, name, args)
+        if "generator" in args.ceilings:
+            rows += generator_ceilings(lm, name, args)
+        rows = with_comparisons(rows, args.backbone, name)
+        part.write_text(json.dumps(rows, indent=1) + "\n")
+        for r in rows:
+            lo, hi = r["ci95"]
+            d = r["vs_best_baseline"]
+            print(
+                f"{name:28s} {r['method']:18s} {100 * r['test_accuracy']:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+                f"  vs {d['baseline']} {100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f}",
+                flush=True,
+            )
+    merge(out)
 
 
 if __name__ == "__main__":

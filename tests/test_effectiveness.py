@@ -99,39 +99,36 @@ def test_goal_checks_compare_seed_means_at_equal_calls_and_flag_a_run_below_its_
     ]
 
 
-def test_headroom_trains_on_user_rows_outside_the_test_rows(tmp_path):
-    """The white-box ceiling: zero-shot is its own reference, the tuned prompt trained on every user-side row
-    except the test rows it is scored on."""
+def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_rows(tmp_path):
+    """One row per method on the same test rows, each paired against the best own option there; the ceiling
+    trains on every user-side row except those test rows; a task already mapped is not recomputed."""
     from cbp_fed.tasks import load_task, server_user_partition
     from simulations.headroom import main as headroom
 
-    headroom(
-        [
-            "--backbone",
-            "tiny-random",
-            "--tasks",
-            "arc-easy",
-            "--steps",
-            "2",
-            "--lrs",
-            "1e-2",
-            "--n-test",
-            "40",
-            "--r",
-            "8",
-            "--m",
-            "4",
-            "--t",
-            "2",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    zero, start, tuned = json.loads((tmp_path / "headroom.json").read_text())
-    assert zero["prompt"] == "zero-shot" and zero["vs_zero_shot"] == {"mean": 0.0, "ci95": 0.0}
-    assert start["prompt"].startswith("instruction") and tuned["prompt"] == "tuned, lr 0.01"
-    assert tuned["n_test"] == 40 and tuned["steps"] == 2
-    user_rows = len(server_user_partition(load_task("arc-easy"))[1])
-    assert tuned["train_rows"] == user_rows - 40  # every user-side row but the test rows
-    paired = tuned["vs_zero_shot"]["mean"]
-    assert abs(paired - (tuned["test_accuracy"] - zero["test_accuracy"])) < 1e-3
+    args = ["--backbone", "tiny-random", "--tasks", "sst2", "--ceilings", "generator", "--steps", "2"]
+    args += ["--lrs", "1e-2", "--n-test", "24", "--shots", "2", "--icl-max-tokens", "96"]
+    args += ["--r", "8", "--m", "4", "--t", "2", "--out", str(tmp_path)]
+    headroom(args)
+    rows = json.loads((tmp_path / "headroom.json").read_text())
+    methods = [r["method"] for r in rows]
+    assert methods == [
+        "majority",
+        "zero-shot",
+        "calibrated",
+        "calibrated-fit",
+        "icl",
+        "instruction",
+        "ceiling-generator",
+    ]
+    assert {r["n_test"] for r in rows} == {24} and {r["domain"] for r in rows} == {"general"}
+    best = max(rows[:4], key=lambda r: r["test_accuracy"])
+    for r in rows:
+        assert r["vs_best_baseline"]["baseline"] == best["method"]
+        assert r["vs_best_baseline"]["mean"] == pytest.approx(r["test_accuracy"] - best["test_accuracy"], abs=1e-4)
+        assert r["correct"].count("1") == round(r["test_accuracy"] * 24)
+    ceiling = rows[-1]
+    assert ceiling["train_rows"] == len(server_user_partition(load_task("sst2"))[1]) - 24
+    part = tmp_path / "parts" / "tiny-random" / "sst2.json"
+    part.write_text(json.dumps(rows[:1]))  # a finished part is kept as it is, and merged
+    headroom(args)
+    assert json.loads((tmp_path / "headroom.json").read_text()) == rows[:1]
