@@ -244,7 +244,8 @@ def main() -> int:
     name = f"{settings.get('run-name', 'default')}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = ROOT / "results"
     settings.update({"results-dir": str(results), "run-name": name}, **parse_settings(args.set))
-    folder = Path(settings["resume-from"]) if settings.get("resume-from") else results / name
+    # where the run writes (--set may name another results-dir or run-name)
+    folder = Path(settings.get("resume-from") or Path(settings["results-dir"]) / settings["run-name"])
     users = max(args.users, settings.get("min-users", 0))
     try:
         settings = prepare(settings, users)
