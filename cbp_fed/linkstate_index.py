@@ -4,7 +4,8 @@ Flower's simulation engine hands messages to the ClientApp actors by asking the 
 for every node in turn, every 0.1 s, for that node's next undelivered message
 (``vce_api.add_messages_to_queue``). ``InMemoryLinkState.get_message_ins`` answers by walking every
 stored message, so one sweep over the nodes costs nodes x stored messages: about 10^6 checks per sweep
-at 1,000 users and 10^8 at 10,000, on the cores the provider and the users need (issue 17's profile).
+at 1,000 users and 10^8 at 10,000, on the cores the provider and the users need (the 1,000-user profile
+in docs/performance.md).
 
 ``install()`` keeps, beside the store, each node's message ids in the order they were stored, and
 answers ``get_message_ins`` from that node's ids only; a node with none is answered at once (a sweep

@@ -5,7 +5,7 @@
     python -m simulations.bench --only limit,blackbox    # sections: limit, blackbox, tried, options, federation
     python -m simulations.bench --only tried --compile   # also time torch.compile (minutes to compile)
     python -m simulations.bench --device cuda            # on a GPU (simulations/gpu_check.sh)
-    python -m simulations.bench --only scale --scale-users 10,100,1000,10000   # issue 17 (py-spy needed)
+    python -m simulations.bench --only scale --scale-users 10,100,1000,10000   # the scale section (py-spy needed)
 
 Writes ``results/bench/bench.json`` (a rerun section replaces its own entry, the others stay),
 ``bench.md`` (the README's tables, rebuilt from bench.json) and ``scaling.png`` (wall time per round vs

@@ -159,7 +159,7 @@ def md_federation(fed: dict) -> str:
 def md_scale(scale: dict) -> str:
     """The profile table (ms per user per round by component and process) and the users curve."""
     profiles = scale.get("profiles", [])
-    lines = ["## Ten thousand users: where a user's round goes (issue 17)\n"]
+    lines = ["## Ten thousand users: where a user's round goes\n"]
     if profiles:
         names = list(dict.fromkeys(name for p in profiles for name in p["components"]))
         lines += [
