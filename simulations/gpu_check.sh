@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The bench on an accelerator, for the README's GPU column: one command, under 8 minutes.
+# The bench on an accelerator, for a GPU column in docs/performance.md: one command, under 8 minutes.
 #
 #   simulations/gpu_check.sh                    # writes results/bench-gpu/bench.json and bench.md
 #   simulations/gpu_check.sh --compile          # any extra flags go to `python -m simulations.bench`

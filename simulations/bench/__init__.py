@@ -8,7 +8,7 @@
     python -m simulations.bench --only scale --scale-users 10,100,1000,10000   # the scale section (py-spy needed)
 
 Writes ``results/bench/bench.json`` (a rerun section replaces its own entry, the others stay),
-``bench.md`` (the README's tables, rebuilt from bench.json) and ``scaling.png`` (wall time per round vs
+``bench.md`` (the tables of docs/performance.md, rebuilt from bench.json) and ``scaling.png`` (wall time per round vs
 users). The federation runs' folders and logs go to ``results/bench/runs/``.
 
 How it measures. These machines are shared with other jobs, so every comparison is a ratio of two

@@ -32,7 +32,7 @@ def machine(args: argparse.Namespace) -> dict:
 
 
 def markdown(bench: dict) -> str:
-    """bench.md: the README's tables from bench.json (whichever sections it holds)."""
+    """bench.md: the tables of docs/performance.md from bench.json (whichever sections it holds)."""
     parts = [f"# Bench\n\nMachine: {json.dumps(bench.get('machine', {}))}\n"]
     for name, render in (("limit", md_limit), ("blackbox", md_blackbox), ("tried", md_tried), ("options", md_options)):
         if name in bench:
