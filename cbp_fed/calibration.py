@@ -90,11 +90,24 @@ def fit_offsets(scores: np.ndarray, labels: np.ndarray, l2: float = OFFSET_L2) -
     return minimize(loss_and_grad, np.zeros(c), jac=True, method="L-BFGS-B").x
 
 
-def majority_scores(train_labels: np.ndarray, n: int, c: int) -> np.ndarray:
-    """Scores ``(n, C)`` that answer the most frequent train label on every row (ties: the lower index)."""
-    scores = np.zeros((n, c))
-    scores[:, np.bincount(np.asarray(train_labels, dtype=int), minlength=c).argmax()] = 1.0
-    return scores
+def majority(train_labels: np.ndarray, c: int) -> int:
+    """The most frequent train label (ties: the lower index)."""
+    return int(np.bincount(np.asarray(train_labels, dtype=int), minlength=c).argmax())
+
+
+def own_options(
+    zero_shot: np.ndarray, offsets: np.ndarray, log_prior: np.ndarray | None, majority: int
+) -> dict[str, np.ndarray]:
+    """Scores ``(n, C)`` of each option a user has without the provider's generator, from its zero-shot
+    scores ``(n, C)``: ``majority`` (answer ``majority`` always), ``zero-shot``, ``calibrated`` (the
+    content-free ``log_prior``, ``(C,)`` or ``(n, C)``; left out when None) and ``calibrated-fit`` (its
+    fitted ``offsets (C,)``), in the order a tie prefers."""
+    n, c = zero_shot.shape
+    options = {"majority": np.eye(c)[np.full(n, majority)], "zero-shot": zero_shot}
+    if log_prior is not None:
+        options["calibrated"] = calibrated(zero_shot, log_prior)
+    options["calibrated-fit"] = zero_shot + offsets
+    return options
 
 
 # ------------------------------------------------------------------ the user's protected choice

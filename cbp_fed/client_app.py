@@ -23,14 +23,19 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from . import protocol as wire
+from .calibration import CONTENT_FREE, content_free, content_free_prior, fit_offsets, majority, own_options, protect
 from .config import RunConfig
 from .faults import inject, parse_faults
 from .privacy.defences import decoy_positions, gaussian_release, noisy_fitness
 from .search import CMASearch, SearchConfig, best_on_dev, dev_accuracy_and_loss
 from .tasks import user_data
+from .tasks.core import Example
 from .tasks.partition import PartitionConfig
 
 app = ClientApp()
+
+KEPT_ACROSS_ROUNDS = ("own", "own-config", "final", "plain-test")
+"""The records of a protecting user's own options and choice (``protect``): on its disk beside its optimiser."""
 
 
 class User:
@@ -51,9 +56,12 @@ class User:
             self.config.n_test,
             self.config.seed,
             class_balanced=self.config.class_balanced,
+            dev_shots_per_class=self.config.dev_shots_per_class,
         )
         self.labels = np.array([ex.label for ex in self.split.train])
         self.selects = self.config.select_on_dev and self.config.method != "fedbpt" and bool(self.split.dev)
+        # under selection-noise the choice is the label mechanism's; a clean dev comparison would bypass it
+        self.protects = self.selects and self.config.protect and not self.config.selection_noise
         self.sigma_sq = 0.0  # sigma^2 summed over the populations asked this round (kept with the optimiser)
         self.real_candidates: list[int] = []  # wire positions of the real candidates of the population out
 
@@ -122,7 +130,9 @@ class User:
         folder = self.state_dir(run_key)
         folder.mkdir(parents=True, exist_ok=True)
         search = self.context.state.config_records["search"]
-        blob = pickle.dumps({"search": bytes(search["blob"]), "z": self.z, "secret": self.private_seed()[0]})
+        saved = {"search": bytes(search["blob"]), "z": self.z, "secret": self.private_seed()[0]}
+        saved["kept"] = {k: self.context.state[k] for k in KEPT_ACROSS_ROUNDS if k in self.context.state}
+        blob = pickle.dumps(saved)
         tmp = folder / f"round-{round}.tmp"
         tmp.write_bytes(blob)
         tmp.replace(folder / f"round-{round}.bin")
@@ -141,6 +151,8 @@ class User:
         self.context.state["secret"] = ConfigRecord({"secret": saved["secret"]})
         if saved["z"] is not None:
             self.context.state["z"] = wire.arrays(z=saved["z"])
+        for key, record in saved.get("kept", {}).items():
+            self.context.state[key] = record
 
     def saved_search(self, round: int, pending: bool = True) -> tuple[CMASearch, list[int], str]:
         """The optimiser mid-round, refusing a step that belongs to no round this user began, and scores
@@ -174,9 +186,10 @@ class User:
     def text_layout(self, round: int) -> tuple[list, np.ndarray, np.ndarray]:
         """The round's texts as sent: the training rows with ``decoy-texts`` of this user's dev rows per
         training row mixed in at seeded positions (none: the training rows in order), then, when it
-        selects on dev, the dev rows not already sent. Returns (rows in wire order, ``source (n_wire,)``:
-        the training index of each, -1 for a decoy, -2 for a dev row sent only for the selection,
-        ``real (n_train,)``: the wire position of each training row)."""
+        selects on dev, the dev rows not already sent, then, when it protects itself and its task has label
+        words, content-free versions of its template (``content_free_rows``). Returns (rows in wire order,
+        ``source (n_wire,)``: the training index of each, -1 for a decoy, -2 for a dev row sent only for
+        the selection, -3 for a content-free row, ``real (n_train,)``: the wire position of each training row)."""
         train, dev = self.split.train, self.split.dev
         n_decoy = min(int(np.floor(self.config.decoy_texts * len(train) + 0.5)), len(dev))
         order, real = decoy_positions(len(train), n_decoy, self.private_seed(round, 1))
@@ -185,7 +198,40 @@ class User:
         if self.selects:
             rows += dev[n_decoy:]
             source = np.concatenate([source, np.full(len(dev) - n_decoy, -2)])
-        return rows, source, real
+        blank = self.content_free_rows()
+        return rows + blank, np.concatenate([source, np.full(len(blank), -3)]), real
+
+    def content_free_rows(self) -> list[Example]:
+        """The user's first training row with its content replaced by each ``CONTENT_FREE`` filler: its
+        template's prior over the answers (label-word tasks; an option-scored row has its own prior, so none)."""
+        if not self.protects or self.task.scoring == "options":
+            return []
+        first = self.split.train[0]
+        return [Example(*content_free(first.passage, first.query, f), -1, f"content-free/{f}") for f in CONTENT_FREE]
+
+    def plain_positions(self, source: np.ndarray, real: np.ndarray, rows: list) -> list[int]:
+        """Wire positions of the texts whose no-prompt scores the user's own options need, in the order
+        ``own_record`` reads them: its training rows, its dev rows, its content-free rows."""
+        return [*real.tolist(), *self.dev_positions(rows), *np.flatnonzero(source == -3).tolist()]
+
+    def own_record(self, plain: np.ndarray) -> None:
+        """From the no-prompt scores ``(p, C)`` of ``plain_positions``, what the user's own options need,
+        kept in its state: the offsets fitted on its train rows, its template's content-free prior, its
+        majority answer and its dev rows' zero-shot scores."""
+        n_train, n_dev, c = len(self.split.train), len(self.split.dev), len(self.task.label_words)
+        train, dev, blank = plain[:n_train], plain[n_train : n_train + n_dev], plain[n_train + n_dev :]
+        prior = content_free_prior(blank[:, None]) if len(blank) else np.zeros((0, c))
+        self.context.state["own"] = wire.arrays(
+            offsets=fit_offsets(train, self.labels), prior=prior.reshape(-1, c), dev=dev
+        )
+        self.context.state["own-config"] = ConfigRecord({"majority": majority(self.labels, c)})
+
+    def own_options(self, zero_shot: np.ndarray) -> dict[str, np.ndarray]:
+        """The user's own options' scores (``calibration.own_options``) from zero-shot scores ``(n, C)``."""
+        own = self.context.state.array_records["own"]
+        prior = own["prior"].numpy()
+        label = int(self.context.state.config_records["own-config"]["majority"])
+        return own_options(zero_shot, own["offsets"].numpy(), prior if len(prior) else None, label)
 
     def dev_positions(self, rows: list) -> list[int]:
         """Wire positions of the dev rows (in dev order) in the round's texts ``rows``."""
@@ -312,10 +358,19 @@ def select(msg: Message, context: Context) -> Message:
     search, losses, run_key = _tell(msg, user, round)
     kept = user.z if user.z is not None else context.state.array_records["anchor"]["z"].numpy()
     points = np.stack([kept, search.mean, search.best])
-    batch = user.dev_positions(user.text_layout(round)[0])
-    context.state["select"] = wire.arrays(points=points, train_loss=np.array([losses.mean()]))
+    rows, source, real = user.text_layout(round)
+    batch = user.dev_positions(rows)
+    asks = (
+        user.plain_positions(source, real, rows) if user.protects and "own" not in context.state.array_records else []
+    )
+    context.state["select"] = wire.arrays(
+        points=points, train_loss=np.array([losses.mean()]), asks=np.array([len(asks)])
+    )
     user.save(search, batch, round, run_key)
-    return Message(wire.population(points, batch), reply_to=msg)
+    reply = wire.population(points, batch)
+    if asks:  # the no-prompt scores its own options need, once
+        reply["plain"] = wire.plain(asks)
+    return Message(reply, reply_to=msg)
 
 
 def _choose(msg: Message, user: User, round: int) -> tuple[np.ndarray, dict[str, float]]:
@@ -337,7 +392,23 @@ def _choose(msg: Message, user: User, round: int) -> tuple[np.ndarray, dict[str,
     accuracy, loss = dev_accuracy_and_loss(scores, labels)
     kept = best_on_dev(accuracy, loss)
     metrics = {"kept": kept, "dev-accuracy": float(accuracy[kept]), "dev-accuracy-before": float(accuracy[0])}
+    if user.protects:
+        _protect(msg, user, scores[kept], int(record["asks"].numpy()[0]))
     return points[kept], {**train_loss, **metrics}
+
+
+def _protect(msg: Message, user: User, kept_dev: np.ndarray, asked: int) -> None:
+    """The user's protected choice (``calibration.protect``) between its own options and the point it kept
+    (``kept_dev``: its dev scores ``(n_dev, C)``), kept in its state for its evaluations; the no-prompt
+    scores of the ``asked`` texts it asked for at train.select become its own options' record first."""
+    if asked:
+        shape = (1, asked, len(user.task.label_words))
+        user.own_record(wire.read_shaped(msg.content, "scores", "plain", shape)[0])
+    labels = np.array([ex.label for ex in user.split.dev])
+    own = user.own_options(user.context.state.array_records["own"]["dev"].numpy())
+    dev = {name: scores.argmax(1) == labels for name, scores in own.items()}
+    choice = protect({**dev, "prompt": kept_dev.argmax(1) == labels}, {"prompt"}, user.config.protect_alpha)
+    user.context.state["final"] = ConfigRecord({"option": choice.kept})
 
 
 def _local_search(search: CMASearch, losses: np.ndarray, sigma_sq: float) -> dict[str, float]:
@@ -403,15 +474,27 @@ def evaluate_query(msg: Message, context: Context) -> Message:
     user.inject_faults(msg, round)
     z = user.z if user.z is not None else z_start
     content = RecordDict({"query": wire.arrays(z=z[None]), "texts": user.texts(user.split.test)})
+    if "final" in context.state.config_records and "plain-test" not in context.state.array_records:
+        content["plain"] = wire.plain(list(range(len(user.split.test))))
     return Message(content, reply_to=msg)
 
 
 @app.evaluate("score")
 def evaluate_score(msg: Message, context: Context) -> Message:
-    """Accuracy of the scores against the private test labels; only the number goes back."""
+    """Accuracy of the scores against the private test labels; only the numbers go back: the accuracy of
+    the user's z and, once it has made its protected choice, that of the option it ends on."""
     user = User(context)
     labels = np.array([ex.label for ex in user.split.test])
-    scores = wire.read_shaped(msg.content, "scores", "scores", (1, len(labels), len(user.task.label_words)))[0]
+    shape = (1, len(labels), len(user.task.label_words))
+    scores = wire.read_shaped(msg.content, "scores", "scores", shape)[0]
     accuracy = float((scores.argmax(1) == labels).mean())
-    metrics = MetricRecord({"accuracy": accuracy, "examples": len(labels), "partition-id": user.partition_id})
-    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+    metrics = {"accuracy": accuracy, "examples": len(labels), "partition-id": user.partition_id}
+    final = context.state.config_records.get("final")
+    if final is not None:
+        if "plain-test" not in context.state.array_records:
+            context.state["plain-test"] = wire.arrays(scores=wire.read_shaped(msg.content, "scores", "plain", shape)[0])
+        own = user.own_options(context.state.array_records["plain-test"]["scores"].numpy())
+        option = str(final["option"])
+        ends = own[option] if option in own else scores
+        metrics.update({"final-accuracy": float((ends.argmax(1) == labels).mean()), "final-own": float(option in own)})
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

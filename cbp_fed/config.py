@@ -47,8 +47,11 @@ class RunConfig:
     loss: str = "ce"
     batch_size: int = 8
     shots_per_class: int = 4
+    dev_shots_per_class: int = 0
     class_balanced: bool = False
     select_on_dev: bool = True
+    protect: bool = True
+    protect_alpha: float = 0.05
     n_test: int = 48
     max_tokens: int = 128
     eval_every: int = 1
@@ -85,9 +88,10 @@ class RunConfig:
         need(bool(self.task_list), "tasks", "name at least one task (comma-separated)")
         for key in ("r", "m", "t", "num_rounds", "steps_per_round", "shots_per_class", "max_tokens", "eval_every"):
             need(getattr(self, key) >= 1, key, "must be >= 1")
-        for key in ("users_per_round", "min_users", "batch_size", "n_test", "sdt_steps", "seed"):
+        for key in ("users_per_round", "min_users", "batch_size", "n_test", "sdt_steps", "seed", "dev_shots_per_class"):
             need(getattr(self, key) >= 0, key, "must be >= 0")
         need(self.popsize >= 2, "popsize", "must be >= 2")
+        need(0 < self.protect_alpha < 1, "protect_alpha", "must be in (0, 1): the level of the dev sign test")
         need(self.sigma0 > 0, "sigma0", "must be > 0")
         need(self.dirichlet_alpha > 0, "dirichlet_alpha", "must be > 0")
         need(self.round_timeout > 0, "round_timeout", "must be > 0")

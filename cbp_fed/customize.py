@@ -46,7 +46,8 @@ from .calibration import (
     content_free,
     content_free_prior,
     fit_offsets,
-    majority_scores,
+    majority,
+    own_options,
     protect,
 )
 from .calibration import calibrated as divide_prior
@@ -299,15 +300,10 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
     nothing = np.zeros((1, 0), np.float32)
     own_offsets = fit_offsets(scores_of(nothing, split.train, through=plain)[0], train_labels)
 
-    def own_options(rows) -> dict[str, np.ndarray]:
+    def own(rows) -> dict[str, np.ndarray]:
         """Scores ``(n, C)`` on ``rows`` of each option the user has without the provider's generator (``OWN``)."""
         zero = scores_of(nothing, rows, through=plain)[0]
-        return {
-            "majority": majority_scores(train_labels, len(rows), n_answers),
-            "zero-shot": zero,
-            "calibrated": divide_prior(zero, log_prior(nothing[0], rows, plain)),
-            "calibrated-fit": zero + own_offsets,
-        }
+        return own_options(zero, own_offsets, log_prior(nothing[0], rows, plain), majority(train_labels, n_answers))
 
     def evaluate(z_final: np.ndarray) -> tuple[dict, np.ndarray]:
         """The summary fields of prompt ``z_final`` on the evaluated rows, and its scores there ``(n, C)``."""
@@ -319,8 +315,8 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
             f"{on}_predicted_share": np.bincount(scores.argmax(1), minlength=n_answers).tolist(),
         }, scores
 
-    own_eval = own_options(eval_rows)
-    own_dev = own_options(split.dev) if split.dev and config.method in PROMPTED else {}
+    own_eval = own(eval_rows)
+    own_dev = own(split.dev) if split.dev and config.method in PROMPTED else {}
 
     def protected(z: np.ndarray, z_eval: np.ndarray, start_scores: tuple | None = None) -> dict:
         """The user's protected choice (``calibration.protect``) on its dev rows between its own options, the

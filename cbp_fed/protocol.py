@@ -12,6 +12,13 @@ One round, by message type (down = provider -> user, up = user -> provider):
     evaluate.query  down: z_start (r,)                            up: test texts + label words, the user's z (1, r)
     evaluate.score  down: scores (1, n, C)                        up: accuracy (labels never leave the user)
 
+A user that protects itself (``protect``, see ``calibration.protect``) also asks, once, for the scores
+of its own texts without any prompt: at train.select a ``plain`` record names the texts (its train and
+dev rows and content-free versions of its template), and train.finish carries their scores (1, p, C)
+as ``scores/plain`` beside the points' scores; at evaluate.query the same for its test texts, answered
+in evaluate.score. Its choice stays with it; evaluate.score reports ``final-accuracy`` (the option it
+ends on) and ``final-own`` (1 when that option needs no prompt) beside ``accuracy`` (its z).
+
 FedBPT adds one float each way: the global sigma in train.begin's round record, and in train.finish
 the user's local loss and local sigma beside its local mean (sent as z).
 No optimiser state ever travels: it lives in the user's ``context.state``. Readers validate what
@@ -132,9 +139,25 @@ def population(z: np.ndarray, batch: list[int]) -> RecordDict:
     return RecordDict({"query": arrays(z=z), "batch": ConfigRecord({"indices": [int(i) for i in batch]})})
 
 
-def scores(values: np.ndarray) -> RecordDict:
-    """Down, train.step / train.finish / evaluate.score: label-word scores (k, n, C)."""
-    return RecordDict({"scores": arrays(scores=values)})
+def scores(values: np.ndarray, plain: np.ndarray | None = None) -> RecordDict:
+    """Down, train.step / train.finish / evaluate.score: label-word scores (k, n, C), and the scores
+    (1, p, C) of the texts the user asked to have scored without a prompt, if it asked."""
+    return RecordDict({"scores": arrays(scores=values) if plain is None else arrays(scores=values, plain=plain)})
+
+
+def plain(indices: list[int]) -> ConfigRecord:
+    """Up, train.select / evaluate.query: the texts (positions in the round's texts) to score without a prompt."""
+    return ConfigRecord({"indices": [int(i) for i in indices]})
+
+
+def read_plain(content: RecordDict, n_texts: int) -> list[int] | None:
+    """The ``plain`` record of a reply (None when absent): distinct indices in [0, n_texts)."""
+    if "plain" not in content.config_records:
+        return None
+    indices = read_config(content, "plain", "indices", int, many=True)
+    if not indices or min(indices) < 0 or max(indices) >= n_texts or len(set(indices)) != len(indices):
+        raise ProtocolError(f"plain/indices must be a non-empty list of distinct indices in [0, {n_texts})")
+    return indices
 
 
 def result(z: np.ndarray, metrics: dict[str, float]) -> RecordDict:
@@ -222,6 +245,21 @@ def read_local_search(content: RecordDict) -> dict[str, float]:
     if metrics["local-sigma"] <= 0:
         raise ProtocolError(f"metric metrics/local-sigma must be > 0, got {metrics['local-sigma']}")
     return metrics
+
+
+FINAL_METRICS = ("final-accuracy", "final-own")
+
+
+def read_final(content: RecordDict) -> dict[str, float]:
+    """An evaluate.score reply's protected choice, if it reports one: ``final-accuracy`` in [0, 1] and
+    ``final-own`` (0 or 1); ``{}`` when it reports neither."""
+    sent = content.metric_records.get("metrics", {})
+    if not any(key in sent for key in FINAL_METRICS):
+        return {}
+    final = {key: read_metric(content, "metrics", key) for key in FINAL_METRICS}
+    if not 0 <= final["final-accuracy"] <= 1 or final["final-own"] not in (0, 1):
+        raise ProtocolError(f"metrics final-accuracy must be in [0, 1] and final-own 0 or 1, got {final}")
+    return final
 
 
 def read_accuracy(content: RecordDict) -> float:

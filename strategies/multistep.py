@@ -49,6 +49,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from cbp_fed import protocol as wire
 from cbp_fed.config import RunConfig
+from cbp_fed.prompts import NoPrompt
 from cbp_fed.service import BlackBox, Query, QueryError
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,13 @@ class Texts:
 @dataclass(frozen=True)
 class Waiting:
     """A user between hops: its round's texts, its latest query and ``minimum_up_bytes``, what it had to
-    send so far this round (texts once, then every query's points and batch indices)."""
+    send so far this round (texts once, then every query's points and batch indices); ``plain``: the texts
+    it asked to have scored without a prompt too (its own options, ``protect``), if it asked."""
 
     texts: Texts
     query: Query
     minimum_up_bytes: int
+    plain: Query | None = None
 
 
 @dataclass
@@ -162,10 +165,11 @@ def weighted_means(metrics: list[dict[str, float]], keys: Sequence[str]) -> dict
 
 def read_evaluation(content: RecordDict) -> tuple[float, int]:
     """An evaluate.score reply: its accuracy in [0, 1] and the test texts it was taken on (an integer >= 1:
-    the accuracy's weight)."""
+    the accuracy's weight); its protected choice's metrics, when it reports them, are checked too."""
     accuracy, examples = wire.read_accuracy(content), wire.read_metric(content, "metrics", WEIGHT)
     if examples < 1 or examples != int(examples):
         raise wire.ProtocolError(f"metric metrics/{WEIGHT} must be an integer >= 1, got {examples}")
+    wire.read_final(content)  # a malformed protected choice drops the reply here, not the round's aggregation
     return accuracy, int(examples)
 
 
@@ -215,6 +219,7 @@ class MultiStepStrategy(Strategy):
         self.partition_of: dict[int, int] = {}  # node id -> partition id (as users declare it)
         self.rounds_done = 0
         self.transcript = None  # a cbp_fed.privacy.TranscriptWriter when the run records what the provider sees
+        self.plain_blackbox: BlackBox | None = None  # the backbone without a prompt, built when a user asks
 
     @classmethod
     def options(cls, config: RunConfig) -> dict:
@@ -318,16 +323,24 @@ class MultiStepStrategy(Strategy):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """The users' test accuracy weighted by their test texts (``examples``: all users' texts pooled),
-        its spread over users (``accuracy-std``, unweighted), ``users`` and ``examples`` in all."""
+        its spread over users (``accuracy-std``, unweighted), ``users`` and ``examples`` in all; for the
+        users that report a protected choice, the accuracy of the option they end on (``final-accuracy``,
+        weighted alike), the share of them that end on an option of their own (``final-own-share``) and
+        their count (``final-users``)."""
+        replies = list(replies)
         evaluations = [read_evaluation(r.content) for r in replies]
         if not evaluations:
             return MetricRecord({"users": 0})
         accuracy = weighted_means([{"accuracy": a, WEIGHT: n} for a, n in evaluations], ["accuracy"])["accuracy"]
         spread = float(np.std([a for a, _ in evaluations]))
         examples = sum(n for _, n in evaluations)
-        return MetricRecord(
-            {"accuracy": accuracy, "accuracy-std": spread, "users": len(evaluations), "examples": examples}
-        )
+        metrics = {"accuracy": accuracy, "accuracy-std": spread, "users": len(evaluations), "examples": examples}
+        finals = [{**f, WEIGHT: n} for r, (_, n) in zip(replies, evaluations) if (f := wire.read_final(r.content))]
+        if finals:
+            metrics.update(weighted_means(finals, ["final-accuracy"]))
+            metrics["final-own-share"] = float(np.mean([f["final-own"] for f in finals]))
+            metrics["final-users"] = len(finals)
+        return MetricRecord(metrics)
 
     # ------------------------------------------------------------------ the round loop
     def start(
@@ -363,6 +376,7 @@ class MultiStepStrategy(Strategy):
         for server_round in range(self.rounds_done + 1, num_rounds + 1):
             started = time.time()
             meter_before = (self.blackbox.meter.calls, self.blackbox.meter.tokens, self.blackbox.meter.seconds)
+            own_before = self.plain_blackbox.meter.calls if self.plain_blackbox is not None else 0
             round_log = RoundLog(server_round)
             if self.transcript:
                 self.transcript.begin_round(server_round, self.start_vector())
@@ -398,9 +412,17 @@ class MultiStepStrategy(Strategy):
                     users_evaluated=evaluation["users"],
                     test_examples=evaluation.get("examples", 0),
                 )
+                if "final-users" in evaluation:
+                    record.update(
+                        final_test_accuracy=evaluation["final-accuracy"],
+                        final_own_share=evaluation["final-own-share"],
+                        final_users=int(evaluation["final-users"]),
+                    )
             self.rounds_done = server_round
             self._end_transcript_round(grid, server_round)
             meter = self.blackbox.meter
+            if self.plain_blackbox is not None:  # the users' own options, scored without a prompt
+                record["own_calls"] = self.plain_blackbox.meter.calls - own_before
             record.update(
                 calls=meter.calls - meter_before[0],
                 tokens=meter.tokens - meter_before[1],
@@ -435,8 +457,10 @@ class MultiStepStrategy(Strategy):
         waiting = self._read_all(replies, round_log, wire.BEGIN, self._first_query)
         finished, minimum_up = [], {}
         for kind in self.hops():
+            plain = self._score_plain(waiting)
             messages = [
-                self._message(wire.scores(s), node, kind, server_round) for node, s in self._score(waiting).items()
+                self._message(wire.scores(s, plain.get(node)), node, kind, server_round)
+                for node, s in self._score(waiting).items()
             ]
             replies = self._replies(grid, messages, timeout, round_log, kind)
             minimum_up = {node: w.minimum_up_bytes for node, w in waiting.items()}
@@ -459,8 +483,9 @@ class MultiStepStrategy(Strategy):
         queries = list(self.configure_evaluate(server_round, arrays, ConfigRecord(), grid))
         replies = self._replies(grid, queries, timeout, round_log, wire.EVAL_QUERY)
         waiting = self._read_all(replies, round_log, wire.EVAL_QUERY, self._evaluation_query)
+        plain = self._score_plain(waiting)
         messages = [
-            self._message(wire.scores(s), node, wire.EVAL_SCORE, server_round)
+            self._message(wire.scores(s, plain.get(node)), node, wire.EVAL_SCORE, server_round)
             for node, s in self._score(waiting).items()
         ]
         replies = self._replies(grid, messages, timeout, round_log, wire.EVAL_SCORE)
@@ -541,7 +566,8 @@ class MultiStepStrategy(Strategy):
         self._claim(reply.metadata.src_node_id, before.texts.partition_id)
         query = before.texts.query(z, batch)
         self._record("select" if stage == wire.SELECT else "train", before.texts, query, batch, texts_sent=False)
-        return Waiting(before.texts, query, before.minimum_up_bytes + z.nbytes + 4 * len(batch))
+        plain = self._plain_query(reply, before.texts) if stage == wire.SELECT else None
+        return Waiting(before.texts, query, before.minimum_up_bytes + z.nbytes + 4 * len(batch), plain)
 
     def _evaluation_query(self, reply: Message) -> Waiting:
         """An evaluate.query reply: the user's z ``(1, r)`` on all its test texts (no batch)."""
@@ -551,7 +577,12 @@ class MultiStepStrategy(Strategy):
         batch = list(range(len(texts)))
         query = texts.query(z, batch)
         self._record("evaluate", texts, query, batch, texts_sent=True)
-        return Waiting(texts, query, texts.payload_bytes() + z.nbytes)
+        return Waiting(texts, query, texts.payload_bytes() + z.nbytes, self._plain_query(reply, texts))
+
+    def _plain_query(self, reply: Message, texts: Texts) -> Query | None:
+        """The no-prompt query of the texts a reply's ``plain`` record names (None without one)."""
+        indices = wire.read_plain(reply.content, len(texts))
+        return None if indices is None else texts.query(np.zeros((1, self.z_start.size), np.float32), indices)
 
     def _points(self, reply: Message, k: int) -> np.ndarray:
         """The ``(k, r)`` points of a reply's query."""
@@ -602,3 +633,16 @@ class MultiStepStrategy(Strategy):
             for n, s in zip(nodes, scores):
                 self.transcript.scores(waiting[n].texts.partition_id, s)
         return dict(zip(nodes, scores))
+
+    def _score_plain(self, waiting: dict[int, Waiting]) -> dict[int, np.ndarray]:
+        """The texts users asked to have scored without a prompt (``Waiting.plain``), in one batched call
+        through the backbone with no prompt source (``plain_blackbox``, counted apart from the method's)."""
+        nodes = [n for n in sorted(waiting) if waiting[n].plain is not None]
+        if not nodes:
+            return {}
+        if self.plain_blackbox is None:
+            box = self.blackbox
+            self.plain_blackbox = BlackBox(
+                box.lm, NoPrompt(box.lm.d, self.z_start.size), box.max_tokens, box.token_budget
+            )
+        return dict(zip(nodes, self.plain_blackbox.score([waiting[n].plain for n in nodes])))

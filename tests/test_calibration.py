@@ -10,7 +10,8 @@ from cbp_fed.calibration import (
     content_free,
     content_free_prior,
     fit_offsets,
-    majority_scores,
+    majority,
+    own_options,
     protect,
     sign_test,
 )
@@ -65,8 +66,16 @@ def test_offsets_stay_finite_when_an_answer_is_absent_from_train():
     assert np.isfinite(offsets).all() and offsets.argmax() == 0
 
 
-def test_majority_answers_the_most_frequent_train_label():
-    assert (majority_scores(np.array([1, 1, 0, 2, 1]), 4, 3).argmax(1) == 1).all()
+def test_own_options_answer_from_the_zero_shot_scores_alone():
+    zero = np.array([[0.0, 2.0, 0.0], [2.0, 0.0, 0.0]])
+    label = majority(np.array([2, 2, 0, 1, 2]), 3)
+    options = own_options(zero, np.array([0.0, -3.0, 0.0]), np.log([0.2, 0.6, 0.2]), label)
+    assert list(options) == ["majority", "zero-shot", "calibrated", "calibrated-fit"]
+    assert label == 2 and (options["majority"].argmax(1) == 2).all()
+    assert options["zero-shot"].argmax(1).tolist() == [1, 0]
+    assert options["calibrated"].argmax(1).tolist() == [1, 0]  # 0.79 / 0.6 still beats 0.11 / 0.2
+    assert options["calibrated-fit"].argmax(1).tolist() == [0, 0]  # the offset moves row 0 off answer 1
+    assert "calibrated" not in own_options(zero, np.zeros(3), None, label)
 
 
 def test_sign_test_is_the_exact_binomial_tail():

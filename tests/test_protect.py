@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flwr.app import Message
 
 import cbp_fed.customize as customize_module
 from cbp_fed.customize import OWN, CustomizeConfig, customize
@@ -93,3 +94,85 @@ def test_in_context_learning_puts_as_many_train_rows_in_front_as_fit(tiny):
         assert row.passage.startswith(first.passage + first.query + task.label_words[first.label] + "\n\n")
     _, none_fit = customize_module.with_demonstrations(rows, demos, task, tiny, max_tokens=20)
     assert none_fit == [0] * len(rows)
+
+
+# ----------------------------------------------------------------------------- the federated user
+def _federated_user(right: bool):
+    """One user through train.begin -> select -> finish -> evaluate, with planted scores: the prompt answers
+    every dev and test text right or wrong, no prompt answers every one wrong or right."""
+    from cbp_fed import protocol as wire
+    from cbp_fed.client_app import User
+    from cbp_fed.config import RunConfig
+
+    from .loopback import LoopbackGrid
+
+    run = RunConfig(backbone="tiny-random", tasks="sst2", r=8, popsize=4, steps_per_round=1, n_test=10)
+    run = {**run.to_run_config(), "shots-per-class": 3, "dev-shots-per-class": 8}
+    grid = LoopbackGrid(1, run)
+
+    def send(kind, content):
+        msg = Message(content, dst_node_id=1000, message_type=kind, group_id="1")
+        reply = grid.send_and_receive([msg])[0]
+        assert not reply.has_error(), reply.error
+        return reply
+
+    def planted(labels, good):
+        scores = np.zeros((len(labels), 2), np.float32)
+        scores[np.arange(len(labels)), labels if good else 1 - labels] = 1.0
+        return scores
+
+    reply = send(wire.BEGIN, wire.start(1, np.zeros(8), "run"))
+    n_texts = len(wire.read_texts(reply.content)["queries"])
+    reply = send(wire.SELECT, wire.scores(np.zeros((4, 6, 2))))
+    user = User(grid.contexts[1000])
+    dev, test = (np.array([ex.label for ex in rows]) for rows in (user.split.dev, user.split.test))
+    asked = wire.read_plain(reply.content, n_texts)
+    assert len(asked) == 6 + 16 + 3  # train, dev, content-free: once
+    plain = np.zeros((1, len(asked), 2), np.float32)
+    plain[0, 6 : 6 + 16] = planted(dev, not right)
+    points = np.stack([planted(dev, right)] * wire.SELECT_POINTS)
+    send(wire.FINISH, wire.scores(points, plain=plain))
+    reply = send(wire.EVAL_QUERY, wire.start(1, np.zeros(8), "run"))
+    assert wire.read_plain(reply.content, len(test)) == list(range(len(test)))
+    reply = send(wire.EVAL_SCORE, wire.scores(planted(test, right)[None], plain=planted(test, not right)[None]))
+    return reply.content.metric_records["metrics"], grid
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_a_federated_user_reports_the_option_it_ends_on_beside_its_z(task_identity, right):
+    from cbp_fed import protocol as wire
+
+    metrics, grid = _federated_user(right)
+    assert metrics["accuracy"] == (1.0 if right else 0.0)  # its z, as the search left it
+    assert metrics["final-own"] == (0.0 if right else 1.0)  # 16 dev rows: a clean sweep moves it
+    assert metrics["final-accuracy"] == 1.0  # either way it ends on the option that is right
+    reply = grid.send_and_receive(
+        [Message(wire.start(2, np.zeros(8), "run"), dst_node_id=1000, message_type=wire.EVAL_QUERY, group_id="2")]
+    )[0]
+    assert "plain" not in reply.content.config_records  # the no-prompt test scores are asked once
+
+
+def test_the_provider_pools_final_accuracies_of_the_users_that_report_one(task_identity):
+    from flwr.app import MetricRecord, RecordDict
+
+    from cbp_fed import protocol as wire
+    from strategies import CBPStrategy
+    from strategies.multistep import read_evaluation
+
+    def score(accuracy: float, examples: int, **final) -> Message:
+        metrics = MetricRecord({"accuracy": accuracy, "examples": examples, **final})
+        request = Message(RecordDict(), dst_node_id=1, message_type=wire.EVAL_SCORE, group_id="1")
+        return Message(RecordDict({"metrics": metrics}), reply_to=request)
+
+    strategy = CBPStrategy(None, np.zeros(4, np.float32), domain="general")
+    replies = [
+        score(0.5, 10, **{"final-accuracy": 0.9, "final-own": 1.0}),
+        score(0.8, 30, **{"final-accuracy": 0.8, "final-own": 0.0}),
+        score(0.6, 20),  # a user with no choice yet (FedBPT, or before its first round)
+    ]
+    evaluation = strategy.aggregate_evaluate(1, replies)
+    assert evaluation["accuracy"] == pytest.approx((5 + 24 + 12) / 60)  # every user's z, as before
+    assert evaluation["final-accuracy"] == pytest.approx((9 + 24) / 40)  # the reporting users' texts pooled
+    assert evaluation["final-own-share"] == 0.5 and evaluation["final-users"] == 2
+    with pytest.raises(wire.ProtocolError, match="final-own"):  # the check that drops such a reply
+        read_evaluation(score(0.5, 10, **{"final-accuracy": 0.5, "final-own": 0.5}).content)

@@ -138,13 +138,15 @@ def user_data(
     n_test: int = 64,
     seed: int = 0,
     class_balanced: bool = False,
+    dev_shots_per_class: int = 0,
 ) -> tuple[Task, UserSplit]:
     """A user's disjoint train/dev/test drawn from its own shard, the same for the same arguments.
 
     By default train is a stratified sample with the shard's own class proportions (a Dirichlet
     user's few shots are as skewed as its data; every class present appears at least once when the
     size allows): `shots_per_class` x C rows, or half the shard if that is fewer, so that dev can
-    match. dev: as many rows, the same way, from the rest. `class_balanced=True` instead takes per
+    match. dev: as many rows (or `dev_shots_per_class` x C when set, within the rows train leaves), the
+    same way, from the rest. `class_balanced=True` instead takes per
     class up to `shots_per_class` rows and at most half that class's rows, and as many for dev (one
     train and one dev row if every class has a single row). test: up to `n_test` of the remaining
     rows, a plain random sample. Raises ValueError naming the partition when its shard has < 2 rows.
@@ -162,13 +164,17 @@ def user_data(
     counts = [len(class_rows) for class_rows in by_class]
     if class_balanced:
         quotas = [min(shots_per_class, count // 2) for count in counts]
-        train, dev = stratified_draw(by_class, [quotas, quotas], rng)
+        dev_quotas = [min(dev_shots_per_class, n - q) for n, q in zip(counts, quotas)]
+        dev_quotas = dev_quotas if dev_shots_per_class else quotas
+        train, dev = stratified_draw(by_class, [quotas, dev_quotas], rng)
         if not train:  # every class has one row
             first, second = rng.sample(rows, 2)
             train, dev = [first], [second]
     else:
         size = min(shots_per_class * len(by_class), len(rows) // 2)
-        train, dev = stratified_draw(by_class, list(split_quotas(counts, size, size, rng, class_balanced=False)), rng)
+        dev_size = min(dev_shots_per_class * len(by_class), len(rows) - size) if dev_shots_per_class else size
+        quotas = split_quotas(counts, size, dev_size, rng, class_balanced=False)
+        train, dev = stratified_draw(by_class, list(quotas), rng)
     taken = {row.uid for row in train + dev}
     remaining = [row for row in rows if row.uid not in taken]
     test = rng.sample(remaining, min(n_test, len(remaining)))
@@ -176,7 +182,12 @@ def user_data(
 
 
 def check_user_splits(
-    config: PartitionConfig, shots_per_class: int, n_test: int, seed: int = 0, class_balanced: bool = False
+    config: PartitionConfig,
+    shots_per_class: int,
+    n_test: int,
+    seed: int = 0,
+    class_balanced: bool = False,
+    dev_shots_per_class: int = 0,
 ) -> dict:
     """Refuse, before any user is trained, a run whose users cannot all train and test.
 
@@ -185,7 +196,8 @@ def check_user_splits(
     ``MIN_TEST_TEXTS``. Returns the sizes: train/dev/test rows per user (min and max) and test texts in all.
     """
     splits = [
-        user_data(config, pid, shots_per_class, n_test, seed, class_balanced)[1] for pid in range(config.num_partitions)
+        user_data(config, pid, shots_per_class, n_test, seed, class_balanced, dev_shots_per_class)[1]
+        for pid in range(config.num_partitions)
     ]
     untestable = [pid for pid, split in enumerate(splits) if not split.test]
     total_test = sum(len(split.test) for split in splits)
@@ -215,4 +227,6 @@ def check_run_splits(config: RunConfig, num_users: int) -> dict:
     """`check_user_splits` for a federated run's settings with ``num_users`` users (the wrapper checks them
     before Flower starts, the ServerApp once its users connect)."""
     partition = PartitionConfig(config.partition, config.task_list, num_users, config.dirichlet_alpha, config.seed)
-    return check_user_splits(partition, config.shots_per_class, config.n_test, config.seed, config.class_balanced)
+    return check_user_splits(
+        partition, config.shots_per_class, config.n_test, config.seed, config.class_balanced, config.dev_shots_per_class
+    )

@@ -56,7 +56,13 @@ def ground_truth(config: RunConfig, users: list[int], num_partitions: int | None
     out = {}
     for p in users:
         task, split = user_data(
-            partition, p, config.shots_per_class, config.n_test, config.seed, class_balanced=config.class_balanced
+            partition,
+            p,
+            config.shots_per_class,
+            config.n_test,
+            config.seed,
+            class_balanced=config.class_balanced,
+            dev_shots_per_class=config.dev_shots_per_class,
         )
 
         def keyed(rows):
