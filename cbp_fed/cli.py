@@ -54,7 +54,7 @@ def _tasks(args) -> None:
             scoring = "label words " + " / ".join(repr(w) for w in task.label_words)
         users = len(server_user_partition(task)[1])
         table.add_row(name, task.domain, roles.get(name, "-"), f"{len(task.examples):,}", f"{users:,}", scoring)
-    console.print(table)
+    make_console().print(table)  # the command's output: stdout, for `cbp-fed tasks | grep medical`
 
 
 def _sdt(args) -> None:
@@ -111,7 +111,7 @@ def _customize(args) -> None:
     write_customize_readme(out)  # what each summary field means, with its unit
     kept = f", kept {summary['kept']['point']} (chosen on dev)" if summary["kept"] else ""
     own = ", ".join(f"{name} {value:.3f}" for name, value in summary["baselines"].items())
-    final = summary.get("final")
+    final = summary.get("protected")
     final = f"; the user ends on {final['option']}: {final['test_accuracy']:.3f}" if final else ""
     console.print(
         f"{args.method} on {args.task} (seed {args.seed}): test accuracy {summary['test_accuracy']:.3f} "

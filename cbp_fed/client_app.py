@@ -34,7 +34,7 @@ from .tasks.partition import PartitionConfig
 
 app = ClientApp()
 
-KEPT_ACROSS_ROUNDS = ("own", "own-config", "final", "plain-test")
+KEPT_ACROSS_ROUNDS = ("own", "own-config", "choice", "plain-test")
 """The records of a protecting user's own options and choice (``protect``): on its disk beside its optimiser."""
 
 
@@ -408,7 +408,7 @@ def _protect(msg: Message, user: User, kept_dev: np.ndarray, asked: int) -> None
     own = user.own_options(user.context.state.array_records["own"]["dev"].numpy())
     dev = {name: scores.argmax(1) == labels for name, scores in own.items()}
     choice = protect({**dev, "prompt": kept_dev.argmax(1) == labels}, {"prompt"}, user.config.protect_alpha)
-    user.context.state["final"] = ConfigRecord({"option": choice.kept})
+    user.context.state["choice"] = ConfigRecord({"option": choice.kept})
 
 
 def _local_search(search: CMASearch, losses: np.ndarray, sigma_sq: float) -> dict[str, float]:
@@ -474,7 +474,7 @@ def evaluate_query(msg: Message, context: Context) -> Message:
     user.inject_faults(msg, round)
     z = user.z if user.z is not None else z_start
     content = RecordDict({"query": wire.arrays(z=z[None]), "texts": user.texts(user.split.test)})
-    if "final" in context.state.config_records and "plain-test" not in context.state.array_records:
+    if "choice" in context.state.config_records and "plain-test" not in context.state.array_records:
         content["plain"] = wire.plain(list(range(len(user.split.test))))
     return Message(content, reply_to=msg)
 
@@ -489,12 +489,14 @@ def evaluate_score(msg: Message, context: Context) -> Message:
     scores = wire.read_shaped(msg.content, "scores", "scores", shape)[0]
     accuracy = float((scores.argmax(1) == labels).mean())
     metrics = {"accuracy": accuracy, "examples": len(labels), "partition-id": user.partition_id}
-    final = context.state.config_records.get("final")
-    if final is not None:
+    choice = context.state.config_records.get("choice")
+    if choice is not None:
         if "plain-test" not in context.state.array_records:
             context.state["plain-test"] = wire.arrays(scores=wire.read_shaped(msg.content, "scores", "plain", shape)[0])
         own = user.own_options(context.state.array_records["plain-test"]["scores"].numpy())
-        option = str(final["option"])
+        option = str(choice["option"])
         ends = own[option] if option in own else scores
-        metrics.update({"final-accuracy": float((ends.argmax(1) == labels).mean()), "final-own": float(option in own)})
+        metrics.update(
+            {"protected-accuracy": float((ends.argmax(1) == labels).mean()), "protected-own": float(option in own)}
+        )
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

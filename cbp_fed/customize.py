@@ -378,7 +378,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         """Summary fields of the prompt ``z_point``: its accuracies and, with dev rows, the protected choice."""
         fields, z_eval = evaluate(z_point)
         moved = start_scores if start_scores is not None and not np.array_equal(z_point, start) else None
-        return {**fields, "final": protected(z_point, z_eval, moved)} if protects else fields
+        return {**fields, "protected": protected(z_point, z_eval, moved)} if protects else fields
 
     curve, search = [], None
     if searching:

@@ -16,8 +16,8 @@ A user that protects itself (``protect``, see ``calibration.protect``) also asks
 of its own texts without any prompt: at train.select a ``plain`` record names the texts (its train and
 dev rows and content-free versions of its template), and train.finish carries their scores (1, p, C)
 as ``scores/plain`` beside the points' scores; at evaluate.query the same for its test texts, answered
-in evaluate.score. Its choice stays with it; evaluate.score reports ``final-accuracy`` (the option it
-ends on) and ``final-own`` (1 when that option needs no prompt) beside ``accuracy`` (its z).
+in evaluate.score. Its choice stays with it; evaluate.score reports ``protected-accuracy`` (the option it
+ends on) and ``protected-own`` (1 when that option needs no prompt) beside ``accuracy`` (its z).
 
 FedBPT adds one float each way: the global sigma in train.begin's round record, and in train.finish
 the user's local loss and local sigma beside its local mean (sent as z).
@@ -247,18 +247,18 @@ def read_local_search(content: RecordDict) -> dict[str, float]:
     return metrics
 
 
-FINAL_METRICS = ("final-accuracy", "final-own")
+PROTECTED_METRICS = ("protected-accuracy", "protected-own")
 
 
-def read_final(content: RecordDict) -> dict[str, float]:
-    """An evaluate.score reply's protected choice, if it reports one: ``final-accuracy`` in [0, 1] and
-    ``final-own`` (0 or 1); ``{}`` when it reports neither."""
+def read_protected(content: RecordDict) -> dict[str, float]:
+    """An evaluate.score reply's protected choice, if it reports one: ``protected-accuracy`` in [0, 1] and
+    ``protected-own`` (0 or 1); ``{}`` when it reports neither."""
     sent = content.metric_records.get("metrics", {})
-    if not any(key in sent for key in FINAL_METRICS):
+    if not any(key in sent for key in PROTECTED_METRICS):
         return {}
-    final = {key: read_metric(content, "metrics", key) for key in FINAL_METRICS}
-    if not 0 <= final["final-accuracy"] <= 1 or final["final-own"] not in (0, 1):
-        raise ProtocolError(f"metrics final-accuracy must be in [0, 1] and final-own 0 or 1, got {final}")
+    final = {key: read_metric(content, "metrics", key) for key in PROTECTED_METRICS}
+    if not 0 <= final["protected-accuracy"] <= 1 or final["protected-own"] not in (0, 1):
+        raise ProtocolError(f"metrics protected-accuracy must be in [0, 1] and protected-own 0 or 1, got {final}")
     return final
 
 

@@ -114,6 +114,12 @@ ROUND_FIELDS = {
     "test texts (the texts pooled); null if none",
     "test_accuracy_std": "standard deviation of their accuracies over those users (unweighted), fraction 0-1",
     "users_evaluated": "users evaluated after the round (count)",
+    "protected_test_accuracy": "test accuracy of the option each protecting user ends on (its prompt, or an option "
+    "it has without the provider when its dev rows do not favour the prompt), weighted as test_accuracy, over "
+    "protected_users; never counted as the method's own accuracy",
+    "protected_own_share": "fraction of those users that end on an option of their own (no prompt)",
+    "protected_users": "users that reported a protected choice (count)",
+    "own_calls": "calls served without a prompt for the users' own options this round (one per user that asked)",
     "test_examples": "test texts scored in that evaluation, all users together (count)",
     "calls": f"model calls served this round, all users together: search, dev selection and evaluation ({CALL})",
     "tokens": "tokens the model ran this round, all users together",
@@ -165,7 +171,7 @@ CUSTOMIZE_SUMMARY_FIELDS = {
     "baselines": "test accuracy of each option the user has without the provider's generator: majority (of its "
     "train rows), zero-shot, calibrated (content-free), calibrated-fit (offsets fitted on its train rows)",
     "baselines_correct": "which test rows each of those answers right (0/1 per row)",
-    "final": "with a prompt and dev rows: the option the user ends on (option), its test and dev accuracy, and "
+    "protected": "with a prompt and dev rows: the option the user ends on (option), its test and dev accuracy, and "
     "protection: the rule, the best own option (baseline), the best prompt option (contender), their discordant "
     "dev rows (wins, losses), the sign test's p_value and alpha, every option's dev and test accuracy",
     "demonstrations": "icl: demonstrations in front of each test row (mean, min, max)",

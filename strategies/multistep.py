@@ -169,7 +169,7 @@ def read_evaluation(content: RecordDict) -> tuple[float, int]:
     accuracy, examples = wire.read_accuracy(content), wire.read_metric(content, "metrics", WEIGHT)
     if examples < 1 or examples != int(examples):
         raise wire.ProtocolError(f"metric metrics/{WEIGHT} must be an integer >= 1, got {examples}")
-    wire.read_final(content)  # a malformed protected choice drops the reply here, not the round's aggregation
+    wire.read_protected(content)  # a malformed protected choice drops the reply here, not the round's aggregation
     return accuracy, int(examples)
 
 
@@ -324,9 +324,9 @@ class MultiStepStrategy(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """The users' test accuracy weighted by their test texts (``examples``: all users' texts pooled),
         its spread over users (``accuracy-std``, unweighted), ``users`` and ``examples`` in all; for the
-        users that report a protected choice, the accuracy of the option they end on (``final-accuracy``,
-        weighted alike), the share of them that end on an option of their own (``final-own-share``) and
-        their count (``final-users``)."""
+        users that report a protected choice, the accuracy of the option they end on (``protected-accuracy``,
+        weighted alike), the share of them that end on an option of their own (``protected-own-share``) and
+        their count (``protected-users``)."""
         replies = list(replies)
         evaluations = [read_evaluation(r.content) for r in replies]
         if not evaluations:
@@ -335,11 +335,11 @@ class MultiStepStrategy(Strategy):
         spread = float(np.std([a for a, _ in evaluations]))
         examples = sum(n for _, n in evaluations)
         metrics = {"accuracy": accuracy, "accuracy-std": spread, "users": len(evaluations), "examples": examples}
-        finals = [{**f, WEIGHT: n} for r, (_, n) in zip(replies, evaluations) if (f := wire.read_final(r.content))]
+        finals = [{**f, WEIGHT: n} for r, (_, n) in zip(replies, evaluations) if (f := wire.read_protected(r.content))]
         if finals:
-            metrics.update(weighted_means(finals, ["final-accuracy"]))
-            metrics["final-own-share"] = float(np.mean([f["final-own"] for f in finals]))
-            metrics["final-users"] = len(finals)
+            metrics.update(weighted_means(finals, ["protected-accuracy"]))
+            metrics["protected-own-share"] = float(np.mean([f["protected-own"] for f in finals]))
+            metrics["protected-users"] = len(finals)
         return MetricRecord(metrics)
 
     # ------------------------------------------------------------------ the round loop
@@ -412,11 +412,11 @@ class MultiStepStrategy(Strategy):
                     users_evaluated=evaluation["users"],
                     test_examples=evaluation.get("examples", 0),
                 )
-                if "final-users" in evaluation:
+                if "protected-users" in evaluation:
                     record.update(
-                        final_test_accuracy=evaluation["final-accuracy"],
-                        final_own_share=evaluation["final-own-share"],
-                        final_users=int(evaluation["final-users"]),
+                        protected_test_accuracy=evaluation["protected-accuracy"],
+                        protected_own_share=evaluation["protected-own-share"],
+                        protected_users=int(evaluation["protected-users"]),
                     )
             self.rounds_done = server_round
             self._end_transcript_round(grid, server_round)

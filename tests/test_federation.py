@@ -81,7 +81,7 @@ def test_user_handlers_keep_the_optimiser_at_home():
     reply = send(grid, node, wire.FINISH, wire.scores(dev_scores, plain=np.zeros((1, 15, 2))))
     assert not reply.has_error(), reply.error
     # all 6 dev rows right against a constant answer that gets some of them: too few wins to leave it (p > 0.05)
-    assert grid.contexts[node].state.config_records["final"]["option"] in ("majority", "zero-shot")
+    assert grid.contexts[node].state.config_records["choice"]["option"] in ("majority", "zero-shot")
     z = wire.read_array(reply.content, "result", "z", 1)
     metrics = reply.content.metric_records["metrics"]
     assert z.shape == (R,) and metrics["calls"] == 2 * POP and metrics["partition-id"] == 0

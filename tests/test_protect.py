@@ -55,7 +55,7 @@ def test_the_user_keeps_a_prompt_only_when_dev_says_it_beats_its_own_options(tin
     )
     summary = customize(config, tiny, progress=False)
     assert summary["dev_size"] == 32
-    final = summary["final"]
+    final = summary["protected"]
     protection = final["protection"]
     assert set(OWN) <= set(protection["test_accuracy"]) and protection["alpha"] == 0.05
     assert summary["test_accuracy"] == (1.0 if right else 0.0)  # the search's own result is reported as it is
@@ -65,7 +65,7 @@ def test_the_user_keeps_a_prompt_only_when_dev_says_it_beats_its_own_options(tin
     else:  # the prompt is worse on dev and test: the user ends on its best own option
         assert final["option"] == protection["baseline"] and final["option"] in OWN
         assert final["test_accuracy"] == summary["baselines"][final["option"]] > 0.0
-    assert summary["curve"][-1]["final"] == final
+    assert summary["curve"][-1]["protected"] == final
 
 
 def test_an_own_method_reports_every_own_option_on_the_same_rows(tiny):
@@ -77,7 +77,7 @@ def test_an_own_method_reports_every_own_option_on_the_same_rows(tiny):
     for method, summary in summaries.items():
         assert summary["test_accuracy"] == summary["baselines"][method]
         assert summary["baselines"] == summaries["zero-shot"]["baselines"]
-        assert "final" not in summary
+        assert "protected" not in summary
     labels = [ex.label for ex in customize_module.user_split(load_task("sst2"), 0, 4, n_test=30).test]
     assert summaries["majority"]["test_accuracy"] in (labels.count(0) / 30, labels.count(1) / 30)
 
@@ -144,8 +144,8 @@ def test_a_federated_user_reports_the_option_it_ends_on_beside_its_z(task_identi
 
     metrics, grid = _federated_user(right)
     assert metrics["accuracy"] == (1.0 if right else 0.0)  # its z, as the search left it
-    assert metrics["final-own"] == (0.0 if right else 1.0)  # 16 dev rows: a clean sweep moves it
-    assert metrics["final-accuracy"] == 1.0  # either way it ends on the option that is right
+    assert metrics["protected-own"] == (0.0 if right else 1.0)  # 16 dev rows: a clean sweep moves it
+    assert metrics["protected-accuracy"] == 1.0  # either way it ends on the option that is right
     reply = grid.send_and_receive(
         [Message(wire.start(2, np.zeros(8), "run"), dst_node_id=1000, message_type=wire.EVAL_QUERY, group_id="2")]
     )[0]
@@ -166,13 +166,13 @@ def test_the_provider_pools_final_accuracies_of_the_users_that_report_one(task_i
 
     strategy = CBPStrategy(None, np.zeros(4, np.float32), domain="general")
     replies = [
-        score(0.5, 10, **{"final-accuracy": 0.9, "final-own": 1.0}),
-        score(0.8, 30, **{"final-accuracy": 0.8, "final-own": 0.0}),
+        score(0.5, 10, **{"protected-accuracy": 0.9, "protected-own": 1.0}),
+        score(0.8, 30, **{"protected-accuracy": 0.8, "protected-own": 0.0}),
         score(0.6, 20),  # a user with no choice yet (FedBPT, or before its first round)
     ]
     evaluation = strategy.aggregate_evaluate(1, replies)
     assert evaluation["accuracy"] == pytest.approx((5 + 24 + 12) / 60)  # every user's z, as before
-    assert evaluation["final-accuracy"] == pytest.approx((9 + 24) / 40)  # the reporting users' texts pooled
-    assert evaluation["final-own-share"] == 0.5 and evaluation["final-users"] == 2
-    with pytest.raises(wire.ProtocolError, match="final-own"):  # the check that drops such a reply
-        read_evaluation(score(0.5, 10, **{"final-accuracy": 0.5, "final-own": 0.5}).content)
+    assert evaluation["protected-accuracy"] == pytest.approx((9 + 24) / 40)  # the reporting users' texts pooled
+    assert evaluation["protected-own-share"] == 0.5 and evaluation["protected-users"] == 2
+    with pytest.raises(wire.ProtocolError, match="protected-own"):  # the check that drops such a reply
+        read_evaluation(score(0.5, 10, **{"protected-accuracy": 0.5, "protected-own": 0.5}).content)
