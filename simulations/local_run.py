@@ -195,8 +195,9 @@ def simulate(
 
 
 def print_rounds(folder: Path) -> None:
-    """The run's rounds as a table: users, loss, test accuracy (first the users' start vectors), mean dev
-    accuracy of the z kept before the round and of the one kept after it, bytes per user, seconds."""
+    """The run's rounds as a table: users, loss, test accuracy (first the users' start vectors), the test
+    accuracy of what the protecting users end on (with the share that end on an option of their own), mean
+    dev accuracy of the z kept before the round and of the one kept after it, bytes per user, seconds."""
     from rich.table import Table
 
     from cbp_fed.console import make_console
@@ -207,6 +208,7 @@ def print_rounds(folder: Path) -> None:
         "failed",
         "train loss",
         "test acc",
+        "protected (own share)",
         "dev acc: kept before -> now",
         "up KB/user",
         "down KB/user",
@@ -216,7 +218,16 @@ def print_rounds(folder: Path) -> None:
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     if rounds and rounds[0].get("start_test_accuracy") is not None:  # every user's start vector, before round 1
         table.add_row(
-            "start", str(rounds[0]["start_users"]), "", "", f"{rounds[0]['start_test_accuracy']:.3f}", "", "", "", ""
+            "start",
+            str(rounds[0]["start_users"]),
+            "",
+            "",
+            f"{rounds[0]['start_test_accuracy']:.3f}",
+            "",
+            "",
+            "",
+            "",
+            "",
         )
     for r in rounds:
         acc = r.get("test_accuracy")
@@ -226,6 +237,7 @@ def print_rounds(folder: Path) -> None:
             str(r["users_failed"]),
             f"{r.get('train_loss', 0):.3f}",
             "-" if acc is None else f"{acc:.3f} ± {r['test_accuracy_std']:.3f}",
+            f"{r['protected_test_accuracy']:.3f} ({r['protected_own_share']:.2f})" if "protected_users" in r else "-",
             f"{r['dev_accuracy_before']:.3f} -> {r['dev_accuracy']:.3f}" if "dev_accuracy" in r else "-",
             f"{r['bytes_up_per_user'] / 1024:.1f}",
             f"{r['bytes_down_per_user'] / 1024:.1f}",
