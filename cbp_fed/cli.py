@@ -167,6 +167,7 @@ def _customize_config(args, task: str):
         batch_size=args.batch_size,
         select_on_dev=not args.no_dev_selection,
         protect_alpha=args.protect_alpha,
+        subspace=args.subspace,
         n_test=args.n_test,
         max_tokens=args.max_tokens,
         checkpoints=tuple(int(c) for c in args.checkpoints.split(",") if c),
@@ -269,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--popsize", type=int, default=cz["popsize"])
     p.add_argument("--sigma0", type=float, default=None, help="default: CBP the generator's SDT noise, BBT 1")
     p.add_argument("--diagonal", action="store_true", help="separable CMA-ES")
+    p.add_argument(
+        "--subspace", type=int, default=0, help="cbp: search K coordinates along the SDT task vectors (0: all r)"
+    )
     p.add_argument("--loss", default=cz["loss"], choices=LOSSES)
     p.add_argument("--shots", type=int, default=cz["shots_per_class"], help="train rows = shots x answers")
     p.add_argument("--dev-shots", type=int, default=None, help="dev rows = dev-shots x answers (default: as train)")

@@ -53,7 +53,15 @@ from .calibration import (
 from .calibration import calibrated as divide_prior
 from .domain_training import load_generator
 from .prompts import NoPrompt, ProjectedPrompt
-from .search import CMASearch, SearchConfig, best_on_dev, dev_accuracy_and_loss, fitness
+from .search import (
+    CMASearch,
+    SearchConfig,
+    SubspaceSearch,
+    best_on_dev,
+    dev_accuracy_and_loss,
+    fitness,
+    task_subspace,
+)
 from .service import BlackBox, Limits, Query, QueryError, accuracy
 from .tasks import UserSplit, load_task_spec, task_names, user_split
 from .tasks.custom import CustomTask, is_spec_file
@@ -80,8 +88,10 @@ class CustomizeConfig:
     the start vector), the search mean, its best candidate} on dev: the user never keeps a z that is
     worse than its start on its own held-out rows. ``eval_split``: the split the summary's accuracies
     are measured on; with ``"dev"`` no test row is ever scored (and dev selection must be off).
-    ``protect_alpha``: the level of the dev sign test that moves a user with a prompt from its best
-    no-provider option to the prompt (``calibration.protect``).
+    ``subspace``: CBP searches K = ``subspace`` coordinates along the generator's SDT task vectors
+    instead of all r (``search.SubspaceSearch``; 0: all r). ``protect_alpha``: the level of the dev sign
+    test that moves a user with a prompt from its best no-provider option to the prompt
+    (``calibration.protect``).
     """
 
     task: str
@@ -109,8 +119,11 @@ class CustomizeConfig:
     class_balanced: bool = False
     select_on_dev: bool = True
     protect_alpha: float = PROTECT_ALPHA
+    subspace: int = 0
 
     def __post_init__(self):
+        if self.subspace < 0 or (self.subspace and self.method != "cbp"):
+            raise ValueError(f"subspace must be >= 0 and set only for cbp (its SDT task vectors), got {self.subspace}")
         if not 0 < self.protect_alpha < 1:
             raise ValueError(f"protect_alpha must be in (0, 1), got {self.protect_alpha}")
         if self.eval_split not in EVAL_SPLITS:
@@ -382,9 +395,12 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
 
     curve, search = [], None
     if searching:
-        search = CMASearch(
-            start, SearchConfig(config.popsize, sigma0, config.budget, config.diagonal, loss=config.loss), config.seed
-        )
+        settings = SearchConfig(config.popsize, sigma0, config.budget, config.diagonal, loss=config.loss)
+        if config.subspace:  # u in the span of the generator's SDT task vectors, z = start + u @ basis
+            basis = task_subspace(source.task_offsets.detach().cpu().numpy(), config.subspace)
+            search = SubspaceSearch(start, basis, settings, config.seed)
+        else:
+            search = CMASearch(start, settings, config.seed)
         batches = np.random.default_rng([config.seed, 7])
         size = config.batch_size if 0 < config.batch_size < len(split.train) else len(split.train)
         pending = sorted(set(config.checkpoints) | {search.final_calls})
@@ -468,6 +484,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         "wall_seconds": round(time.time() - started, 2),
         "z_norm": float(np.linalg.norm(z)) if searching else 0.0,
         "z_distance_from_start": float(np.linalg.norm(z - start)) if searching else 0.0,
+        "search_dimensions": (config.subspace or len(start)) if searching else 0,
         "config": asdict(config),
         **source_info,
     }

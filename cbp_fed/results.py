@@ -188,6 +188,7 @@ CUSTOMIZE_SUMMARY_FIELDS = {
     "wall_seconds": "wall seconds of the whole customisation",
     "z_norm": "Euclidean norm of the kept z",
     "z_distance_from_start": "Euclidean distance of the kept z from the start vector",
+    "search_dimensions": "coordinates the search moved in: r, or K with --subspace (0 without a search)",
     "config": "the CustomizeConfig as run",
     "bbt_r": "bbt: the dimension of z",
     "bbt_t": "bbt: the prompt length in tokens",

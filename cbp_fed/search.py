@@ -208,6 +208,52 @@ class CMASearch:
         return search
 
 
+class SubspaceSearch(CMASearch):
+    """CMA-ES over ``u: (K,)`` in a subspace around ``origin``: every point it shows is ``z = origin + u @ basis``.
+
+    A search in all r = 500 coordinates drifts far from where SDT trained the generator; one along the
+    directions the SDT task vectors span stays where moving z moves the prompt in a trained way (the idea
+    of BSL, "Black-box Prompt Tuning with Subspace Learning"). ``basis: (K, r)`` (``task_subspace``) is scaled
+    so that u of unit size moves z as far as a typical task vector lies from z0; sigma0 and the bound apply
+    to u. The same ask/tell and budget as ``CMASearch``; ``ask``, ``mean``, ``best`` and ``result`` are in z.
+    """
+
+    def __init__(self, origin: np.ndarray, basis: np.ndarray, config: SearchConfig, seed: int):
+        super().__init__(np.zeros(len(basis)), config, seed)
+        self.origin = np.asarray(origin, dtype=np.float32)
+        self.basis = np.asarray(basis, dtype=np.float32)
+
+    def lift(self, u: np.ndarray) -> np.ndarray:
+        """``u: (..., K)`` -> ``z: (..., r)`` float32."""
+        return (self.origin + np.asarray(u, dtype=np.float32) @ self.basis).astype(np.float32)
+
+    def ask(self) -> np.ndarray:
+        """Next population in z, ``(popsize, r)`` float32."""
+        return self.lift(super().ask())
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.lift(super().mean)
+
+    @property
+    def best(self) -> np.ndarray:
+        return self.lift(super().best)
+
+
+def task_subspace(offsets: np.ndarray, k: int) -> np.ndarray:
+    """``(K, r)`` basis of the first K principal directions of SDT task offsets ``(n_tasks, r)`` (each
+    task's vector minus z0; not centred: z0 is the origin users start from), each scaled by the RMS
+    length of the offsets along it. K is at most the offsets' rank; asking for more is an error."""
+    offsets = np.asarray(offsets, dtype=np.float64)
+    _, singular, directions = np.linalg.svd(offsets, full_matrices=False)
+    rank = int((singular > 1e-6 * singular.max(initial=0.0)).sum())
+    if not 1 <= k <= rank:
+        raise ValueError(
+            f"a subspace of {k} dimensions needs {k} independent SDT task vectors; this generator has {rank}"
+        )
+    return (directions[:k] * (singular[:k, None] / np.sqrt(len(offsets)))).astype(np.float32)
+
+
 def _rehash(archive: SolutionDict) -> None:
     """Key a pycma archive by this process's hashes. pycma finds a told solution by ``hash(x.tobytes())``,
     which Python salts per process, so a state unpickled elsewhere (a Ray actor, a deployment's

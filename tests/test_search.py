@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cbp_fed.prompts import ProjectedPrompt, instruction_embedding
-from cbp_fed.search import CMASearch, SearchConfig, fitness
+from cbp_fed.search import CMASearch, SearchConfig, SubspaceSearch, fitness, task_subspace
 from cbp_fed.service import BlackBox, Query
 from cbp_fed.tasks import load_task
 
@@ -220,3 +220,32 @@ def test_the_search_learns_a_planted_task_through_the_blackbox_and_a_noise_fitne
     assert start == 0.5  # the start prompt answers one way: chance on the balanced planted labels
     assert min(learned) >= 0.6, learned  # 32 held-out texts: 0.6 is 3 texts above chance
     assert drifted <= 0.55 < min(learned), (drifted, learned)
+
+
+def test_the_subspace_is_the_task_vectors_principal_directions_at_their_scale():
+    rng = np.random.default_rng(0)
+    directions = np.linalg.qr(rng.normal(size=(50, 2)))[0].T  # (2, 50) orthonormal
+    offsets = np.array([[3.0, 0.0], [-3.0, 0.0], [0.0, 1.0], [0.0, -1.0]]) @ directions  # (4 tasks, r = 50)
+    basis = task_subspace(offsets, 2)
+    # the first direction is the wider one, scaled by the RMS length of the offsets along it
+    assert np.linalg.norm(basis[0]) == pytest.approx(np.sqrt(18 / 4)) and np.linalg.norm(basis[1]) == pytest.approx(
+        np.sqrt(2 / 4)
+    )
+    assert abs(basis[0] @ directions[0]) == pytest.approx(np.linalg.norm(basis[0]), rel=1e-5)
+    with pytest.raises(ValueError, match="needs 3 independent SDT task vectors; this generator has 2"):
+        task_subspace(offsets, 3)
+
+
+def test_a_subspace_search_moves_only_along_its_basis_and_finds_its_optimum_there():
+    rng = np.random.default_rng(1)
+    origin, basis = rng.normal(size=20).astype(np.float32), rng.normal(size=(3, 20)).astype(np.float32)
+    target = origin + np.array([1.0, -2.0, 0.5], np.float32) @ basis  # an optimum inside the subspace
+    search = SubspaceSearch(origin, basis, SearchConfig(popsize=8, sigma0=0.5, budget=400), seed=0)
+    np.testing.assert_allclose(search.mean, origin)  # it starts at the origin
+    while not search.done:
+        z = search.ask()
+        assert z.shape == (8, 20)
+        u = np.linalg.lstsq(basis.T, (z - origin).T, rcond=None)[0].T
+        np.testing.assert_allclose(u @ basis + origin, z, atol=1e-4)  # every candidate lies in origin + span(basis)
+        search.tell(((z - target) ** 2).sum(axis=1))
+    assert np.linalg.norm(search.result - target) < 0.05 * np.linalg.norm(origin - target)

@@ -317,3 +317,26 @@ def test_steering_is_calibrated_to_its_target_without_moving_the_start(tiny, tar
 def test_a_pool_larger_than_the_domain_names_both_settings(tiny):
     with pytest.raises(ValueError, match=r"cannot draw .* \(pool_size 4000 \+ eval_size 200\): lower them"):
         train_generator(tiny, SDTConfig(domain="finance", pool_size=4000, eval_size=200), progress=False)
+
+
+def test_cbp_in_a_subspace_searches_only_along_the_generators_task_vectors(tiny, trained, monkeypatch):
+    gen, _, folder = trained
+    asked = []
+
+    class Recorded(customize_module.SubspaceSearch):
+        def ask(self):
+            asked.append(super().ask())
+            return asked[-1]
+
+    monkeypatch.setattr(customize_module, "SubspaceSearch", Recorded)
+    config = CustomizeConfig(
+        task="sst2", generator=str(folder), subspace=2, budget=8, popsize=4, shots_per_class=2, n_test=8
+    )
+    summary = customize(config, tiny, progress=False)
+    assert summary["search_dimensions"] == 2 and summary["calls_used"] == 8
+    basis = customize_module.task_subspace(gen.task_offsets.detach().numpy(), 2)
+    moves = np.concatenate(asked) - gen.z0.detach().numpy()
+    u = np.linalg.lstsq(basis.T, moves.T, rcond=None)[0].T
+    np.testing.assert_allclose(u @ basis, moves, atol=1e-4)  # z0 + span of the first two task directions
+    with pytest.raises(ValueError, match="subspace"):
+        CustomizeConfig(task="sst2", method="bbt", subspace=2)
