@@ -1,7 +1,7 @@
 """The headroom map: per task, what a user can do without CBP, and how far a prompt trained with full access goes.
 
     python -m simulations.headroom --backbone smollm2-135m                    # the baselines, every task
-    python -m simulations.headroom --tasks sst2 boolq --ceilings generator    # + the white-box ceiling
+    python -m simulations.headroom --tasks sst2 --ceilings generator z bbt --generator results/effectiveness/gen-medical
 
 A black-box search cannot beat what gradient descent with full access finds in the same space, and a user
 does not need a provider to beat a wrong answer prior. So for each (backbone, task), on the same test rows
@@ -12,8 +12,10 @@ does not need a provider to beat a wrong answer prior. So for each (backbone, ta
   ``calibrated-fit`` (one offset per answer fitted on its train rows), ``icl`` (its train rows as
   demonstrations, as many as fit ``--icl-max-tokens``), and ``instruction`` (the untrained generator's
   prompt: BBT's instruction initialisation, where SDT starts);
-- with ``--ceilings generator``: the whole generator trained by back-propagation on the task's user-side
-  rows outside the test rows (z fixed at z0), one row per learning rate, with its training loss first and last.
+- with ``--ceilings generator z bbt`` (``cbp_fed.ceilings``): a prompt trained by back-propagation on the
+  task's user-side rows outside the test rows, early-stopped on a dev slice of them, the best of ``--lrs``
+  on dev: the whole generator (``ceiling-generator``), z alone through ``--generator`` (``ceiling-z``: what a
+  CBP user's search can reach at most), z through BBT's projection (``ceiling-bbt``).
 
 Each row has its Wilson 95% interval and ``vs_best_baseline``: the paired difference, row by row, against the
 best of majority, zero-shot, calibrated and calibrated-fit on the same rows. Each (backbone, task) is written
@@ -25,14 +27,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cbp_fed.backbone import FrozenLM
+from cbp_fed.ceilings import SPACES, CeilingConfig, evaluate, prompt_space, train_ceiling
 from cbp_fed.customize import OWN, CustomizeConfig, customize
-from cbp_fed.domain_training import SDTConfig, _correct, train_generator
+from cbp_fed.domain_training import _correct, load_generator
 from cbp_fed.prompts import PromptGenerator, instruction_embedding
 from cbp_fed.tasks import load_task, server_user_partition, task_names, user_split
 
@@ -79,41 +83,40 @@ def bits(correct: torch.Tensor) -> str:
     return "".join("1" if c else "0" for c in correct.tolist())
 
 
-def generator_ceilings(lm: FrozenLM, task_name: str, args) -> list[dict]:
-    """The whole generator trained on the task's user-side rows outside the test rows, one row per lr."""
+def ceilings(lm: FrozenLM, task_name: str, args) -> list[dict]:
+    """One row per ceiling space asked for: trained on the task's user-side rows outside the test rows
+    (``--ceiling-dev`` of them held out for early stopping), each learning rate of ``--lrs`` tried and the
+    one with the best dev accuracy (then loss) kept; the sweep is in the row."""
     task = load_task(task_name)
     test = user_split(task, args.seed, args.shots, n_test=args.n_test).test
     held = {ex.uid for ex in test}
-    pool = [(task, ex) for ex in server_user_partition(task)[1] if ex.uid not in held]
-    rows = []
-    for lr in args.lrs:
-        config = SDTConfig(
-            domain=task.domain,
-            r=args.r,
-            m=args.m,
-            t=args.t,
-            steps=args.steps,
-            lr=lr,
-            eval_size=0,
-            max_tokens=args.max_tokens,
-            z_noise=0.0,
-            generalist_share=1.0,
-            seed=args.seed,
+    rows = [ex for ex in server_user_partition(task)[1] if ex.uid not in held]
+    random.Random(args.seed).shuffle(rows)
+    dev, train = rows[: args.ceiling_dev], rows[args.ceiling_dev :]
+    generator = load_generator(args.generator, lm)[0] if args.generator else None
+    out = []
+    for space in args.ceilings:
+        runs = []
+        for lr in args.lrs:
+            source, z, trainable = prompt_space(lm, space, train, generator, (args.r, args.m, args.t), args.max_tokens)
+            config = CeilingConfig(space, lr, args.steps, max_tokens=args.max_tokens, seed=args.seed)
+            report = train_ceiling(lm, source, z, trainable, task, train, dev, config)
+            _, correct = evaluate(lm, source, z, task, test, args.max_tokens)
+            runs.append((report, bits(correct), lr))
+        report, correct, lr = max(
+            runs, key=lambda run: (best_dev(run[0])["dev_accuracy"], -best_dev(run[0])["dev_loss"])
         )
-        gen, meta = train_generator(lm, config, progress=False, pool=pool)
-        curve = meta["loss_curve"]
-        rows.append(
-            row(
-                "ceiling-generator",
-                bits(_correct(lm, gen, gen.z0, task, test, args.max_tokens)),
-                lr=lr,
-                steps=args.steps,
-                train_rows=meta["data"]["train_examples"],
-                seconds=meta["training"]["seconds"],
-                loss_first_last_20=[float(np.mean(curve[:20])), float(np.mean(curve[-20:]))],
-            )
+        sweep = [{"lr": lr_, **best_dev(r), "trained": r["trained"]} for r, _, lr_ in runs]
+        out.append(
+            row(f"ceiling-{space}", correct, lr=lr, train_rows=len(train), dev_rows=len(dev), **report, sweep=sweep)
         )
-    return rows
+    return out
+
+
+def best_dev(report: dict) -> dict:
+    """The best dev point of a ceiling's training (what the sweep chooses by)."""
+    point = max(report["dev_curve"], key=lambda c: (c["dev_accuracy"], -c["dev_loss"]))
+    return {"dev_accuracy": point["dev_accuracy"], "dev_loss": point["dev_loss"]}
 
 
 def with_comparisons(rows: list[dict], backbone: str, task_name: str) -> list[dict]:
@@ -142,9 +145,11 @@ def merge(out: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["all"], help="registered task names, or all")
-    parser.add_argument("--ceilings", nargs="*", default=[], choices=["generator"], help="white-box ceilings to add")
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 1e-2], help="ceiling learning rates")
-    parser.add_argument("--steps", type=int, default=150, help="ceiling training steps")
+    parser.add_argument("--ceilings", nargs="*", default=[], choices=SPACES, help="white-box ceilings to add")
+    parser.add_argument("--generator", help="the SDT generator the z ceiling trains through")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 1e-2], help="ceiling learning rates (swept)")
+    parser.add_argument("--steps", type=int, default=400, help="ceiling training steps at most (early-stopped)")
+    parser.add_argument("--ceiling-dev", type=int, default=100, help="user-side rows held out to early-stop on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shots", type=int, default=16, help="train (and dev) rows per answer: fixes the test rows")
     parser.add_argument("--n-test", type=int, default=300)
@@ -169,8 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         if part.exists() and not args.redo:
             continue
         rows = baselines(lm, name, args)
-        if "generator" in args.ceilings:
-            rows += generator_ceilings(lm, name, args)
+        rows += ceilings(lm, name, args)
         rows = with_comparisons(rows, args.backbone, name)
         part.write_text(json.dumps(rows, indent=1) + "\n")
         for r in rows:

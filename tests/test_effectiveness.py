@@ -102,32 +102,27 @@ def test_goal_checks_compare_seed_means_at_equal_calls_and_flag_a_run_below_its_
 def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_rows(tmp_path):
     """One row per method on the same test rows, each paired against the best own option there; the ceiling
     trains on every user-side row except those test rows; a task already mapped is not recomputed."""
+    from cbp_fed.customize import OWN
     from cbp_fed.tasks import load_task, server_user_partition
     from simulations.headroom import main as headroom
 
-    args = ["--backbone", "tiny-random", "--tasks", "sst2", "--ceilings", "generator", "--steps", "2"]
-    args += ["--lrs", "1e-2", "--n-test", "24", "--shots", "2", "--icl-max-tokens", "96"]
+    args = ["--backbone", "tiny-random", "--tasks", "sst2", "--ceilings", "generator", "bbt", "--steps", "4"]
+    args += ["--lrs", "1e-3", "1e-2", "--ceiling-dev", "16", "--n-test", "24", "--shots", "2", "--icl-max-tokens", "96"]
     args += ["--r", "8", "--m", "4", "--t", "2", "--out", str(tmp_path)]
     headroom(args)
     rows = json.loads((tmp_path / "headroom.json").read_text())
     methods = [r["method"] for r in rows]
-    assert methods == [
-        "majority",
-        "zero-shot",
-        "calibrated",
-        "calibrated-fit",
-        "icl",
-        "instruction",
-        "ceiling-generator",
-    ]
+    assert methods == [*OWN, "icl", "instruction", "ceiling-generator", "ceiling-bbt"]
     assert {r["n_test"] for r in rows} == {24} and {r["domain"] for r in rows} == {"general"}
     best = max(rows[:4], key=lambda r: r["test_accuracy"])
     for r in rows:
         assert r["vs_best_baseline"]["baseline"] == best["method"]
         assert r["vs_best_baseline"]["mean"] == pytest.approx(r["test_accuracy"] - best["test_accuracy"], abs=1e-4)
         assert r["correct"].count("1") == round(r["test_accuracy"] * 24)
-    ceiling = rows[-1]
-    assert ceiling["train_rows"] == len(server_user_partition(load_task("sst2"))[1]) - 24
+    for ceiling in rows[-2:]:  # trained on every user-side row but the test rows, 16 of them for early stopping
+        assert ceiling["train_rows"] + ceiling["dev_rows"] == len(server_user_partition(load_task("sst2"))[1]) - 24
+        assert [s["lr"] for s in ceiling["sweep"]] == [1e-3, 1e-2]  # the lr kept is the sweep's best on dev
+        assert ceiling["lr"] == max(ceiling["sweep"], key=lambda s: (s["dev_accuracy"], -s["dev_loss"]))["lr"]
     part = tmp_path / "parts" / "tiny-random" / "sst2.json"
     part.write_text(json.dumps(rows[:1]))  # a finished part is kept as it is, and merged
     headroom(args)
