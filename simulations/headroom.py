@@ -20,7 +20,8 @@ does not need a provider to beat a wrong answer prior. So for each (backbone, ta
 Each row has its Wilson 95% interval and ``vs_best_baseline``: the paired difference, row by row, against the
 best of majority, zero-shot, calibrated and calibrated-fit on the same rows. Each (backbone, task) is written
 as it finishes to ``<out>/parts/<backbone>/<task>.json`` (a task already there is skipped: the map is built
-in parts), and every part is merged into ``<out>/headroom.json``.
+in parts), every part is merged into ``<out>/headroom.json``, and ``<out>/headroom.md`` and ``headroom.png``
+are drawn from it.
 """
 
 from __future__ import annotations
@@ -142,6 +143,64 @@ def merge(out: Path) -> list[dict]:
     return rows
 
 
+TABLE_METHODS = (*OWN, "icl", "instruction", "ceiling-generator", "ceiling-z", "ceiling-bbt")
+
+
+def report(rows: list[dict], out: Path) -> str:
+    """``headroom.md`` (one line per backbone and task: every method's accuracy, and each non-baseline's
+    paired difference against the best baseline) and ``headroom.png`` (those differences per task)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keyed: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        keyed.setdefault((r["backbone"], r["task"]), {})[r["method"]] = r
+    shown = [m for m in TABLE_METHODS if any(m in methods for methods in keyed.values())]
+    lines = [
+        "| backbone | task | n test | " + " | ".join(shown) + " | best baseline |",
+        "|---|---|---|" + "---|" * len(shown) + "---|",
+    ]
+    for (backbone, task), methods in sorted(keyed.items()):
+        cells = []
+        for m in shown:
+            r = methods.get(m)
+            if r is None:
+                cells.append("")
+                continue
+            cell = f"{100 * r['test_accuracy']:.1f}"
+            if m not in BEST_OF:
+                d = r["vs_best_baseline"]
+                cell += f" ({100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f})"
+            cells.append(cell)
+        best = next(iter(methods.values()))["vs_best_baseline"]["baseline"]
+        lines.append(
+            f"| {backbone} | {task} | {next(iter(methods.values()))['n_test']} | " + " | ".join(cells) + f" | {best} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (out / "headroom.md").write_text(text)
+    compared = [m for m in shown if m not in BEST_OF]
+    labels = [f"{task}\n{backbone}" for backbone, task in sorted(keyed)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels)), 4))
+    width = 0.8 / max(1, len(compared))
+    for i, m in enumerate(compared):
+        values = [keyed[key].get(m) for key in sorted(keyed)]
+        x = [j + i * width for j, v in enumerate(values) if v]
+        y = [100 * v["vs_best_baseline"]["mean"] for v in values if v]
+        err = [100 * v["vs_best_baseline"]["ci95"] for v in values if v]
+        ax.bar(x, y, width, yerr=err, capsize=2, label=m)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks([j + width * (len(compared) - 1) / 2 for j in range(len(labels))], labels, fontsize=7)
+    ax.set_ylabel("accuracy minus the best baseline\n(points, paired 95% interval)")
+    ax.set_title("Headroom: what a prompt adds over what a user can do alone")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "headroom.png", dpi=120)
+    plt.close(fig)
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["all"], help="registered task names, or all")
@@ -185,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"  vs {d['baseline']} {100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f}",
                 flush=True,
             )
-    merge(out)
+    print(report(merge(out), out))
 
 
 if __name__ == "__main__":

@@ -123,6 +123,8 @@ def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_r
         assert ceiling["train_rows"] + ceiling["dev_rows"] == len(server_user_partition(load_task("sst2"))[1]) - 24
         assert [s["lr"] for s in ceiling["sweep"]] == [1e-3, 1e-2]  # the lr kept is the sweep's best on dev
         assert ceiling["lr"] == max(ceiling["sweep"], key=lambda s: (s["dev_accuracy"], -s["dev_loss"]))["lr"]
+    (line,) = [row for row in (tmp_path / "headroom.md").read_text().splitlines() if "| sst2 |" in row]
+    assert line.startswith("| tiny-random | sst2 | 24 |") and (tmp_path / "headroom.png").stat().st_size > 0
     part = tmp_path / "parts" / "tiny-random" / "sst2.json"
     part.write_text(json.dumps(rows[:1]))  # a finished part is kept as it is, and merged
     headroom(args)
