@@ -7,6 +7,7 @@ Off a terminal these consoles are wide enough never to cut: a table takes the wi
 
 from __future__ import annotations
 
+import rich
 from rich.console import Console
 
 PIPE_WIDTH = 10_000
@@ -18,3 +19,10 @@ def make_console(stderr: bool = False) -> Console:
     not a terminal (tables are not expanded, so they stay as wide as their content)."""
     console = Console(stderr=stderr)
     return console if console.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH)
+
+
+def keep_lines_whole() -> None:
+    """The same for rich's global console, which progress displays use (a search's or SDT's bar, printed
+    once, finished, off a terminal): its line is not cut at 80 columns either."""
+    if not rich.get_console().is_terminal:
+        rich.reconfigure(width=PIPE_WIDTH)

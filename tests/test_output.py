@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
+import rich
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
 from cbp_fed import cli
 from cbp_fed.backbone import FrozenLM
+from cbp_fed.console import keep_lines_whole
 from cbp_fed.tasks import task_names
 from simulations.local_run import print_rounds
 
@@ -44,6 +48,18 @@ def test_cbp_fed_tasks_lists_every_task_whole_in_a_pipe(capsys, monkeypatch):
     assert set(task_names()) <= set(rows)
     assert "commonsense" in rows["arc-easy"] and "user" in rows["arc-easy"] and "4 options" in rows["arc-easy"]
     assert "SDT" in rows["medmcqa"] and "label words ' positive' / ' negative'" in rows["drug-reviews-other"]
+
+
+def test_a_finished_progress_line_is_not_cut_in_a_pipe(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(rich, "_console", None)  # a fresh global console on this test's (piped) stdout
+    keep_lines_whole()
+    columns = (TextColumn("bbt /a/long/path/to/the/task/spec/of/this/user/reviews.toml seed 0"), BarColumn())
+    columns += (TextColumn("{task.completed}/{task.total} calls, best batch loss 0.186"), TimeElapsedColumn())
+    with Progress(*columns) as bar:
+        bar.add_task("search", total=60, completed=60)
+    out = capsys.readouterr().out
+    assert "…" not in out and "60/60 calls, best batch loss 0.186 0:00:00" in out, out
 
 
 def test_a_model_load_is_one_line_without_progress_bars(tiny, capfd):
