@@ -329,7 +329,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         }, scores
 
     own_eval = own(eval_rows)
-    own_dev = own(split.dev) if split.dev and config.method in PROMPTED else {}
+    own_dev = own(split.dev) if split.dev and config.method in PROMPTED and on == "test" else {}
 
     def protected(z: np.ndarray, z_eval: np.ndarray, start_scores: tuple | None = None) -> dict:
         """The user's protected choice (``calibration.protect``) on its dev rows between its own options, the
@@ -383,7 +383,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
             kept = Kept(contenders[name], name, float(accuracies[chosen]), float(losses[chosen]))
         return kept
 
-    protects = config.method in PROMPTED and bool(split.dev)
+    protects = config.method in PROMPTED and bool(split.dev) and on == "test"  # dev is no yardstick for itself
     start_fields, start_eval = evaluate(start) if searching else (None, None)
     start_scores = (start_eval, scores_of(start[None], split.dev)[0]) if searching and protects else None
 

@@ -62,8 +62,12 @@ def test_transcript_round_trip_holds_what_crossed_the_wire(tiny, tmp_path):
     for view in views:
         assert view.candidates.shape == (K, POP, R) and view.scores.shape == (K, POP, 6, 2)
         assert view.batches.shape == (K, 6) and view.eval_scores.shape == (6, 2)
-        train, dev = ([text_hash(ex.passage, ex.query) for ex in rows] for rows in (user.split.train, user.split.dev))
-        assert view.train_hashes == train + dev  # the dev texts ride along for the selection of the kept z
+        train, dev, blank = (
+            [text_hash(ex.passage, ex.query) for ex in rows]
+            for rows in (user.split.train, user.split.dev, user.content_free_rows())
+        )
+        # the dev texts ride along for the selection of the kept z, the content-free ones for the user's own options
+        assert view.train_hashes == train + dev + blank and len(blank) == 3
         assert (view.batches < len(train)).all() and view.select_batch.tolist() == list(range(6, 12))
         assert view.select_z.shape == (SELECT_POINTS, R) and view.select_scores.shape == (SELECT_POINTS, 6, 2)
         assert any(np.array_equal(view.final_z, point) for point in view.select_z)  # the kept z is one of them
@@ -127,9 +131,11 @@ def test_decoy_texts_and_candidates_are_on_the_wire_and_ignored_by_the_user(tiny
     user = User(grid.contexts[1000])
     train = {text_hash(ex.passage, ex.query) for ex in user.split.train}
     dev = {text_hash(ex.passage, ex.query) for ex in user.split.dev}
-    assert len(view.train_hashes) == 12 and set(view.train_hashes) == train | dev  # 6 training + 6 decoy texts
+    blank = {text_hash(ex.passage, ex.query) for ex in user.content_free_rows()}
+    assert len(view.train_hashes) == 15 and set(view.train_hashes) == train | dev | blank  # 6 training, 6 decoys
     assert view.train_hashes[:6] != [text_hash(ex.passage, ex.query) for ex in user.split.train]  # mixed in
-    assert view.candidates.shape == (K, POP + 2, R) and view.scores.shape == (K, POP + 2, 12, 2)  # 4 + 2 decoys
+    assert view.candidates.shape == (K, POP + 2, R) and view.scores.shape == (K, POP + 2, 12, 2)  # 4 + 2 decoys,
+    # each scored on its batch: the 6 training texts and the 6 decoys
     # the user told CMA-ES only its real candidates (popsize per generation), on its training texts only
     search = CMASearch.from_bytes(grid.contexts[1000].state.config_records["search"]["blob"])
     assert search.calls == K * POP

@@ -10,6 +10,7 @@ import pytest
 import cbp_fed.tune as tune_module
 from cbp_fed.cli import main
 from cbp_fed.customize import CustomizeConfig, customize
+from cbp_fed.prompts import NoPrompt
 from cbp_fed.service import BlackBox
 from cbp_fed.tasks import load_task, user_split
 from cbp_fed.tune import TuneConfig, tune
@@ -70,18 +71,22 @@ def test_customize_on_dev_never_scores_a_test_row(tiny, monkeypatch):
         select_on_dev=False,
     )
     split = user_split(load_task("sst2"), 0, 2, n_dev=6, n_test=8)
-    scored, answers, original = [], [], BlackBox.score
+    scored, answers, unprompted, original = [], [], [], BlackBox.score
 
     def spy(box, queries):
         scores = original(box, queries)
-        scored.extend(queries)
-        answers.extend(scores)
+        if isinstance(box.source, NoPrompt):  # the user's own options, scored without a prompt
+            unprompted.extend(queries)
+        else:
+            scored.extend(queries)
+            answers.extend(scores)
         return scores
 
     monkeypatch.setattr(BlackBox, "score", spy)
     summary = customize(CustomizeConfig(**{**config.__dict__, "eval_split": "dev"}), tiny, progress=False)
     texts = {text for query in scored for text in zip(query.passages, query.queries)}
-    assert not texts & {(ex.passage, ex.query) for ex in split.test}
+    own = {text for query in unprompted for text in zip(query.passages, query.queries)}
+    assert not (texts | own) & {(ex.passage, ex.query) for ex in split.test}
     assert {(ex.passage, ex.query) for ex in split.dev} <= texts
     # the reported dev accuracies: the start's and the final z's scores on the dev texts, against their labels
     dev_texts = [(ex.passage, ex.query) for ex in split.dev]
