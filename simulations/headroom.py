@@ -194,7 +194,8 @@ def report(rows: list[dict], out: Path) -> str:
     ax.set_xticks([j + width * (len(compared) - 1) / 2 for j in range(len(labels))], labels, fontsize=7)
     ax.set_ylabel("accuracy minus the best baseline\n(points, paired 95% interval)")
     ax.set_title("Headroom: what a prompt adds over what a user can do alone")
-    ax.legend(fontsize=7)
+    if compared:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "headroom.png", dpi=120)
     plt.close(fig)
