@@ -292,7 +292,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
     plain = box if isinstance(source, NoPrompt) else BlackBox(lm, NoPrompt(lm.d), max_tokens=config.max_tokens)
     check_rows(box, task, split, start)
     n_answers = len(task.label_words)
-    train_labels = np.array([ex.label for ex in split.train])
+    train_labels = np.array([ex.label for ex in split.train], dtype=int)
     dev_labels = np.array([ex.label for ex in split.dev])
     eval_labels = np.array([ex.label for ex in eval_rows])
 
@@ -311,7 +311,12 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         return content_free_prior(np.stack(per_filler))
 
     nothing = np.zeros((1, 0), np.float32)
-    own_offsets = fit_offsets(scores_of(nothing, split.train, through=plain)[0], train_labels)
+    # with no train rows (zero-shot at --shots 0) there is nothing to fit: offsets 0, majority the first answer
+    own_offsets = (
+        fit_offsets(scores_of(nothing, split.train, through=plain)[0], train_labels)
+        if split.train
+        else np.zeros(n_answers)
+    )
 
     def own(rows) -> dict[str, np.ndarray]:
         """Scores ``(n, C)`` on ``rows`` of each option the user has without the provider's generator (``OWN``)."""

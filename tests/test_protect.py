@@ -176,3 +176,9 @@ def test_the_provider_pools_final_accuracies_of_the_users_that_report_one(task_i
     assert evaluation["protected-own-share"] == 0.5 and evaluation["protected-users"] == 2
     with pytest.raises(wire.ProtocolError, match="protected-own"):  # the check that drops such a reply
         read_evaluation(score(0.5, 10, **{"protected-accuracy": 0.5, "protected-own": 0.5}).content)
+
+
+def test_zero_shot_without_train_rows_has_nothing_to_fit(tiny):
+    summary = customize(CustomizeConfig(task="sst2", method="zero-shot", shots_per_class=0, n_test=10), tiny, False)
+    assert summary["train_size"] == 0  # offsets of 0: calibrated-fit is zero-shot
+    assert summary["baselines_correct"]["calibrated-fit"] == summary["baselines_correct"]["zero-shot"]
