@@ -104,8 +104,8 @@ def evaluate(lm, source, z, task, rows, max_tokens, chunk: int = 32) -> tuple[fl
 
 def train_ceiling(lm: FrozenLM, source, z, trainable, task, train, dev, config: CeilingConfig) -> dict:
     """Train ``trainable`` (tensors of ``source`` or ``z``) on ``train`` rows, early-stopped on ``dev`` rows;
-    leaves the best state in place and returns what happened: steps, the dev curve, the training loss
-    first and last, and whether it fell (``trained``)."""
+    leaves the best state in place and returns what happened: steps, the dev curve and its best point
+    (``best_step``, ``best_dev``), the training loss first and last, and whether it fell (``trained``)."""
     started = time.time()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -139,11 +139,13 @@ def train_ceiling(lm: FrozenLM, source, z, trainable, task, train, dev, config: 
         for tensor, value in zip(trainable, saved):
             tensor.copy_(value)
             tensor.requires_grad_(False)
+    best_point = max(curve, key=lambda c: (c["dev_accuracy"], -c["dev_loss"]))  # the state left in place
     window = max(1, min(config.eval_every, len(losses) // 2))
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
     return {
         "steps": step,
-        "best_step": max(curve, key=lambda c: (c["dev_accuracy"], -c["dev_loss"]))["step"],
+        "best_step": best_point["step"],
+        "best_dev": {"dev_accuracy": best_point["dev_accuracy"], "dev_loss": best_point["dev_loss"]},
         "dev_curve": curve,
         "train_loss_first_last": [round(first, 4), round(last, 4)],
         "trained": last < first,

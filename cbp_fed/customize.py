@@ -249,10 +249,15 @@ def with_demonstrations(rows, demos, task, lm: FrozenLM, max_tokens: int) -> tup
     return out, counts
 
 
+def as_bits(right) -> str:
+    """Per-row correctness (bools, in row order) as a string of 0/1: what paired comparisons between methods
+    on the same rows need, at one character per row."""
+    return "".join("1" if r else "0" for r in right)
+
+
 def correct_bits(scores: np.ndarray, labels: np.ndarray) -> str:
-    """Which rows scores ``(n, C)`` answer right, as a string of 0/1 in row order: what paired comparisons
-    between methods on the same rows need, at one character per row."""
-    return "".join("1" if right else "0" for right in scores.argmax(1) == labels)
+    """``as_bits`` of which rows scores ``(n, C)`` answer right."""
+    return as_bits(scores.argmax(1) == labels)
 
 
 @dataclass(frozen=True)

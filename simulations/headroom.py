@@ -36,7 +36,7 @@ import torch
 
 from cbp_fed.backbone import FrozenLM
 from cbp_fed.ceilings import SPACES, CeilingConfig, evaluate, prompt_space, train_ceiling
-from cbp_fed.customize import OWN, CustomizeConfig, customize
+from cbp_fed.customize import OWN, CustomizeConfig, as_bits, customize
 from cbp_fed.domain_training import _correct, load_generator
 from cbp_fed.prompts import PromptGenerator, instruction_embedding
 from cbp_fed.tasks import load_task, server_user_partition, task_names, user_split
@@ -76,12 +76,8 @@ def baselines(lm: FrozenLM, task_name: str, args) -> list[dict]:
     test = user_split(task, args.seed, args.shots, n_test=args.n_test).test
     start = PromptGenerator(lm.d, args.r, args.m, args.t).to(lm.device)
     start.start_at(instruction_embedding(lm, args.t))
-    rows.append(row("instruction", bits(_correct(lm, start, start.z0, task, test, args.max_tokens))))
+    rows.append(row("instruction", as_bits(_correct(lm, start, start.z0, task, test, args.max_tokens).tolist())))
     return rows
-
-
-def bits(correct: torch.Tensor) -> str:
-    return "".join("1" if c else "0" for c in correct.tolist())
 
 
 def ceilings(lm: FrozenLM, task_name: str, args) -> list[dict]:
@@ -103,21 +99,15 @@ def ceilings(lm: FrozenLM, task_name: str, args) -> list[dict]:
             config = CeilingConfig(space, lr, args.steps, max_tokens=args.max_tokens, seed=args.seed)
             report = train_ceiling(lm, source, z, trainable, task, train, dev, config)
             _, correct = evaluate(lm, source, z, task, test, args.max_tokens)
-            runs.append((report, bits(correct), lr))
+            runs.append((report, as_bits(correct.tolist()), lr))
         report, correct, lr = max(
-            runs, key=lambda run: (best_dev(run[0])["dev_accuracy"], -best_dev(run[0])["dev_loss"])
+            runs, key=lambda run: (run[0]["best_dev"]["dev_accuracy"], -run[0]["best_dev"]["dev_loss"])
         )
-        sweep = [{"lr": lr_, **best_dev(r), "trained": r["trained"]} for r, _, lr_ in runs]
+        sweep = [{"lr": lr_, **r["best_dev"], "trained": r["trained"]} for r, _, lr_ in runs]
         out.append(
             row(f"ceiling-{space}", correct, lr=lr, train_rows=len(train), dev_rows=len(dev), **report, sweep=sweep)
         )
     return out
-
-
-def best_dev(report: dict) -> dict:
-    """The best dev point of a ceiling's training (what the sweep chooses by)."""
-    point = max(report["dev_curve"], key=lambda c: (c["dev_accuracy"], -c["dev_loss"]))
-    return {"dev_accuracy": point["dev_accuracy"], "dev_loss": point["dev_loss"]}
 
 
 def with_comparisons(rows: list[dict], backbone: str, task_name: str) -> list[dict]:
