@@ -23,7 +23,16 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from . import protocol as wire
-from .calibration import CONTENT_FREE, content_free, content_free_prior, fit_offsets, majority, own_options, protect
+from .calibration import (
+    CONTENT_FREE,
+    content_free,
+    content_free_prior,
+    fit_offsets,
+    held_out_options,
+    label_prior,
+    own_options,
+    protect,
+)
 from .config import RunConfig
 from .faults import inject, parse_faults
 from .privacy.defences import decoy_positions, gaussian_release, noisy_fitness
@@ -34,7 +43,7 @@ from .tasks.partition import PartitionConfig
 
 app = ClientApp()
 
-KEPT_ACROSS_ROUNDS = ("own", "own-config", "choice", "plain-test")
+KEPT_ACROSS_ROUNDS = ("own", "choice", "plain-test")
 """The records of a protecting user's own options and choice (``protect``): on its disk beside its optimiser."""
 
 
@@ -217,21 +226,23 @@ class User:
     def own_record(self, plain: np.ndarray) -> None:
         """From the no-prompt scores ``(p, C)`` of ``plain_positions``, what the user's own options need,
         kept in its state: the offsets fitted on its train rows, its template's content-free prior, its
-        majority answer and its dev rows' zero-shot scores."""
+        train labels' prior (the majority answer) and its train and dev rows' zero-shot scores."""
         n_train, n_dev, c = len(self.split.train), len(self.split.dev), len(self.task.label_words)
         train, dev, blank = plain[:n_train], plain[n_train : n_train + n_dev], plain[n_train + n_dev :]
         prior = content_free_prior(blank[:, None]) if len(blank) else np.zeros((0, c))
         self.context.state["own"] = wire.arrays(
-            offsets=fit_offsets(train, self.labels), prior=prior.reshape(-1, c), dev=dev
+            offsets=fit_offsets(train, self.labels),
+            prior=prior.reshape(-1, c),
+            labels=label_prior(self.labels, c),
+            train=train,
+            dev=dev,
         )
-        self.context.state["own-config"] = ConfigRecord({"majority": majority(self.labels, c)})
 
     def own_options(self, zero_shot: np.ndarray) -> dict[str, np.ndarray]:
         """The user's own options' scores (``calibration.own_options``) from zero-shot scores ``(n, C)``."""
         own = self.context.state.array_records["own"]
         prior = own["prior"].numpy()
-        label = int(self.context.state.config_records["own-config"]["majority"])
-        return own_options(zero_shot, own["offsets"].numpy(), prior if len(prior) else None, label)
+        return own_options(zero_shot, own["offsets"].numpy(), prior if len(prior) else None, own["labels"].numpy())
 
     def dev_positions(self, rows: list) -> list[int]:
         """Wire positions of the dev rows (in dev order) in the round's texts ``rows``."""
@@ -404,10 +415,12 @@ def _protect(msg: Message, user: User, kept_dev: np.ndarray, asked: int) -> None
     if asked:
         shape = (1, asked, len(user.task.label_words))
         user.own_record(wire.read_shaped(msg.content, "scores", "plain", shape)[0])
+    record = user.context.state.array_records["own"]
     labels = np.array([ex.label for ex in user.split.dev])
-    own = user.own_options(user.context.state.array_records["own"]["dev"].numpy())
-    dev = {name: scores.argmax(1) == labels for name, scores in own.items()}
-    choice = protect({**dev, "prompt": kept_dev.argmax(1) == labels}, {"prompt"}, user.config.protect_alpha)
+    prior = record["prior"].numpy()
+    held_out = held_out_options(record["train"].numpy(), user.labels, prior if len(prior) else None)
+    options = {**user.own_options(record["dev"].numpy()), "prompt": kept_dev}
+    choice = protect(labels, options, {"prompt"}, user.config.protect_alpha, (user.labels, held_out))
     user.context.state["choice"] = ConfigRecord({"option": choice.kept})
 
 
@@ -482,7 +495,8 @@ def evaluate_query(msg: Message, context: Context) -> Message:
 @app.evaluate("score")
 def evaluate_score(msg: Message, context: Context) -> Message:
     """Accuracy of the scores against the private test labels; only the numbers go back: the accuracy of
-    the user's z and, once it has made its protected choice, that of the option it ends on."""
+    the user's z and, once it has made its protected choice, that of the option it ends on and that of its
+    best own option on these rows (known only in hindsight; reported so a run shows who ended below it)."""
     user = User(context)
     labels = np.array([ex.label for ex in user.split.test])
     shape = (1, len(labels), len(user.task.label_words))
@@ -497,6 +511,10 @@ def evaluate_score(msg: Message, context: Context) -> Message:
         option = str(choice["option"])
         ends = own[option] if option in own else scores
         metrics.update(
-            {"protected-accuracy": float((ends.argmax(1) == labels).mean()), "protected-own": float(option in own)}
+            {
+                "protected-accuracy": float((ends.argmax(1) == labels).mean()),
+                "protected-own": float(option in own),
+                "own-best-accuracy": max(float((s.argmax(1) == labels).mean()) for s in own.values()),
+            }
         )
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

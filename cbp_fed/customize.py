@@ -46,7 +46,8 @@ from .calibration import (
     content_free,
     content_free_prior,
     fit_offsets,
-    majority,
+    held_out_options,
+    label_prior,
     own_options,
     protect,
 )
@@ -316,17 +317,14 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         return content_free_prior(np.stack(per_filler))
 
     nothing = np.zeros((1, 0), np.float32)
+    train_zero = scores_of(nothing, split.train, through=plain)[0] if split.train else np.zeros((0, n_answers))
     # with no train rows (zero-shot at --shots 0) there is nothing to fit: offsets 0, majority the first answer
-    own_offsets = (
-        fit_offsets(scores_of(nothing, split.train, through=plain)[0], train_labels)
-        if split.train
-        else np.zeros(n_answers)
-    )
+    own_offsets = fit_offsets(train_zero, train_labels) if split.train else np.zeros(n_answers)
 
     def own(rows) -> dict[str, np.ndarray]:
         """Scores ``(n, C)`` on ``rows`` of each option the user has without the provider's generator (``OWN``)."""
         zero = scores_of(nothing, rows, through=plain)[0]
-        return own_options(zero, own_offsets, log_prior(nothing[0], rows, plain), majority(train_labels, n_answers))
+        return own_options(zero, own_offsets, log_prior(nothing[0], rows, plain), label_prior(train_labels, n_answers))
 
     def evaluate(z_final: np.ndarray) -> tuple[dict, np.ndarray]:
         """The summary fields of prompt ``z_final`` on the evaluated rows, and its scores there ``(n, C)``."""
@@ -339,12 +337,19 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
         }, scores
 
     own_eval = own(eval_rows)
-    own_dev = own(split.dev) if split.dev and config.method in PROMPTED and on == "test" else {}
+    protects = config.method in PROMPTED and bool(split.dev) and on == "test"  # dev is no yardstick for itself
+    own_dev = own(split.dev) if protects else {}
+    own_train = (
+        (train_labels, held_out_options(train_zero, train_labels, log_prior(nothing[0], split.train, plain)))
+        if protects
+        else None
+    )
 
     def protected(z: np.ndarray, z_eval: np.ndarray, start_scores: tuple | None = None) -> dict:
-        """The user's protected choice (``calibration.protect``) on its dev rows between its own options, the
-        prompt ``z`` (``z_eval``: its scores on the evaluated rows), the prompt with offsets fitted on its
-        train scores, and the start vector when it differs (``start_scores``: its eval and dev scores)."""
+        """The user's protected choice (``calibration.protect``) between its own options (judged on its train
+        rows, left out one at a time, and its dev rows), the prompt ``z`` (``z_eval``: its scores on the
+        evaluated rows), the prompt with offsets fitted on its train scores, and the start vector when it
+        differs (``start_scores``: its eval and dev scores); the prompts are judged on dev rows only."""
         z_dev = scores_of(z[None], split.dev)[0]
         offsets = fit_offsets(scores_of(z[None], split.train)[0], train_labels)
         options = {name: (own_eval[name], own_dev[name]) for name in OWN}
@@ -353,9 +358,11 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
             options["start"] = start_scores
         options["prompt+fit"] = (z_eval + offsets, z_dev + offsets)
         choice = protect(
-            {name: dev.argmax(1) == dev_labels for name, (_, dev) in options.items()},
+            dev_labels,
+            {name: dev for name, (_, dev) in options.items()},
             provider={"prompt", "start", "prompt+fit"},
             alpha=config.protect_alpha,
+            held_out=own_train,
         )
         accuracies = {name: accuracy(scores, eval_labels) for name, (scores, _) in options.items()}
         return {
@@ -393,7 +400,6 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
             kept = Kept(contenders[name], name, float(accuracies[chosen]), float(losses[chosen]))
         return kept
 
-    protects = config.method in PROMPTED and bool(split.dev) and on == "test"  # dev is no yardstick for itself
     start_fields, start_eval = evaluate(start) if searching else (None, None)
     start_scores = (start_eval, scores_of(start[None], split.dev)[0]) if searching and protects else None
 

@@ -17,7 +17,8 @@ of its own texts without any prompt: at train.select a ``plain`` record names th
 dev rows and content-free versions of its template), and train.finish carries their scores (1, p, C)
 as ``scores/plain`` beside the points' scores; at evaluate.query the same for its test texts, answered
 in evaluate.score. Its choice stays with it; evaluate.score reports ``protected-accuracy`` (the option it
-ends on) and ``protected-own`` (1 when that option needs no prompt) beside ``accuracy`` (its z).
+ends on), ``protected-own`` (1 when that option needs no prompt) and ``own-best-accuracy`` (its best own
+option on its test rows, in hindsight: the bar it should not end below) beside ``accuracy`` (its z).
 
 FedBPT adds one float each way: the global sigma in train.begin's round record, and in train.finish
 the user's local loss and local sigma beside its local mean (sent as z).
@@ -247,18 +248,22 @@ def read_local_search(content: RecordDict) -> dict[str, float]:
     return metrics
 
 
-PROTECTED_METRICS = ("protected-accuracy", "protected-own")
+PROTECTED_METRICS = ("protected-accuracy", "protected-own", "own-best-accuracy")
 
 
 def read_protected(content: RecordDict) -> dict[str, float]:
-    """An evaluate.score reply's protected choice, if it reports one: ``protected-accuracy`` in [0, 1] and
-    ``protected-own`` (0 or 1); ``{}`` when it reports neither."""
+    """An evaluate.score reply's protected choice, if it reports one: ``protected-accuracy`` and
+    ``own-best-accuracy`` (its best own option on its test rows, in hindsight) in [0, 1], ``protected-own``
+    (0 or 1); ``{}`` when it reports none of them."""
     sent = content.metric_records.get("metrics", {})
     if not any(key in sent for key in PROTECTED_METRICS):
         return {}
     final = {key: read_metric(content, "metrics", key) for key in PROTECTED_METRICS}
-    if not 0 <= final["protected-accuracy"] <= 1 or final["protected-own"] not in (0, 1):
-        raise ProtocolError(f"metrics protected-accuracy must be in [0, 1] and protected-own 0 or 1, got {final}")
+    accuracies = (final["protected-accuracy"], final["own-best-accuracy"])
+    if not all(0 <= a <= 1 for a in accuracies) or final["protected-own"] not in (0, 1):
+        raise ProtocolError(
+            f"metrics protected-accuracy and own-best-accuracy must be in [0, 1] and protected-own 0 or 1, got {final}"
+        )
     return final
 
 

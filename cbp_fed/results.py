@@ -119,6 +119,12 @@ ROUND_FIELDS = {
     "protected_users; never counted as the method's own accuracy",
     "protected_own_share": "fraction of those users that end on an option of their own (no prompt)",
     "protected_users": "users that reported a protected choice (count)",
+    "own_best_test_accuracy": "test accuracy of each protecting user's best option of its own on its test rows, "
+    "picked in hindsight (an upper bar: the maximum of several noisy accuracies), weighted as test_accuracy",
+    "protected_vs_own_best": "mean over protecting users of (accuracy of the option it ends on - its "
+    "own_best_test_accuracy), fraction; below 0 when users end below their own best option",
+    "protected_vs_own_best_ci95": "half-width of a normal 95% interval of protected_vs_own_best over users",
+    "protected_below_own_best": "protecting users that end strictly below their own best option on test (count)",
     "own_calls": "calls served without a prompt for the users' own options this round (one per user that asked)",
     "test_examples": "test texts scored in that evaluation, all users together (count)",
     "calls": f"model calls served this round, all users together: search, dev selection and evaluation ({CALL})",
@@ -172,8 +178,9 @@ CUSTOMIZE_SUMMARY_FIELDS = {
     "train rows), zero-shot, calibrated (content-free), calibrated-fit (offsets fitted on its train rows)",
     "baselines_correct": "which test rows each of those answers right (0/1 per row)",
     "protected": "with a prompt and dev rows: the option the user ends on (option), its test and dev accuracy, and "
-    "protection: the rule, the best own option (baseline), the best prompt option (contender), their discordant "
-    "dev rows (wins, losses), the sign test's p_value and alpha, every option's dev and test accuracy",
+    "protection: the rule, the best own option on train (left out one at a time) and dev rows (baseline; "
+    "own_rows, own_accuracy, own_loss), the best prompt option on dev (contender), their discordant dev rows "
+    "(wins, losses), the sign test's p_value and alpha, every option's dev and test accuracy",
     "demonstrations": "icl: demonstrations in front of each test row (mean, min, max)",
     "kept": "the kept point (start, mean@calls or best@calls) with its dev accuracy and loss; null without selection",
     "selection": "every point scored on dev: calls, point, dev_accuracy (fraction), dev_loss (nats)",

@@ -325,8 +325,10 @@ class MultiStepStrategy(Strategy):
         """The users' test accuracy weighted by their test texts (``examples``: all users' texts pooled),
         its spread over users (``accuracy-std``, unweighted), ``users`` and ``examples`` in all; for the
         users that report a protected choice, the accuracy of the option they end on (``protected-accuracy``,
-        weighted alike), the share of them that end on an option of their own (``protected-own-share``) and
-        their count (``protected-users``)."""
+        weighted alike), the share of them that end on an option of their own (``protected-own-share``), their
+        count (``protected-users``), their best own option on test in hindsight (``own-best-accuracy``), and
+        the per-user gap of the option they end on to it (``protected-vs-own-best``: mean over users with a
+        normal 95% interval, and ``protected-below-own-best``: users strictly below)."""
         replies = list(replies)
         evaluations = [read_evaluation(r.content) for r in replies]
         if not evaluations:
@@ -337,9 +339,13 @@ class MultiStepStrategy(Strategy):
         metrics = {"accuracy": accuracy, "accuracy-std": spread, "users": len(evaluations), "examples": examples}
         finals = [{**f, WEIGHT: n} for r, (_, n) in zip(replies, evaluations) if (f := wire.read_protected(r.content))]
         if finals:
-            metrics.update(weighted_means(finals, ["protected-accuracy"]))
+            metrics.update(weighted_means(finals, ["protected-accuracy", "own-best-accuracy"]))
             metrics["protected-own-share"] = float(np.mean([f["protected-own"] for f in finals]))
             metrics["protected-users"] = len(finals)
+            gaps = np.array([f["protected-accuracy"] - f["own-best-accuracy"] for f in finals])
+            metrics["protected-vs-own-best"] = float(gaps.mean())
+            metrics["protected-vs-own-best-ci95"] = float(1.96 * gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else 0.0
+            metrics["protected-below-own-best"] = int((gaps < 0).sum())
         return MetricRecord(metrics)
 
     # ------------------------------------------------------------------ the round loop
@@ -417,6 +423,10 @@ class MultiStepStrategy(Strategy):
                         protected_test_accuracy=evaluation["protected-accuracy"],
                         protected_own_share=evaluation["protected-own-share"],
                         protected_users=int(evaluation["protected-users"]),
+                        own_best_test_accuracy=evaluation["own-best-accuracy"],
+                        protected_vs_own_best=evaluation["protected-vs-own-best"],
+                        protected_vs_own_best_ci95=evaluation["protected-vs-own-best-ci95"],
+                        protected_below_own_best=int(evaluation["protected-below-own-best"]),
                     )
             self.rounds_done = server_round
             self._end_transcript_round(grid, server_round)

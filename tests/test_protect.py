@@ -146,6 +146,7 @@ def test_a_federated_user_reports_the_option_it_ends_on_beside_its_z(task_identi
     assert metrics["accuracy"] == (1.0 if right else 0.0)  # its z, as the search left it
     assert metrics["protected-own"] == (0.0 if right else 1.0)  # 16 dev rows: a clean sweep moves it
     assert metrics["protected-accuracy"] == 1.0  # either way it ends on the option that is right
+    assert (metrics["own-best-accuracy"] == 1.0) == (not right)  # its best own option on test, in hindsight
     reply = grid.send_and_receive(
         [Message(wire.start(2, np.zeros(8), "run"), dst_node_id=1000, message_type=wire.EVAL_QUERY, group_id="2")]
     )[0]
@@ -166,16 +167,20 @@ def test_the_provider_pools_final_accuracies_of_the_users_that_report_one(task_i
 
     strategy = CBPStrategy(None, np.zeros(4, np.float32), domain="general")
     replies = [
-        score(0.5, 10, **{"protected-accuracy": 0.9, "protected-own": 1.0}),
-        score(0.8, 30, **{"protected-accuracy": 0.8, "protected-own": 0.0}),
+        score(0.5, 10, **{"protected-accuracy": 0.9, "protected-own": 1.0, "own-best-accuracy": 0.9}),
+        score(0.8, 30, **{"protected-accuracy": 0.8, "protected-own": 0.0, "own-best-accuracy": 0.9}),
         score(0.6, 20),  # a user with no choice yet (FedBPT, or before its first round)
     ]
     evaluation = strategy.aggregate_evaluate(1, replies)
     assert evaluation["accuracy"] == pytest.approx((5 + 24 + 12) / 60)  # every user's z, as before
     assert evaluation["protected-accuracy"] == pytest.approx((9 + 24) / 40)  # the reporting users' texts pooled
     assert evaluation["protected-own-share"] == 0.5 and evaluation["protected-users"] == 2
+    assert evaluation["own-best-accuracy"] == pytest.approx(0.9)
+    assert evaluation["protected-vs-own-best"] == pytest.approx(-0.05)  # per user: 0 and -0.1
+    assert evaluation["protected-below-own-best"] == 1
+    bad = {"protected-accuracy": 0.5, "protected-own": 0.5, "own-best-accuracy": 0.5}
     with pytest.raises(wire.ProtocolError, match="protected-own"):  # the check that drops such a reply
-        read_evaluation(score(0.5, 10, **{"protected-accuracy": 0.5, "protected-own": 0.5}).content)
+        read_evaluation(score(0.5, 10, **bad).content)
 
 
 def test_zero_shot_without_train_rows_has_nothing_to_fit(tiny):

@@ -42,7 +42,8 @@ EXPECTED_ROWS = {
     "openbookqa": 500,
     "commonsenseqa": 1221,
     "copa": 100,
-    "pubmedqa": 1582,
+    "pubmedqa": 401,
+    "bioasq": 1181,
     "medmcqa": 4183,
     "medqa": 1273,
     "mmlu-medical": 1640,
@@ -56,7 +57,7 @@ EXPECTED_ROWS = {
     "rte": 277,
     "mrpc": 408,
 }
-YES_NO_TASKS = ("boolq", "pubmedqa", "rte", "mrpc")
+YES_NO_TASKS = ("boolq", "pubmedqa", "bioasq", "rte", "mrpc")
 DRUG_REVIEW_TASKS = ("drug-reviews-birth-control", "drug-reviews-other")
 CLASSIFICATION_TASKS = (*YES_NO_TASKS, "sst2", *DRUG_REVIEW_TASKS)
 MULTIPLE_CHOICE_TASKS = tuple(name for name in EXPECTED_ROWS if name not in CLASSIFICATION_TASKS)
@@ -209,7 +210,7 @@ def test_label_conventions_of_yes_no_and_sentiment_tasks():
 
 
 def test_majority_class_rates_of_the_yes_no_tasks():
-    for name, rate in (("boolq", 2033 / 3270), ("pubmedqa", 1133 / 1582)):
+    for name, rate in (("boolq", 2033 / 3270), ("pubmedqa", 249 / 401), ("bioasq", 884 / 1181)):
         labels = collections.Counter(example.label for example in load_task(name).examples)
         assert labels[0] / sum(labels.values()) == pytest.approx(rate)
 
@@ -343,7 +344,7 @@ def test_domain_pool_is_seeded_and_checks_its_arguments():
         domain_pool("finance", seed=0, size=10**6)
 
 
-@pytest.mark.parametrize("name", ["boolq", "pubmedqa", "medqa", "sst2"])
+@pytest.mark.parametrize("name", ["boolq", "bioasq", "medqa", "sst2"])
 @pytest.mark.parametrize("class_balanced", [False, True])
 def test_user_split_is_disjoint_sized_and_seeded(name, class_balanced):
     task = load_task(name)

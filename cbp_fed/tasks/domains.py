@@ -68,7 +68,7 @@ DOMAINS: dict[str, Domain] = {
     ),
     "medical": Domain(
         "medical",
-        ("medmcqa", "medqa", "mmlu-medical", "pubmedqa"),
+        ("medmcqa", "medqa", "mmlu-medical", "pubmedqa", "bioasq"),
         ("drug-reviews-birth-control", "drug-reviews-other"),
     ),
     # A finance-knowledge proxy (MMLU economics/business), not financial sentiment data.

@@ -63,12 +63,15 @@ def boolq() -> tuple[Labelled, ...]:
     )
 
 
-def pubmedqa() -> tuple[Labelled, ...]:
-    """PubMedQA + BioASQ yes/no (SciRIFF): context, then question; label 0 = yes."""
-    docs = _docs("sciriff_yesno", "context", "question", "answer")
+def _biomedical_yes_no(source: str) -> tuple[Labelled, ...]:
+    """SciRIFF's biomedical yes/no questions from one ``source`` (each doc's id names it: ``pubmedqa_qa:...``
+    or ``bioasq_yesno_qa:...``): context, then question; label 0 = yes."""
+    docs = _docs("sciriff_yesno", "id", "context", "question", "answer")
     labels = {"yes": 0, "no": 1}
     rows = []
     for index, doc in enumerate(docs):
+        if not doc["id"].startswith(f"{source}:"):
+            continue
         answer = doc["answer"].strip().lower()
         if answer not in labels:
             raise ValueError(f"sciriff_yesno doc {index} has answer {doc['answer']!r}, not Yes/No")
@@ -78,6 +81,16 @@ def pubmedqa() -> tuple[Labelled, ...]:
             )
         )
     return tuple(rows)
+
+
+def pubmedqa() -> tuple[Labelled, ...]:
+    """PubMedQA (SciRIFF): a structured abstract, then the question its conclusion answers; label 0 = yes."""
+    return _biomedical_yes_no("pubmedqa_qa")
+
+
+def bioasq() -> tuple[Labelled, ...]:
+    """BioASQ yes/no (SciRIFF): snippets from several papers, then a factual question; label 0 = yes."""
+    return _biomedical_yes_no("bioasq_yesno_qa")
 
 
 def sst2() -> tuple[Labelled, ...]:

@@ -112,8 +112,15 @@ _REGISTRY: dict[str, _Spec] = {
         "medical",
         YES_NO,
         readers.pubmedqa,
-        "Biomedical yes/no questions with a context: SciRIFF's PubMedQA (401) + BioASQ (1181) rows "
-        f"(oe_eval_tasks/sciriff_yesno, one doc per question), {_DATA}.",
+        "PubMedQA yes/no: an abstract and the question its conclusion answers (SciRIFF's PubMedQA rows of "
+        f"oe_eval_tasks/sciriff_yesno, one doc per question), {_DATA}.",
+    ),
+    "bioasq": _Spec(
+        "medical",
+        YES_NO,
+        readers.bioasq,
+        "BioASQ yes/no: snippets from several papers and a factual question (SciRIFF's BioASQ rows of "
+        f"oe_eval_tasks/sciriff_yesno, one doc per question), {_DATA}.",
     ),
     "medmcqa": _Spec(
         "medical",
