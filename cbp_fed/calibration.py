@@ -130,6 +130,7 @@ def held_out_options(zero_shot: np.ndarray, labels: np.ndarray, log_prior: np.nd
         rows.append(own_options(zero_shot[i : i + 1], offsets, prior, label_prior(labels[rest], c)))
     return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
 
+
 # ------------------------------------------------------------------ the user's protected choice
 PROTECT_ALPHA = 0.05
 """Default level of the one-sided test that moves a user from its best no-provider option to a prompt."""
@@ -213,7 +214,10 @@ def protect(
     if train_scores and set(train_scores) != set(own):
         raise ValueError(f"held_out scores name {sorted(train_scores)}, the own options are {own}")
     own_labels = np.r_[train_labels, labels].astype(int)
-    own_scores = {name: np.concatenate([train_scores[name], dev_scores[name]]) if train_scores else dev_scores[name] for name in own}
+    own_scores = {
+        name: np.concatenate([train_scores[name], dev_scores[name]]) if train_scores else dev_scores[name]
+        for name in own
+    }
     own_accuracy, own_loss, baseline = rank(own_labels, own_scores)
     dev_accuracy, _, _ = rank(labels, dev_scores)
     others = {name: s for name, s in dev_scores.items() if name in provider}

