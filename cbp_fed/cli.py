@@ -72,6 +72,9 @@ def _sdt(args) -> None:
         lr=args.lr,
         pool_size=args.pool_size,
         eval_size=args.eval_size,
+        dev_size=args.dev_size,
+        eval_every=args.eval_every,
+        patience=args.patience,
         max_tokens=args.max_tokens,
         z_noise=args.z_noise,
         generalist_share=args.generalist_share,
@@ -82,10 +85,14 @@ def _sdt(args) -> None:
     lm = FrozenLM.load(args.backbone, args.dtype, args.device)
     gen, meta = train_generator(lm, config)
     save_generator(gen, meta, args.out)
-    acc, vectors, steer = meta["eval_accuracy"], meta["task_vectors"], meta["steering"]
+    held, vectors, steer = meta["held_out"], meta["task_vectors"], meta["steering"]
+    versus = held["z0_vs_best"]
     console.print(
-        f"SDT {args.domain}: held-out pool accuracy {acc['before']:.3f} -> {acc['after']:.3f} "
-        f"in {meta['training']['seconds']:.0f} s; own task vector beats z0 on {vectors['own_beats_z0']} SDT tasks "
+        f"SDT {args.domain}: z0 on {held['n']} held-out pool rows {held['z0_before']:.3f} -> {held['z0_after']:.3f} "
+        f"(zero-shot {held['zero_shot']:.3f}, instruction {held['instruction']:.3f}; z0 - {versus['against']} "
+        f"{versus['mean']:+.3f} +/- {versus['ci95']:.3f}: {'learned' if held['learned'] else 'not learned'}) "
+        f"in {meta['training']['seconds']:.0f} s, best dev check at step {meta['early_stopping']['best_step']}; "
+        f"own task vector beats z0 on {vectors['own_beats_z0']} SDT tasks "
         f"(paired gain {vectors['paired_gain']}); a sigma=1 step moves the prompt {steer['ratio']:.2f}x as far as "
         f"BBT's; saved to {args.out}"
     )
@@ -248,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sdt", help="stage 1: train the prompt generator on the provider's domain data")
     p.add_argument("--domain", required=True)
     p.add_argument("--out", required=True, help="checkpoint folder")
-    for key in ("r", "m", "t", "a_seed", "steps", "batch_size", "pool_size", "eval_size", "max_tokens", "seed"):
+    sdt_ints = ("r", "m", "t", "a_seed", "steps", "batch_size", "pool_size", "eval_size", "dev_size", "eval_every")
+    for key in (*sdt_ints, "patience", "max_tokens", "seed"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=sdt_defaults[key])
     for key in ("lr", "z_noise", "generalist_share", "offset_penalty", "steering_target"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=sdt_defaults[key])

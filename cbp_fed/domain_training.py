@@ -49,7 +49,11 @@ class SDTConfig:
     leave them at 0.1x PyTorch's initialisation, where a step moved it 0.007-0.06x BBT's).
     generalist_share: the fraction of steps that train the domain's start vector
     z0 itself (the other steps train a task's vector z0 + offset). offset_penalty: weight of the mean
-    squared offset, which keeps the task vectors near z0 (where users start). domain: whose SDT pool
+    squared offset, which keeps the task vectors near z0 (where users start). eval_size: held-out pool rows
+    the checkpoint's evidence is measured on (``held_out``); dev_size: another held-out slice that decides
+    early stopping: every ``eval_every`` steps z0's accuracy and loss on it are measured, the best state is
+    kept, and training stops after ``patience`` checks without improvement (``eval_every`` 0: no checks,
+    all ``steps`` run). domain: whose SDT pool
     ``train_generator`` draws (an unknown one is refused there, before any step); with a pool of its own
     (a white-box ceiling on one task) only the name recorded in the checkpoint.
     """
@@ -64,7 +68,10 @@ class SDTConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     pool_size: int = 4000
-    eval_size: int = 200
+    eval_size: int = 300
+    dev_size: int = 0
+    eval_every: int = 0
+    patience: int = 4
     max_tokens: int = 128
     z_noise: float = 0.5
     generalist_share: float = 0.5
@@ -73,9 +80,16 @@ class SDTConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for key in ("r", "m", "t", "steps", "batch_size", "pool_size", "max_tokens"):
+        for key in ("r", "m", "t", "steps", "batch_size", "pool_size", "max_tokens", "patience"):
             if getattr(self, key) < 1:
                 raise ValueError(f"SDTConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if self.eval_size < 0 or self.dev_size < 0 or self.eval_every < 0:
+            raise ValueError(
+                f"SDTConfig.eval_size, dev_size and eval_every must be >= 0, got "
+                f"{self.eval_size}, {self.dev_size}, {self.eval_every}"
+            )
+        if self.eval_every and not self.dev_size:
+            raise ValueError("SDTConfig.eval_every needs dev_size > 0 held-out rows to check on (or eval_every 0)")
         if not self.lr > 0:
             raise ValueError(f"SDTConfig.lr must be > 0, got {self.lr}")
         if self.z_noise < 0 or self.offset_penalty < 0:
@@ -117,27 +131,74 @@ def _by_task(pool) -> dict[str, tuple]:
     return {name: (tasks[name], exs) for name, exs in sorted(groups.items())}
 
 
-def _correct(lm: FrozenLM, gen: PromptGenerator | None, z, task, examples, max_tokens: int, batch_size: int = 32):
-    """``(n,)`` bool: which examples the prompt of task vector ``z: (r,)`` answers right (no generator:
-    zero-shot, an empty prompt)."""
-    out = []
+def _correct(lm: FrozenLM, gen, z, task, examples, max_tokens: int, batch_size: int = 32) -> torch.Tensor:
+    """``(n,)`` bool: which examples a prompt answers right. ``gen``: a generator (its prompt for task
+    vector ``z: (r,)``), a fixed prompt ``(t, d)`` (``z`` unused), or None (zero-shot, an empty prompt)."""
+    return _scores_and_labels(lm, gen, z, task, examples, max_tokens, batch_size)[0]
+
+
+def _scores_and_labels(lm: FrozenLM, gen, z, task, examples, max_tokens: int, batch_size: int = 32):
+    """``(correct (n,) bool, loss (n,) cross-entropy)`` of a prompt on ``examples`` (``gen`` as in ``_correct``)."""
+    correct, losses = [], []
     with torch.no_grad():
         for i in range(0, len(examples), batch_size):
             chunk = examples[i : i + batch_size]
             ids = _encode(lm, chunk, max_tokens)
             if gen is None:
                 prompts = torch.zeros(len(chunk), 0, lm.d, device=lm.device)
+            elif isinstance(gen, torch.Tensor):
+                prompts = gen[None].expand(len(chunk), -1, -1)
             else:
                 prompts = gen(z[None], lm.pooled(ids))[0]
             labels = torch.tensor([ex.label for ex in chunk], device=lm.device)
-            out.append(example_scores(lm, prompts, task, chunk, ids).argmax(1) == labels)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+            scores = example_scores(lm, prompts, task, chunk, ids).float()
+            correct.append(scores.argmax(1) == labels)
+            losses.append(torch.nn.functional.cross_entropy(scores, labels, reduction="none"))
+    if not correct:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0)
+    return torch.cat(correct).cpu(), torch.cat(losses).cpu()
+
+
+def _correct_over(lm: FrozenLM, gen: PromptGenerator, groups: dict, max_tokens: int) -> torch.Tensor:
+    """``(n,)`` bool: z0's correctness on every row of ``groups`` (task by task, in their order)."""
+    correct = [_correct(lm, gen, gen.z0, task, exs, max_tokens) for task, exs in groups.values()]
+    return torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
 
 
 def evaluate_pool(lm: FrozenLM, gen: PromptGenerator, groups: dict, max_tokens: int) -> float:
     """Accuracy of the generator with z0 on a held-out part of the domain pool."""
-    correct = [_correct(lm, gen, gen.z0, task, exs, max_tokens) for task, exs in groups.values()]
-    return float(torch.cat(correct).float().mean()) if correct else 0.0
+    correct = _correct_over(lm, gen, groups, max_tokens)
+    return float(correct.float().mean()) if len(correct) else 0.0
+
+
+def _paired(diff: torch.Tensor) -> dict:
+    """Mean of per-row differences ``(n,)`` in {-1, 0, 1} with a 95% normal-approximation half-width."""
+    half = 1.96 * float(diff.float().std()) / len(diff) ** 0.5 if len(diff) > 1 else float("nan")
+    return {"mean": round(float(diff.float().mean()), 4) if len(diff) else None, "ci95": round(half, 4)}
+
+
+def held_out_evidence(lm: FrozenLM, gen: PromptGenerator, groups: dict, max_tokens: int, z0_before: torch.Tensor):
+    """Did SDT learn? On the held-out pool rows ``groups``: accuracy of zero-shot, of BBT's instruction
+    prompt (no generator), of z0 before training (``z0_before``: the rows' correctness, measured then) and
+    of z0 after, and z0 after paired against the better of zero-shot and the instruction prompt on the same
+    rows (``z0_vs_best``; the bar is ``mean - ci95 > 0``)."""
+    instruction = instruction_embedding(lm, gen.t)
+    rows = {"zero_shot": [], "instruction": [], "z0_after": []}
+    for task, exs in groups.values():
+        rows["zero_shot"].append(_correct(lm, None, None, task, exs, max_tokens))
+        rows["instruction"].append(_correct(lm, instruction, None, task, exs, max_tokens))
+        rows["z0_after"].append(_correct(lm, gen, gen.z0, task, exs, max_tokens))
+    correct = {name: torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool) for name, parts in rows.items()}
+    correct["z0_before"] = z0_before
+    accuracy = {name: round(float(c.float().mean()), 4) if len(c) else None for name, c in correct.items()}
+    best = max(("zero_shot", "instruction"), key=lambda name: accuracy[name] or 0.0)
+    vs_best = _paired(correct["z0_after"].float() - correct[best].float())
+    return {
+        "n": len(z0_before),
+        **{name: accuracy[name] for name in ("zero_shot", "instruction", "z0_before", "z0_after")},
+        "z0_vs_best": {**vs_best, "against": best},
+        "learned": bool(vs_best["mean"] is not None and vs_best["mean"] - vs_best["ci95"] > 0),
+    }
 
 
 def task_vector_evidence(lm: FrozenLM, gen: PromptGenerator, tasks: list[str], groups: dict, max_tokens: int) -> dict:
@@ -159,16 +220,11 @@ def task_vector_evidence(lm: FrozenLM, gen: PromptGenerator, tasks: list[str], g
         }
         differences.append(own.float() - start.float())
     diff = torch.cat(differences) if differences else torch.zeros(0)
-    half = 1.96 * float(diff.std()) / max(len(diff), 1) ** 0.5 if len(diff) > 1 else float("nan")
     wins = sum(v["own_z"] > v["z0"] for v in per_task.values())
     return {
         "tasks": per_task,
         "own_beats_z0": f"{wins}/{len(per_task)}",
-        "paired_gain": {
-            "mean": round(float(diff.mean()), 4) if len(diff) else None,
-            "ci95": round(half, 4),
-            "n": len(diff),
-        },
+        "paired_gain": {**_paired(diff), "n": len(diff)},
     }
 
 
@@ -231,29 +287,36 @@ def train_generator(
     z0 on it, else the task's own vector z0 + offset; either way every example's z gets Gaussian noise of
     std ``z_noise``. So z0 becomes the domain's generalist start, the task vectors specialists one search
     step away, and the generator responds to z smoothly across the region users search.
-    ``pool``: (Task, Example) pairs to train on instead of the domain's pool (the first ``eval_size``
-    after a seeded shuffle are held out).
+    ``pool``: (Task, Example) pairs to train on instead of the domain's pool. After a seeded shuffle the
+    first ``eval_size`` rows are held out for the checkpoint's evidence and the next ``dev_size`` for early
+    stopping; the generator trains on the rest.
     """
     started = time.time()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    size = config.pool_size + config.eval_size
+    size = config.pool_size + config.eval_size + config.dev_size
     try:
         drawn = pool if pool is not None else domain_pool(config.domain, config.seed, size)
     except ValueError as err:  # name the two settings that add up to the draw
-        raise ValueError(f"{err} (pool_size {config.pool_size} + eval_size {config.eval_size}): lower them") from err
+        raise ValueError(
+            f"{err} (pool_size {config.pool_size} + eval_size {config.eval_size} + dev_size {config.dev_size}): "
+            "lower them"
+        ) from err
     pool = [(task, ex) for task, ex in drawn if _fits(lm, ex, config.max_tokens)]
     rng.shuffle(pool)
-    train_groups, eval_groups = _by_task(pool[config.eval_size :]), _by_task(pool[: config.eval_size])
+    held = config.eval_size + config.dev_size
+    eval_groups, dev_groups = _by_task(pool[: config.eval_size]), _by_task(pool[config.eval_size : held])
+    train_rows = pool[held:]
+    train_groups = _by_task(train_rows)
     names = list(train_groups)
     gen = PromptGenerator(lm.d, config.r, config.m, config.t, config.a_seed, n_tasks=len(names)).to(lm.device)
     with torch.no_grad():
-        gen.standardise_with(lm.pooled(_encode(lm, [ex for _, ex in pool[config.eval_size :]], config.max_tokens)))
+        gen.standardise_with(lm.pooled(_encode(lm, [ex for _, ex in train_rows], config.max_tokens)))
         gen.start_at(instruction_embedding(lm, config.t))
         gen.task_offsets.normal_(0.0, config.z_noise)
     calibration = None
     if config.steering_target:
-        sample = [ex for _, ex in pool[config.eval_size :][:64]]
+        sample = [ex for _, ex in train_rows[:64]]
         calibration = calibrate_steering(lm, gen, _encode(lm, sample, config.max_tokens), config.steering_target)
     vectors = [gen.z0, gen.task_offsets]
     optimiser = torch.optim.AdamW(
@@ -264,7 +327,17 @@ def train_generator(
         lr=config.lr,
     )
     schedule = warmup_cosine(optimiser, config.steps)
-    accuracy_before = evaluate_pool(lm, gen, eval_groups, config.max_tokens)
+    z0_before = _correct_over(lm, gen, eval_groups, config.max_tokens)
+
+    def dev_check(step: int) -> dict:
+        """z0's accuracy and mean cross-entropy on the dev slice at ``step``."""
+        parts = [_scores_and_labels(lm, gen, gen.z0, task, exs, config.max_tokens) for task, exs in dev_groups.values()]
+        correct, losses = torch.cat([c for c, _ in parts]), torch.cat([loss for _, loss in parts])
+        return {"step": step, "dev_accuracy": float(correct.float().mean()), "dev_loss": float(losses.mean())}
+
+    checks = [dev_check(0)] if config.eval_every else []
+    start_state = {k: v.detach().clone() for k, v in gen.state_dict().items()} if checks else None
+    best, best_state, waited = (checks[0] if checks else None), None, 0
     weights = [len(train_groups[n][1]) for n in names]
     noise = torch.Generator().manual_seed(config.seed)
     curve = []
@@ -276,7 +349,7 @@ def train_generator(
     )
     with Progress(*columns, disable=not progress) as bar:
         job = bar.add_task(config.domain, total=config.steps, loss=float("nan"))
-        for _ in range(config.steps):
+        for step in range(1, config.steps + 1):
             index = rng.choices(range(len(names)), weights)[0]
             task, exs = train_groups[names[index]]
             batch = rng.sample(exs, min(config.batch_size, len(exs)))
@@ -298,6 +371,17 @@ def train_generator(
             bar.update(job, advance=1, loss=recent)
             if not bar.console.is_terminal and (len(curve) % max(1, config.steps // 10) == 0):
                 log.info("SDT %s: step %d/%d, loss %.3f", config.domain, len(curve), config.steps, recent)
+            if config.eval_every and step % config.eval_every == 0:
+                checks.append(dev_check(step))
+                if (checks[-1]["dev_accuracy"], -checks[-1]["dev_loss"]) > (best["dev_accuracy"], -best["dev_loss"]):
+                    best, waited = checks[-1], 0
+                    best_state = {k: v.detach().clone() for k, v in gen.state_dict().items()}
+                else:
+                    waited += 1
+                if waited >= config.patience:
+                    break
+    if checks:  # back to the best dev check (the start itself when no step beat it)
+        gen.load_state_dict(best_state if best_state is not None else start_state)
     gen.eval().requires_grad_(False)
     eval_ids = _encode(lm, [ex for _, ex in pool[: config.eval_size]], config.max_tokens)
     meta = {
@@ -311,8 +395,9 @@ def train_generator(
         "data": {
             "fingerprint": fingerprint(pool),
             "dropped_query_too_long": len(drawn) - len(pool),
-            "train_examples": len(pool) - config.eval_size,
+            "train_examples": len(train_rows),
             "eval_examples": config.eval_size,
+            "dev_examples": config.dev_size,
             "tasks": {n: len(e) for n, (_, e) in train_groups.items()},
         },
         "training": {
@@ -321,7 +406,19 @@ def train_generator(
             "dtype": str(lm.dtype),
             "seconds": round(time.time() - started, 1),
         },
-        "eval_accuracy": {"before": accuracy_before, "after": evaluate_pool(lm, gen, eval_groups, config.max_tokens)},
+        "eval_accuracy": {
+            "before": float(z0_before.float().mean()),
+            "after": evaluate_pool(lm, gen, eval_groups, config.max_tokens),
+        },
+        "held_out": held_out_evidence(lm, gen, eval_groups, config.max_tokens, z0_before),
+        "early_stopping": {
+            "eval_every": config.eval_every,
+            "patience": config.patience,
+            "dev_size": config.dev_size,
+            "steps_run": len(curve),
+            "best_step": best["step"] if best else len(curve),
+            "checks": checks,
+        },
         "task_vectors": task_vector_evidence(lm, gen, names, eval_groups, config.max_tokens),
         "steering": steering(lm, gen, eval_ids) if eval_ids else None,
         "loss_curve": curve,

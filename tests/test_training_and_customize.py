@@ -74,6 +74,51 @@ def test_task_vectors_carry_the_task(planted):
     assert gain["mean"] - gain["ci95"] > 0.1, gain
 
 
+EARLY = dict(SMALL, steps=200, pool_size=80, eval_size=40, dev_size=40, eval_every=10, patience=3, lr=1e-2)
+
+
+def test_an_sdt_that_learns_shows_it_on_held_out_rows(tiny):
+    """One task whose answer is always "negative": z0 must learn it, and the held-out record must say so
+    against the better of zero-shot and the instruction prompt, measured on the same rows."""
+    pool = _constant_task("always-negative", 1, load_task("sst2").examples[:160])
+    _, meta = train_generator(tiny, SDTConfig(domain="commonsense", **EARLY), progress=False, pool=pool)
+    held = meta["held_out"]
+    assert held["n"] == 40 and held["z0_after"] == pytest.approx(meta["eval_accuracy"]["after"], abs=1e-4)
+    assert held["z0_before"] == pytest.approx(meta["eval_accuracy"]["before"], abs=1e-4)
+    assert held["z0_after"] >= 0.9 and held["z0_before"] <= 0.5, held
+    best = max(held["zero_shot"], held["instruction"])
+    assert held["z0_vs_best"]["mean"] == pytest.approx(held["z0_after"] - best, abs=1e-4)
+    assert held["learned"] and held["z0_vs_best"]["mean"] - held["z0_vs_best"]["ci95"] > 0
+
+
+def test_sdt_stops_after_patience_checks_and_keeps_its_best_dev_check(tiny):
+    """Two tasks with the same texts and opposite answers: z0 stops improving on dev, training stops
+    ``patience`` checks after its best, and the generator is the one of that best check."""
+    import random
+
+    from cbp_fed.domain_training import _by_task, _scores_and_labels
+
+    rows = load_task("sst2").examples[:160]
+    pool = _constant_task("a", 0, rows[:80]) + _constant_task("b", 1, rows[80:])
+    config = SDTConfig(domain="commonsense", **EARLY)
+    gen, meta = train_generator(tiny, config, progress=False, pool=pool)
+    stopping = meta["early_stopping"]
+    checks = stopping["checks"]
+    assert checks[0]["step"] == 0 and stopping["steps_run"] < config.steps
+    best = max(checks, key=lambda c: (c["dev_accuracy"], -c["dev_loss"]))
+    assert stopping["best_step"] == best["step"] and checks[-1]["step"] - best["step"] == config.patience * 10
+    shuffled = list(pool)
+    random.Random(config.seed).shuffle(shuffled)  # the split train_generator makes: eval, then dev rows
+    dev = _by_task(shuffled[40:80])
+    losses = torch.cat([_scores_and_labels(tiny, gen, gen.z0, t, exs, 48)[1] for t, exs in dev.values()])
+    assert float(losses.mean()) == pytest.approx(best["dev_loss"], abs=1e-5)
+
+
+def test_early_stopping_needs_dev_rows():
+    with pytest.raises(ValueError, match="dev_size"):
+        SDTConfig(eval_every=10)
+
+
 def test_a_search_step_moves_the_trained_generators_prompt(planted):
     """A sigma = 1 step of z changes CBP's prompt by at least half as much as it changes BBT's."""
     _, meta = planted
@@ -315,7 +360,7 @@ def test_steering_is_calibrated_to_its_target_without_moving_the_start(tiny, tar
 
 
 def test_a_pool_larger_than_the_domain_names_both_settings(tiny):
-    with pytest.raises(ValueError, match=r"cannot draw .* \(pool_size 4000 \+ eval_size 200\): lower them"):
+    with pytest.raises(ValueError, match=r"cannot draw .* \(pool_size 4000 \+ eval_size 200 \+ dev_size 0\): lower"):
         train_generator(tiny, SDTConfig(domain="finance", pool_size=4000, eval_size=200), progress=False)
 
 
