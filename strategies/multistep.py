@@ -139,6 +139,7 @@ class Waiting:
     query: Query
     minimum_up_bytes: int
     plain: Query | None = None
+    plain_batch: list[int] | None = None
 
 
 @dataclass
@@ -578,8 +579,8 @@ class MultiStepStrategy(Strategy):
         self._claim(reply.metadata.src_node_id, before.texts.partition_id)
         query = before.texts.query(z, batch)
         self._record("select" if stage == wire.SELECT else "train", before.texts, query, batch, texts_sent=False)
-        plain = self._plain_query(reply, before.texts) if stage == wire.SELECT else None
-        return Waiting(before.texts, query, before.minimum_up_bytes + z.nbytes + 4 * len(batch), plain)
+        plain = self._plain_query(reply, before.texts) if stage == wire.SELECT else (None, None)
+        return Waiting(before.texts, query, before.minimum_up_bytes + z.nbytes + 4 * len(batch), *plain)
 
     def _evaluation_query(self, reply: Message) -> Waiting:
         """An evaluate.query reply: the user's z ``(1, r)`` on all its test texts (no batch)."""
@@ -589,12 +590,15 @@ class MultiStepStrategy(Strategy):
         batch = list(range(len(texts)))
         query = texts.query(z, batch)
         self._record("evaluate", texts, query, batch, texts_sent=True)
-        return Waiting(texts, query, texts.payload_bytes() + z.nbytes, self._plain_query(reply, texts))
+        return Waiting(texts, query, texts.payload_bytes() + z.nbytes, *self._plain_query(reply, texts))
 
-    def _plain_query(self, reply: Message, texts: Texts) -> Query | None:
-        """The no-prompt query of the texts a reply's ``plain`` record names (None without one)."""
+    def _plain_query(self, reply: Message, texts: Texts) -> tuple[Query | None, list[int] | None]:
+        """The no-prompt query of the texts a reply's ``plain`` record names, and their positions (None, None
+        without one)."""
         indices = wire.read_plain(reply.content, len(texts))
-        return None if indices is None else texts.query(np.zeros((1, self.z_start.size), np.float32), indices)
+        if indices is None:
+            return None, None
+        return texts.query(np.zeros((1, self.z_start.size), np.float32), indices), indices
 
     def _points(self, reply: Message, k: int) -> np.ndarray:
         """The ``(k, r)`` points of a reply's query."""
@@ -657,4 +661,8 @@ class MultiStepStrategy(Strategy):
             self.plain_blackbox = BlackBox(
                 box.lm, NoPrompt(box.lm.d, self.z_start.size), box.max_tokens, box.token_budget
             )
-        return dict(zip(nodes, self.plain_blackbox.score([waiting[n].plain for n in nodes])))
+        scores = self.plain_blackbox.score([waiting[n].plain for n in nodes])
+        if self.transcript:
+            for n, s in zip(nodes, scores):
+                self.transcript.plain(waiting[n].texts.partition_id, waiting[n].plain_batch, s)
+        return dict(zip(nodes, scores))

@@ -73,6 +73,12 @@ def test_transcript_round_trip_holds_what_crossed_the_wire(tiny, tmp_path):
         assert any(np.array_equal(view.final_z, point) for point in view.select_z)  # the kept z is one of them
         assert view.eval_hashes == [text_hash(ex.passage, ex.query) for ex in user.split.test]
         assert view.label_words == [" positive", " negative"] and view.task == "sst2"
+    # the user's own options: no-prompt scores of its train, dev and content-free texts and of its test texts, once
+    first = views[0].plain
+    assert first["plain_train_batch"].tolist() == list(range(len(view.train_hashes)))
+    assert first["plain_train_scores"].shape == (len(view.train_hashes), 2)
+    assert first["plain_eval_batch"].tolist() == list(range(len(view.eval_hashes)))
+    assert first["plain_eval_scores"].shape == (len(view.eval_hashes), 2) and views[1].plain is None
     np.testing.assert_array_equal(views[-1].final_z, strategy.user_z[0])
     np.testing.assert_array_equal(views[-1].eval_z, grid.contexts[1000].state.array_records["z"]["z"].numpy())
     np.testing.assert_array_equal(transcript.final_z(0), strategy.user_z[0])

@@ -10,7 +10,9 @@ round it writes, per user (partition id) and round, one ``.npz`` and updates tha
     transcript/user-00003/round-0001.npz   z_start (r,), candidates (S, k, r), batches (S, b),
                                            scores (S', k, b, C), select_z (s, r), select_batch (n_dev,),
                                            select_scores (s, n_dev, C), final_z (r,), eval_z (r,),
-                                           eval_scores (n, C), bytes (4,)   (absent keys: not seen)
+                                           eval_scores (n, C), plain_* (a user's own options:
+                                           positions and scores with no prompt), bytes (4,)
+                                           (absent keys: not seen)
     transcript/user-00003/texts.json       every distinct text once under its sha256, and per round
                                            the hashes in the order they were sent (batch indices
                                            point into that list), label words, task, domain
@@ -45,6 +47,11 @@ SCHEMA = {
         "final_z": "(r,) float32: the customised z of train.finish (absent: the user did not finish)",
         "eval_z": "(r,) float32: the z the user sent with its test texts (absent: no evaluation this round)",
         "eval_scores": "(n, C) float32: the scores returned for the test texts",
+        "plain_train_batch": "(p,) int32: positions in the round's training texts the user asked to have scored "
+        "with no prompt (its own options: train, dev and content-free texts)",
+        "plain_train_scores": "(p, C) float32: the no-prompt scores returned for them",
+        "plain_eval_batch": "(p,) int32: positions in the test texts the user asked to have scored with no prompt",
+        "plain_eval_scores": "(p, C) float32: the no-prompt scores returned for them",
         "bytes": "(4,) float64: payload bytes of this user's train.* up, train.* down, evaluate.* up, "
         "evaluate.* down messages this round (MeteredGrid; NaN when not metered)",
     },
@@ -74,6 +81,7 @@ class _Seen:
     select_z: np.ndarray | None = None
     select_batch: np.ndarray | None = None
     select_scores: np.ndarray | None = None
+    plain: dict | None = None  # plain_{train,eval}_{batch,scores}
     answering: str = "train"  # which query the next scores answer
 
 
@@ -133,6 +141,17 @@ class TranscriptWriter:
         else:
             user.eval_scores = np.array(scores[0], np.float32)
 
+    def plain(self, partition: int, batch: list[int], scores: np.ndarray) -> None:
+        """The no-prompt scores ``(p, C)`` returned for the texts at ``batch`` of the user's last query (its
+        training texts at train.select, its test texts at evaluation)."""
+        user = self._user(partition)
+        kind = "eval" if user.answering == "evaluate" else "train"
+        user.plain = {
+            **(user.plain or {}),
+            f"plain_{kind}_batch": np.array(batch, np.int32),
+            f"plain_{kind}_scores": np.array(scores[0], np.float32),
+        }
+
     def final(self, partition: int, z: np.ndarray) -> None:
         """The customised ``z (r,)`` the user uploaded at train.finish."""
         self._user(partition).final_z = np.array(z, np.float32)
@@ -151,6 +170,7 @@ class TranscriptWriter:
             for key in ("select_z", "select_batch", "select_scores", "final_z", "eval_z", "eval_scores"):
                 if getattr(user, key) is not None:
                     arrays[key] = getattr(user, key)
+            arrays.update(user.plain or {})
             np.savez_compressed(folder / f"round-{self.round:04d}.npz", **arrays)
             path = folder / "texts.json"
             saved = json.loads(path.read_text()) if path.exists() else {"texts": {}, "rounds": {}}
@@ -209,6 +229,7 @@ class RoundView:
     label_words: list[str]
     task: str
     domain: str
+    plain: dict | None = None  # plain_{train,eval}_{batch,scores} as in SCHEMA, when the user asked
 
     def steps(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """The answered steps: ``(candidates (k, r), batch positions (b,), scores (k, b, C))`` each."""
@@ -284,6 +305,7 @@ class Transcript:
                     label_words=texts.get("label_words", []),
                     task=texts.get("task", ""),
                     domain=texts.get("domain", ""),
+                    plain={key: value for key, value in arrays.items() if key.startswith("plain_")} or None,
                 )
             )
         return views
