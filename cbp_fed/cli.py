@@ -75,6 +75,7 @@ def _sdt(args) -> None:
         dev_size=args.dev_size,
         eval_every=args.eval_every,
         patience=args.patience,
+        transfer_task=args.transfer_task,
         max_tokens=args.max_tokens,
         z_noise=args.z_noise,
         generalist_share=args.generalist_share,
@@ -86,15 +87,25 @@ def _sdt(args) -> None:
     gen, meta = train_generator(lm, config)
     save_generator(gen, meta, args.out)
     held, vectors, steer = meta["held_out"], meta["task_vectors"], meta["steering"]
+    lines = [
+        f"SDT {args.domain} in {meta['training']['seconds']:.0f} s, the best dev check at step "
+        f"{meta['early_stopping']['best_step']}; saved to {args.out}",
+        _evidence("held-out pool rows", held),
+        f"own task vector beats z0 on {vectors['own_beats_z0']} SDT tasks (paired gain {vectors['paired_gain']}); "
+        f"a sigma=1 step moves the prompt {steer['ratio']:.2f}x as far as BBT's",
+    ]
+    if meta["transfer"]:
+        lines.insert(2, _evidence(f"rows of {meta['transfer']['task']}, left out of training", meta["transfer"]))
+    console.print("\n".join(lines))
+
+
+def _evidence(rows: str, held: dict) -> str:
+    """One line of a checkpoint's held-out evidence (``held_out_evidence``)."""
     versus = held["z0_vs_best"]
-    console.print(
-        f"SDT {args.domain}: z0 on {held['n']} held-out pool rows {held['z0_before']:.3f} -> {held['z0_after']:.3f} "
-        f"(zero-shot {held['zero_shot']:.3f}, instruction {held['instruction']:.3f}; z0 - {versus['against']} "
-        f"{versus['mean']:+.3f} +/- {versus['ci95']:.3f}: {'learned' if held['learned'] else 'not learned'}) "
-        f"in {meta['training']['seconds']:.0f} s, best dev check at step {meta['early_stopping']['best_step']}; "
-        f"own task vector beats z0 on {vectors['own_beats_z0']} SDT tasks "
-        f"(paired gain {vectors['paired_gain']}); a sigma=1 step moves the prompt {steer['ratio']:.2f}x as far as "
-        f"BBT's; saved to {args.out}"
+    return (
+        f"z0 on {held['n']} {rows}: {held['z0_before']:.3f} -> {held['z0_after']:.3f} (zero-shot "
+        f"{held['zero_shot']:.3f}, instruction {held['instruction']:.3f}; z0 - {versus['against']} "
+        f"{versus['mean']:+.3f} +/- {versus['ci95']:.3f}: {'learned' if held['learned'] else 'not learned'})"
     )
 
 
@@ -260,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--" + key.replace("_", "-"), type=int, default=sdt_defaults[key])
     for key in ("lr", "z_noise", "generalist_share", "offset_penalty", "steering_target"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=sdt_defaults[key])
+    p.add_argument("--transfer-task", default="", help="leave this pool task out of training and report z0 on it")
     model_options(p)
     p.set_defaults(run=_sdt)
 

@@ -53,7 +53,9 @@ class SDTConfig:
     the checkpoint's evidence is measured on (``held_out``); dev_size: another held-out slice that decides
     early stopping: every ``eval_every`` steps z0's accuracy and loss on it are measured, the best state is
     kept, and training stops after ``patience`` checks without improvement (``eval_every`` 0: no checks,
-    all ``steps`` run). domain: whose SDT pool
+    all ``steps`` run). transfer_task: one task of the pool left out of training; its drawn rows measure
+    whether what SDT learned transfers to a task it never saw (``transfer`` in the checkpoint, as
+    ``held_out``). domain: whose SDT pool
     ``train_generator`` draws (an unknown one is refused there, before any step); with a pool of its own
     (a white-box ceiling on one task) only the name recorded in the checkpoint.
     """
@@ -72,6 +74,7 @@ class SDTConfig:
     dev_size: int = 0
     eval_every: int = 0
     patience: int = 4
+    transfer_task: str = ""
     max_tokens: int = 128
     z_noise: float = 0.5
     generalist_share: float = 0.5
@@ -304,6 +307,13 @@ def train_generator(
         ) from err
     pool = [(task, ex) for task, ex in drawn if _fits(lm, ex, config.max_tokens)]
     rng.shuffle(pool)
+    transfer_groups = {}
+    if config.transfer_task:
+        transfer_groups = _by_task([(task, ex) for task, ex in pool if task.name == config.transfer_task])
+        if not transfer_groups:
+            names = sorted({task.name for task, _ in pool})
+            raise ValueError(f"transfer_task {config.transfer_task!r} has no rows in the SDT pool; its tasks: {names}")
+        pool = [(task, ex) for task, ex in pool if task.name != config.transfer_task]
     held = config.eval_size + config.dev_size
     eval_groups, dev_groups = _by_task(pool[: config.eval_size]), _by_task(pool[config.eval_size : held])
     train_rows = pool[held:]
@@ -328,6 +338,7 @@ def train_generator(
     )
     schedule = warmup_cosine(optimiser, config.steps)
     z0_before = _correct_over(lm, gen, eval_groups, config.max_tokens)
+    transfer_before = _correct_over(lm, gen, transfer_groups, config.max_tokens)
 
     def dev_check(step: int) -> dict:
         """z0's accuracy and mean cross-entropy on the dev slice at ``step``."""
@@ -411,6 +422,12 @@ def train_generator(
             "after": evaluate_pool(lm, gen, eval_groups, config.max_tokens),
         },
         "held_out": held_out_evidence(lm, gen, eval_groups, config.max_tokens, z0_before),
+        "transfer": {
+            "task": config.transfer_task,
+            **held_out_evidence(lm, gen, transfer_groups, config.max_tokens, transfer_before),
+        }
+        if transfer_groups
+        else None,
         "early_stopping": {
             "eval_every": config.eval_every,
             "patience": config.patience,

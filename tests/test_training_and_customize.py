@@ -114,6 +114,21 @@ def test_sdt_stops_after_patience_checks_and_keeps_its_best_dev_check(tiny):
     assert float(losses.mean()) == pytest.approx(best["dev_loss"], abs=1e-5)
 
 
+def test_what_sdt_learned_transfers_to_a_task_left_out_of_training(tiny):
+    """Two tasks that share their answer ("negative" always) on different texts: trained on one, z0 answers
+    the other, and ``transfer`` measures it on the left-out task's rows only."""
+    rows = load_task("sst2").examples[:240]
+    pool = _constant_task("negative-a", 1, rows[:160]) + _constant_task("negative-b", 1, rows[160:])
+    config = SDTConfig(domain="commonsense", **{**EARLY, "transfer_task": "negative-b"})
+    _, meta = train_generator(tiny, config, progress=False, pool=pool)
+    assert meta["sdt_tasks"] == ["negative-a"] and "negative-b" not in meta["data"]["tasks"]
+    transfer = meta["transfer"]
+    assert transfer["task"] == "negative-b" and transfer["n"] == 80
+    assert transfer["z0_after"] >= 0.9 and transfer["learned"], transfer
+    with pytest.raises(ValueError, match="transfer_task 'nowhere' has no rows.*negative-a"):
+        train_generator(tiny, SDTConfig(domain="commonsense", **{**EARLY, "transfer_task": "nowhere"}), pool=pool)
+
+
 def test_early_stopping_needs_dev_rows():
     with pytest.raises(ValueError, match="dev_size"):
         SDTConfig(eval_every=10)
@@ -385,3 +400,18 @@ def test_cbp_in_a_subspace_searches_only_along_the_generators_task_vectors(tiny,
     np.testing.assert_allclose(u @ basis, moves, atol=1e-4)  # z0 + span of the first two task directions
     with pytest.raises(ValueError, match="subspace"):
         CustomizeConfig(task="sst2", method="bbt", subspace=2)
+
+
+def test_cbp_fed_sdt_reports_what_it_learned_and_where_it_stopped(tmp_path, capfd):
+    from cbp_fed import cli
+
+    out = tmp_path / "gen"
+    small = ["--r", "8", "--m", "4", "--t", "2", "--steps", "6", "--batch-size", "2", "--max-tokens", "48"]
+    sizes = ["--pool-size", "40", "--eval-size", "20", "--dev-size", "20", "--eval-every", "2", "--patience", "2"]
+    args = ["sdt", "--domain", "medical", "--out", str(out), *small, *sizes, "--transfer-task", "pubmedqa"]
+    assert cli.main([*args, "--backbone", "tiny-random"]) == 0
+    printed = capfd.readouterr().err  # the command prints to stderr
+    meta = json.loads((out / "generator.json").read_text())
+    assert meta["held_out"]["n"] == 20 and meta["early_stopping"]["checks"][0]["step"] == 0
+    assert meta["transfer"]["task"] == "pubmedqa" and "pubmedqa" not in meta["sdt_tasks"]
+    assert "z0 on 20 held-out pool rows" in printed and "rows of pubmedqa, left out of training" in printed
