@@ -38,7 +38,18 @@ from cbp_fed.results import legend_below  # noqa: E402
 from cbp_fed.tasks import DOMAINS, domain_capacity  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
-ROW_METHODS = ("zero-shot", "zero-shot-calibrated", "sdt-only", "bbt", "cbp")
+ROW_METHODS = (
+    "zero-shot",
+    "zero-shot-calibrated",
+    "sdt-only",
+    "sdt-only-protected",
+    "bbt",
+    "bbt-protected",
+    "cbp",
+    "cbp-protected",
+)
+"""A ``<method>-protected`` row is what that method's user ends on (``protected``: its prompt, or an option of
+its own, named in ``kept``), beside the method's own row, never in its place."""
 
 
 def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -52,7 +63,8 @@ def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def rows_of(summary: dict) -> list[dict]:
-    """A run's rows of the table: one per evaluated budget (searching methods) or one at 0 calls."""
+    """A run's rows of the table: one per evaluated budget (searching methods) or one at 0 calls, each
+    followed by its ``<method>-protected`` row when the run made a protected choice there."""
     base = {
         "domain": summary["domain"],
         "task": summary["task"],
@@ -62,10 +74,17 @@ def rows_of(summary: dict) -> list[dict]:
         "start_accuracy": summary["start_test_accuracy"],
     }
     if summary["curve"]:
-        points = [(p["calls"], p["test_accuracy"], p["kept"]) for p in summary["curve"]]
+        points = [(p["calls"], p["test_accuracy"], p["kept"], p.get("protected")) for p in summary["curve"]]
     else:
-        points = [(0, summary["test_accuracy"], None)]
-    rows = [{**base, "method": summary["method"], "calls": c, "test_accuracy": a, "kept": k} for c, a, k in points]
+        points = [(0, summary["test_accuracy"], None, summary.get("protected"))]
+    rows = []
+    for calls, accuracy, kept, protected in points:
+        rows.append({**base, "method": summary["method"], "calls": calls, "test_accuracy": accuracy, "kept": kept})
+        if protected:
+            method, accuracy = f"{summary['method']}-protected", protected["test_accuracy"]
+            rows.append(
+                {**base, "method": method, "calls": calls, "test_accuracy": accuracy, "kept": protected["option"]}
+            )
     if summary["method"] == "zero-shot" and "test_accuracy_calibrated" in summary:
         calibrated = summary["test_accuracy_calibrated"]
         rows.append({**base, "method": "zero-shot-calibrated", "calls": 0, "test_accuracy": calibrated, "kept": None})

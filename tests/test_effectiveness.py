@@ -34,6 +34,13 @@ def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_t
     assert [(r["calls"], r["test_accuracy"], r["kept"]) for r in cbp] == [(50, 0.56, "start"), (100, 0.6, "mean@100")]
     assert all(r["start_accuracy"] == 0.55 and r["n_test"] == 300 for r in cbp)
     assert cbp[1]["ci95"][0] < 0.6 < cbp[1]["ci95"][1]
+    protected = summary("cbp", 0, 0.6, 0.55, [(100, 0.6, "mean@100")])
+    protected["curve"][0]["protected"] = {"option": "calibrated", "test_accuracy": 0.65}
+    rows = rows_of(protected)  # what the user ends on sits beside the search's own result, never in its place
+    assert [(r["method"], r["test_accuracy"], r["kept"]) for r in rows] == [
+        ("cbp", 0.6, "mean@100"),
+        ("cbp-protected", 0.65, "calibrated"),
+    ]
     zero = rows_of(summary("zero-shot", 0, 0.5, 0.5))
     assert [(r["method"], r["calls"], r["test_accuracy"]) for r in zero] == [
         ("zero-shot", 0, 0.5),
