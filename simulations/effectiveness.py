@@ -32,21 +32,30 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cbp_fed.backbone import FrozenLM  # noqa: E402
-from cbp_fed.customize import CustomizeConfig, customize  # noqa: E402
+from cbp_fed.customize import OWN, CustomizeConfig, customize  # noqa: E402
 from cbp_fed.domain_training import SDTConfig, save_generator, train_generator  # noqa: E402
 from cbp_fed.results import legend_below  # noqa: E402
 from cbp_fed.tasks import DOMAINS, domain_capacity  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
+CHOICES = (*OWN, "icl", "sdt-only", "bbt", "cbp", "cbp-subspace")
+"""What ``--methods`` may name: the user's own options, in-context demonstrations, and the prompts;
+``cbp-subspace`` is CBP searching ``--subspace`` coordinates along the SDT task vectors."""
 ROW_METHODS = (
+    "majority",
     "zero-shot",
     "zero-shot-calibrated",
+    "calibrated",
+    "calibrated-fit",
+    "icl",
     "sdt-only",
     "sdt-only-protected",
     "bbt",
     "bbt-protected",
     "cbp",
     "cbp-protected",
+    "cbp-subspace",
+    "cbp-subspace-protected",
 )
 """A ``<method>-protected`` row is what that method's user ends on (``protected``: its prompt, or an option of
 its own, named in ``kept``), beside the method's own row, never in its place."""
@@ -77,14 +86,13 @@ def rows_of(summary: dict) -> list[dict]:
         points = [(p["calls"], p["test_accuracy"], p["kept"], p.get("protected")) for p in summary["curve"]]
     else:
         points = [(0, summary["test_accuracy"], None, summary.get("protected"))]
+    name = summary["method"] + ("-subspace" if summary.get("config", {}).get("subspace") else "")
     rows = []
     for calls, accuracy, kept, protected in points:
-        rows.append({**base, "method": summary["method"], "calls": calls, "test_accuracy": accuracy, "kept": kept})
+        rows.append({**base, "method": name, "calls": calls, "test_accuracy": accuracy, "kept": kept})
         if protected:
-            method, accuracy = f"{summary['method']}-protected", protected["test_accuracy"]
-            rows.append(
-                {**base, "method": method, "calls": calls, "test_accuracy": accuracy, "kept": protected["option"]}
-            )
+            final = {"method": f"{name}-protected", "test_accuracy": protected["test_accuracy"]}
+            rows.append({**base, **final, "calls": calls, "kept": protected["option"]})
     if summary["method"] == "zero-shot" and "test_accuracy_calibrated" in summary:
         calibrated = summary["test_accuracy_calibrated"]
         rows.append({**base, "method": "zero-shot-calibrated", "calls": 0, "test_accuracy": calibrated, "kept": None})
@@ -125,7 +133,7 @@ def run_all(args) -> list[dict]:
     summaries = []
     for domain in args.domains:
         generator = out / f"gen-{domain}"
-        if {"sdt-only", "cbp"} & set(args.methods):
+        if {"sdt-only", "cbp", "cbp-subspace"} & set(args.methods):
             ensure_generator(lm, domain, generator, args)
         for seed in args.seeds:
             for task in args.tasks or DOMAINS[domain].user_tasks:
@@ -134,11 +142,12 @@ def run_all(args) -> list[dict]:
                     if not path.exists():
                         config = CustomizeConfig(
                             task=task,
-                            method=method,
+                            method="cbp" if method == "cbp-subspace" else method,
+                            subspace=args.subspace if method == "cbp-subspace" else 0,
                             seed=seed,
                             budget=max(args.budgets),
                             popsize=args.popsize,
-                            generator=str(generator) if method in ("sdt-only", "cbp") else None,
+                            generator=str(generator) if method in ("sdt-only", "cbp", "cbp-subspace") else None,
                             shots_per_class=args.shots,
                             n_test=args.n_test,
                             max_tokens=args.max_tokens,
@@ -329,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="results/effectiveness")
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
     parser.add_argument("--tasks", nargs="+", default=None, help="user tasks (default: each domain's two)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=CHOICES)
+    parser.add_argument("--subspace", type=int, default=16, help="cbp-subspace: coordinates searched (K)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--popsize", type=int, default=10)

@@ -41,6 +41,8 @@ def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_t
         ("cbp", 0.6, "mean@100"),
         ("cbp-protected", 0.65, "calibrated"),
     ]
+    subspace = {**summary("cbp", 0, 0.6, 0.55, [(100, 0.6, "mean@100")]), "config": {"subspace": 16}}
+    assert [r["method"] for r in rows_of(subspace)] == ["cbp-subspace"]  # its own row, apart from full-r CBP
     zero = rows_of(summary("zero-shot", 0, 0.5, 0.5))
     assert [(r["method"], r["calls"], r["test_accuracy"]) for r in zero] == [
         ("zero-shot", 0, 0.5),
