@@ -5,7 +5,8 @@
 
 Per domain the provider's generator is trained once (``<out>/gen-<domain>``, SDT on the domain's pool,
 which shares no task with its user tasks). Then for each (user task, method, seed) one user runs
-``cbp-fed customize`` in this process: zero-shot (and its calibrated score), SDT-only, BBT and CBP,
+``cbp-fed customize`` in this process: zero-shot (and its calibrated score), SDT-only, BBT and CBP
+(``--methods`` adds the user's other own options, ICL and CBP in a subspace: ``cbp-subspace``),
 the searching methods evaluated at every budget of one run (``checkpoints``), with the never-worse
 protocol (natural-prior splits, mini-batches, the kept z chosen on dev). Runs are resumable: a run
 whose ``summary.json`` exists under ``<out>/runs/`` is read back, not rerun.
