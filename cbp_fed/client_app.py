@@ -515,6 +515,7 @@ def evaluate_score(msg: Message, context: Context) -> Message:
                 "protected-accuracy": float((ends.argmax(1) == labels).mean()),
                 "protected-own": float(option in own),
                 "own-best-accuracy": max(float((s.argmax(1) == labels).mean()) for s in own.values()),
+                **{f"own-accuracy-{name}": float((s.argmax(1) == labels).mean()) for name, s in own.items()},
             }
         )
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

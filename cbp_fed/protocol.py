@@ -249,20 +249,24 @@ def read_local_search(content: RecordDict) -> dict[str, float]:
 
 
 PROTECTED_METRICS = ("protected-accuracy", "protected-own", "own-best-accuracy")
+OWN_ACCURACY = "own-accuracy-"
+"""Prefix of the optional per-option metrics: ``own-accuracy-<option>``, each own option's test accuracy."""
 
 
 def read_protected(content: RecordDict) -> dict[str, float]:
-    """An evaluate.score reply's protected choice, if it reports one: ``protected-accuracy`` and
-    ``own-best-accuracy`` (its best own option on its test rows, in hindsight) in [0, 1], ``protected-own``
-    (0 or 1); ``{}`` when it reports none of them."""
+    """An evaluate.score reply's protected choice, if it reports one: ``protected-accuracy``,
+    ``own-best-accuracy`` (its best own option on its test rows, in hindsight) and each
+    ``own-accuracy-<option>`` it sends in [0, 1], ``protected-own`` (0 or 1); ``{}`` when it reports none."""
     sent = content.metric_records.get("metrics", {})
     if not any(key in sent for key in PROTECTED_METRICS):
         return {}
     final = {key: read_metric(content, "metrics", key) for key in PROTECTED_METRICS}
-    accuracies = (final["protected-accuracy"], final["own-best-accuracy"])
+    final.update({key: read_metric(content, "metrics", key) for key in sent if key.startswith(OWN_ACCURACY)})
+    accuracies = [value for key, value in final.items() if key != "protected-own"]
     if not all(0 <= a <= 1 for a in accuracies) or final["protected-own"] not in (0, 1):
         raise ProtocolError(
-            f"metrics protected-accuracy and own-best-accuracy must be in [0, 1] and protected-own 0 or 1, got {final}"
+            f"metrics protected-accuracy, own-best-accuracy and {OWN_ACCURACY}* must be in [0, 1] and "
+            f"protected-own 0 or 1, got {final}"
         )
     return final
 

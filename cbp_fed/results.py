@@ -125,6 +125,8 @@ ROUND_FIELDS = {
     "own_best_test_accuracy), fraction; below 0 when users end below their own best option",
     "protected_vs_own_best_ci95": "half-width of a normal 95% interval of protected_vs_own_best over users",
     "protected_below_own_best": "protecting users that end strictly below their own best option on test (count)",
+    "own_test_accuracy": "{option: test accuracy had every protecting user kept that own option}, weighted as "
+    "test_accuracy: the best of them is a bar one choice for all users would reach",
     "own_calls": "calls served without a prompt for the users' own options this round (one per user that asked)",
     "test_examples": "test texts scored in that evaluation, all users together (count)",
     "calls": f"model calls served this round, all users together: search, dev selection and evaluation ({CALL})",

@@ -329,7 +329,8 @@ class MultiStepStrategy(Strategy):
         weighted alike), the share of them that end on an option of their own (``protected-own-share``), their
         count (``protected-users``), their best own option on test in hindsight (``own-best-accuracy``), and
         the per-user gap of the option they end on to it (``protected-vs-own-best``: mean over users with a
-        normal 95% interval, and ``protected-below-own-best``: users strictly below)."""
+        normal 95% interval, and ``protected-below-own-best``: users strictly below), and each own option's
+        accuracy had every user kept it (``own-accuracy-<option>``, texts pooled)."""
         replies = list(replies)
         evaluations = [read_evaluation(r.content) for r in replies]
         if not evaluations:
@@ -349,6 +350,9 @@ class MultiStepStrategy(Strategy):
                 float(1.96 * gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else 0.0
             )
             metrics["protected-below-own-best"] = int((gaps < 0).sum())
+            options = sorted({key for f in finals for key in f if key.startswith(wire.OWN_ACCURACY)})
+            for key in options:  # each own option over the users that have it, texts pooled
+                metrics.update(weighted_means([f for f in finals if key in f], [key]))
         return MetricRecord(metrics)
 
     # ------------------------------------------------------------------ the round loop
@@ -430,6 +434,11 @@ class MultiStepStrategy(Strategy):
                         protected_vs_own_best=evaluation["protected-vs-own-best"],
                         protected_vs_own_best_ci95=evaluation["protected-vs-own-best-ci95"],
                         protected_below_own_best=int(evaluation["protected-below-own-best"]),
+                        own_test_accuracy={
+                            key.removeprefix(wire.OWN_ACCURACY): value
+                            for key, value in evaluation.items()
+                            if key.startswith(wire.OWN_ACCURACY)
+                        },
                     )
             self.rounds_done = server_round
             self._end_transcript_round(grid, server_round)

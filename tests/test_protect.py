@@ -147,6 +147,7 @@ def test_a_federated_user_reports_the_option_it_ends_on_beside_its_z(task_identi
     assert metrics["protected-own"] == (0.0 if right else 1.0)  # 16 dev rows: a clean sweep moves it
     assert metrics["protected-accuracy"] == 1.0  # either way it ends on the option that is right
     assert (metrics["own-best-accuracy"] == 1.0) == (not right)  # its best own option on test, in hindsight
+    assert metrics["own-accuracy-zero-shot"] == (0.0 if right else 1.0)  # each own option's own line
     reply = grid.send_and_receive(
         [Message(wire.start(2, np.zeros(8), "run"), dst_node_id=1000, message_type=wire.EVAL_QUERY, group_id="2")]
     )[0]
@@ -169,17 +170,24 @@ def test_the_provider_pools_final_accuracies_of_the_users_that_report_one(task_i
     replies = [
         score(0.5, 10, **{"protected-accuracy": 0.9, "protected-own": 1.0, "own-best-accuracy": 0.9}),
         score(0.8, 30, **{"protected-accuracy": 0.8, "protected-own": 0.0, "own-best-accuracy": 0.9}),
+        score(0.7, 10, **{"protected-accuracy": 0.7, "protected-own": 1.0, "own-best-accuracy": 0.7}),
         score(0.6, 20),  # a user with no choice yet (FedBPT, or before its first round)
     ]
+    replies[0].content["metrics"]["own-accuracy-zero-shot"] = 0.5
+    replies[1].content["metrics"]["own-accuracy-zero-shot"] = 0.9
     evaluation = strategy.aggregate_evaluate(1, replies)
-    assert evaluation["accuracy"] == pytest.approx((5 + 24 + 12) / 60)  # every user's z, as before
-    assert evaluation["protected-accuracy"] == pytest.approx((9 + 24) / 40)  # the reporting users' texts pooled
-    assert evaluation["protected-own-share"] == 0.5 and evaluation["protected-users"] == 2
-    assert evaluation["own-best-accuracy"] == pytest.approx(0.9)
-    assert evaluation["protected-vs-own-best"] == pytest.approx(-0.05)  # per user: 0 and -0.1
+    assert evaluation["accuracy"] == pytest.approx((5 + 24 + 7 + 12) / 70)  # every user's z, as before
+    assert evaluation["protected-accuracy"] == pytest.approx((9 + 24 + 7) / 50)  # the reporting users' texts pooled
+    assert evaluation["protected-own-share"] == pytest.approx(2 / 3) and evaluation["protected-users"] == 3
+    assert evaluation["own-best-accuracy"] == pytest.approx((9 + 27 + 7) / 50)
+    assert evaluation["protected-vs-own-best"] == pytest.approx(-0.1 / 3)  # per user: 0, -0.1 and 0
     assert evaluation["protected-below-own-best"] == 1
+    assert evaluation["own-accuracy-zero-shot"] == pytest.approx((5 + 27) / 40)  # over the users that report it
     bad = {"protected-accuracy": 0.5, "protected-own": 0.5, "own-best-accuracy": 0.5}
     with pytest.raises(wire.ProtocolError, match="protected-own"):  # the check that drops such a reply
+        read_evaluation(score(0.5, 10, **bad).content)
+    bad = {"protected-accuracy": 0.5, "protected-own": 1.0, "own-best-accuracy": 0.5, "own-accuracy-majority": 1.5}
+    with pytest.raises(wire.ProtocolError, match="own-accuracy-"):
         read_evaluation(score(0.5, 10, **bad).content)
 
 
