@@ -321,10 +321,17 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
     # with no train rows (zero-shot at --shots 0) there is nothing to fit: offsets 0, majority the first answer
     own_offsets = fit_offsets(train_zero, train_labels) if split.train else np.zeros(n_answers)
 
+    # a label-word task's content-free prior is its template's, the same for every row: scored once
+    template_prior = log_prior(nothing[0], eval_rows, plain) if task.scoring != "options" else None
+
+    def no_prompt_prior(rows) -> np.ndarray:
+        """The content-free prior of the no-prompt options on ``rows``: ``(1, C)`` or ``(n, C)`` (``log_prior``)."""
+        return template_prior if template_prior is not None else log_prior(nothing[0], rows, plain)
+
     def own(rows) -> dict[str, np.ndarray]:
         """Scores ``(n, C)`` on ``rows`` of each option the user has without the provider's generator (``OWN``)."""
         zero = scores_of(nothing, rows, through=plain)[0]
-        return own_options(zero, own_offsets, log_prior(nothing[0], rows, plain), label_prior(train_labels, n_answers))
+        return own_options(zero, own_offsets, no_prompt_prior(rows), label_prior(train_labels, n_answers))
 
     def evaluate(z_final: np.ndarray) -> tuple[dict, np.ndarray]:
         """The summary fields of prompt ``z_final`` on the evaluated rows, and its scores there ``(n, C)``."""
@@ -340,9 +347,7 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
     protects = config.method in PROMPTED and bool(split.dev) and on == "test"  # dev is no yardstick for itself
     own_dev = own(split.dev) if protects else {}
     own_train = (
-        (train_labels, held_out_options(train_zero, train_labels, log_prior(nothing[0], split.train, plain)))
-        if protects
-        else None
+        (train_labels, held_out_options(train_zero, train_labels, no_prompt_prior(split.train))) if protects else None
     )
 
     def protected(z: np.ndarray, z_eval: np.ndarray, start_scores: tuple | None = None) -> dict:
