@@ -19,8 +19,8 @@ does not need a provider to beat a wrong answer prior. So for each (backbone, ta
 
 Each row has its Wilson 95% interval and ``vs_best_baseline``: the paired difference, row by row, against the
 best of majority, zero-shot, calibrated and calibrated-fit on the same rows. Each (backbone, task) is written
-as it finishes to ``<out>/parts/<backbone>/<task>.json`` (a task already there is skipped: the map is built
-in parts), every part is merged into ``<out>/headroom.json``, and ``<out>/headroom.md`` and ``headroom.png``
+as it finishes to ``<out>/parts/<backbone>/<task>.json`` (the map is built in parts: a task already there is
+skipped, or gets only the ceilings it lacks), every part is merged into ``<out>/headroom.json``, and ``<out>/headroom.md`` and ``headroom.png``
 are drawn from it.
 """
 
@@ -80,8 +80,8 @@ def baselines(lm: FrozenLM, task_name: str, args) -> list[dict]:
     return rows
 
 
-def ceilings(lm: FrozenLM, task_name: str, args) -> list[dict]:
-    """One row per ceiling space asked for: trained on the task's user-side rows outside the test rows
+def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict]:
+    """One row per ceiling space of ``spaces``: trained on the task's user-side rows outside the test rows
     (``--ceiling-dev`` of them held out for early stopping), each learning rate of ``--lrs`` tried and the
     one with the best dev accuracy (then loss) kept; the sweep is in the row."""
     task = load_task(task_name)
@@ -92,7 +92,7 @@ def ceilings(lm: FrozenLM, task_name: str, args) -> list[dict]:
     dev, train = rows[: args.ceiling_dev], rows[args.ceiling_dev :]
     generator = load_generator(args.generator, lm)[0] if args.generator else None
     out = []
-    for space in args.ceilings:
+    for space in spaces:
         runs = []
         for lr in args.lrs:
             source, z, trainable = prompt_space(lm, space, train, generator, (args.r, args.m, args.t), args.max_tokens)
@@ -105,7 +105,16 @@ def ceilings(lm: FrozenLM, task_name: str, args) -> list[dict]:
         )
         sweep = [{"lr": lr_, **r["best_dev"], "trained": r["trained"]} for r, _, lr_ in runs]
         out.append(
-            row(f"ceiling-{space}", correct, lr=lr, train_rows=len(train), dev_rows=len(dev), **report, sweep=sweep)
+            row(
+                f"ceiling-{space}",
+                correct,
+                lr=lr,
+                train_rows=len(train),
+                dev_rows=len(dev),
+                **({"generator": args.generator} if space == "z" else {}),
+                **report,
+                sweep=sweep,
+            )
         )
     return out
 
@@ -211,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backbone", default="smollm2-135m")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--redo", action="store_true", help="recompute tasks whose part exists")
+    parser.add_argument("--redo", action="store_true", help="recompute tasks whose part exists, baselines included")
     parser.add_argument("--out", default="results/headroom")
     args = parser.parse_args(argv)
     if args.threads:
@@ -221,10 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     (out / "parts" / args.backbone).mkdir(parents=True, exist_ok=True)
     for name in task_names() if args.tasks == ["all"] else args.tasks:
         part = out / "parts" / args.backbone / f"{name}.json"
-        if part.exists() and not args.redo:
+        done = json.loads(part.read_text()) if part.exists() and not args.redo else []
+        spaces = [s for s in args.ceilings if f"ceiling-{s}" not in {r["method"] for r in done}]
+        if done and not spaces:
             continue
-        rows = baselines(lm, name, args)
-        rows += ceilings(lm, name, args)
+        rows = (done or baselines(lm, name, args)) + ceilings(lm, name, spaces, args)
         rows = with_comparisons(rows, args.backbone, name)
         part.write_text(json.dumps(rows, indent=1) + "\n")
         for r in rows:

@@ -110,7 +110,7 @@ def test_goal_checks_compare_seed_means_at_equal_calls_and_flag_a_run_below_its_
 
 def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_rows(tmp_path):
     """One row per method on the same test rows, each paired against the best own option there; the ceiling
-    trains on every user-side row except those test rows; a task already mapped is not recomputed."""
+    trains on every user-side row except those test rows; a task already mapped gets only what it lacks."""
     from cbp_fed.customize import OWN
     from cbp_fed.tasks import load_task, server_user_partition
     from simulations.headroom import main as headroom
@@ -135,6 +135,10 @@ def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_r
     (line,) = [row for row in (tmp_path / "headroom.md").read_text().splitlines() if "| sst2 |" in row]
     assert line.startswith("| tiny-random | sst2 | 24 |") and (tmp_path / "headroom.png").stat().st_size > 0
     part = tmp_path / "parts" / "tiny-random" / "sst2.json"
-    part.write_text(json.dumps(rows[:1]))  # a finished part is kept as it is, and merged
+    part.write_text(json.dumps([dict(r, kept=True) for r in rows[:-1]]))  # a part without the bbt ceiling
     headroom(args)
-    assert json.loads((tmp_path / "headroom.json").read_text()) == rows[:1]
+    again = json.loads((tmp_path / "headroom.json").read_text())
+    assert [r["method"] for r in again] == methods  # only the missing ceiling is trained, and appended
+    assert all(r.get("kept") for r in again[:-1]) and "kept" not in again[-1]
+    headroom(args)  # a finished part is kept as it is, and merged
+    assert json.loads((tmp_path / "headroom.json").read_text()) == again
