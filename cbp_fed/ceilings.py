@@ -102,10 +102,11 @@ def evaluate(lm, source, z, task, rows, max_tokens, chunk: int = 32) -> tuple[fl
     return sum(losses) / len(rows), torch.cat(correct)
 
 
-def train_ceiling(lm: FrozenLM, source, z, trainable, task, train, dev, config: CeilingConfig) -> dict:
+def train_ceiling(lm: FrozenLM, source, z, trainable, task, train, dev, config: CeilingConfig, log=None) -> dict:
     """Train ``trainable`` (tensors of ``source`` or ``z``) on ``train`` rows, early-stopped on ``dev`` rows;
     leaves the best state in place and returns what happened: steps, the dev curve and its best point
-    (``best_step``, ``best_dev``), the training loss first and last, and whether it fell (``trained``)."""
+    (``best_step``, ``best_dev``), the training loss first and last, and whether it fell (``trained``).
+    ``log``, if given, is called with each dev check (a dict: step, dev accuracy and loss, seconds)."""
     started = time.time()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -129,6 +130,8 @@ def train_ceiling(lm: FrozenLM, source, z, trainable, task, train, dev, config: 
         dev_loss, correct = evaluate(lm, source, z, task, dev, config.max_tokens)
         point = (float(correct.float().mean()), -dev_loss)
         curve.append({"step": step, "dev_accuracy": point[0], "dev_loss": dev_loss})
+        if log:
+            log({**curve[-1], "seconds": round(time.time() - started, 1)})
         if point > best:
             best, saved, checks_without_gain = point, [t.detach().clone() for t in trainable], 0
         else:

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from .backbone import FrozenLM, describe
 from .prompts import ProjectedPrompt, PromptGenerator, instruction_embedding, prompt_change
+from .stats import paired
 from .tasks import domain_pool
 
 CHECKPOINT_VERSION = 2
@@ -175,9 +176,9 @@ def evaluate_pool(lm: FrozenLM, gen: PromptGenerator, groups: dict, max_tokens: 
 
 
 def _paired(diff: torch.Tensor) -> dict:
-    """Mean of per-row differences ``(n,)`` in {-1, 0, 1} with a 95% normal-approximation half-width."""
-    half = 1.96 * float(diff.float().std()) / len(diff) ** 0.5 if len(diff) > 1 else float("nan")
-    return {"mean": round(float(diff.float().mean()), 4) if len(diff) else None, "ci95": round(half, 4)}
+    """`paired` of per-row differences ``(n,)`` in {-1, 0, 1}, rounded (mean None without rows)."""
+    interval = paired(diff.float().cpu().numpy())
+    return {"mean": round(interval["mean"], 4) if len(diff) else None, "ci95": round(interval["ci95"], 4)}
 
 
 def held_out_evidence(lm: FrozenLM, gen: PromptGenerator, groups: dict, max_tokens: int, z0_before: torch.Tensor):

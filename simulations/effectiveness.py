@@ -36,6 +36,7 @@ from cbp_fed.backbone import FrozenLM  # noqa: E402
 from cbp_fed.customize import OWN, CustomizeConfig, customize  # noqa: E402
 from cbp_fed.domain_training import SDTConfig, save_generator, train_generator  # noqa: E402
 from cbp_fed.results import legend_below  # noqa: E402
+from cbp_fed.stats import wilson  # noqa: E402
 from cbp_fed.tasks import DOMAINS, domain_capacity  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
@@ -60,16 +61,6 @@ ROW_METHODS = (
 )
 """A ``<method>-protected`` row is what that method's user ends on (``protected``: its prompt, or an option of
 its own, named in ``kept``), beside the method's own row, never in its place."""
-
-
-def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of a binomial proportion ``correct / n``."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
 
 
 def rows_of(summary: dict) -> list[dict]:

@@ -20,8 +20,8 @@ does not need a provider to beat a wrong answer prior. So for each (backbone, ta
 Each row has its Wilson 95% interval and ``vs_best_baseline``: the paired difference, row by row, against the
 best of majority, zero-shot, calibrated and calibrated-fit on the same rows. Each (backbone, task) is written
 as it finishes to ``<out>/parts/<backbone>/<task>.json`` (the map is built in parts: a task already there is
-skipped, or gets only the ceilings it lacks), every part is merged into ``<out>/headroom.json``, and ``<out>/headroom.md`` and ``headroom.png``
-are drawn from it.
+skipped, or gets only the ceilings it lacks), every part is merged into ``<out>/headroom.json``, and
+``<out>/headroom.md`` and ``headroom.png`` are drawn from it.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cbp_fed.backbone import FrozenLM
@@ -39,9 +39,9 @@ from cbp_fed.ceilings import SPACES, CeilingConfig, evaluate, prompt_space, trai
 from cbp_fed.customize import OWN, CustomizeConfig, as_bits, customize
 from cbp_fed.domain_training import _correct, load_generator
 from cbp_fed.prompts import PromptGenerator, instruction_embedding
+from cbp_fed.stats import paired as paired_mean
+from cbp_fed.stats import wilson
 from cbp_fed.tasks import load_task, server_user_partition, task_names, user_split
-
-from .effectiveness import wilson
 
 BEST_OF = OWN
 """The baselines the best baseline is chosen from (the ones a user needs no demonstrations or prompt for)."""
@@ -49,8 +49,8 @@ BEST_OF = OWN
 
 def paired(a: str, b: str) -> dict:
     """Mean of the per-row difference ``a - b`` of two 0/1 strings, with a 95% normal interval."""
-    diff = np.array([int(x) for x in a]) - np.array([int(y) for y in b])
-    return {"mean": round(float(diff.mean()), 4), "ci95": round(1.96 * float(diff.std()) / len(diff) ** 0.5, 4)}
+    interval = paired_mean([int(x) - int(y) for x, y in zip(a, b, strict=True)])
+    return {key: round(value, 4) for key, value in interval.items()}
 
 
 def row(method: str, correct: str, **extra) -> dict:
@@ -97,7 +97,8 @@ def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict
         for lr in args.lrs:
             source, z, trainable = prompt_space(lm, space, train, generator, (args.r, args.m, args.t), args.max_tokens)
             config = CeilingConfig(space, lr, args.steps, max_tokens=args.max_tokens, seed=args.seed)
-            report = train_ceiling(lm, source, z, trainable, task, train, dev, config)
+            label = f"{task_name} ceiling-{space} lr {lr:g}"
+            report = train_ceiling(lm, source, z, trainable, task, train, dev, config, log=partial(_progress, label))
             _, correct = evaluate(lm, source, z, task, test, args.max_tokens)
             runs.append((report, as_bits(correct.tolist()), lr))
         report, correct, lr = max(
@@ -117,6 +118,14 @@ def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict
             )
         )
     return out
+
+
+def _progress(label: str, check: dict) -> None:
+    print(
+        f"{label}: step {check['step']}, dev accuracy {100 * check['dev_accuracy']:.1f}%, "
+        f"dev loss {check['dev_loss']:.3f} ({check['seconds']:.0f} s)",
+        flush=True,
+    )
 
 
 def with_comparisons(rows: list[dict], backbone: str, task_name: str) -> list[dict]:

@@ -51,6 +51,7 @@ from cbp_fed import protocol as wire
 from cbp_fed.config import RunConfig
 from cbp_fed.prompts import NoPrompt
 from cbp_fed.service import BlackBox, Query, QueryError
+from cbp_fed.stats import paired
 
 log = logging.getLogger(__name__)
 
@@ -345,10 +346,9 @@ class MultiStepStrategy(Strategy):
             metrics["protected-own-share"] = float(np.mean([f["protected-own"] for f in finals]))
             metrics["protected-users"] = len(finals)
             gaps = np.array([f["protected-accuracy"] - f["own-best-accuracy"] for f in finals])
-            metrics["protected-vs-own-best"] = float(gaps.mean())
-            metrics["protected-vs-own-best-ci95"] = (
-                float(1.96 * gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else 0.0
-            )
+            gap = paired(gaps)
+            metrics["protected-vs-own-best"] = gap["mean"]
+            metrics["protected-vs-own-best-ci95"] = gap["ci95"] if len(gaps) > 1 else 0.0
             metrics["protected-below-own-best"] = int((gaps < 0).sum())
             options = sorted({key for f in finals for key in f if key.startswith(wire.OWN_ACCURACY)})
             for key in options:  # each own option over the users that have it, texts pooled

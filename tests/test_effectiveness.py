@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from simulations.effectiveness import compact, goal_checks, main, rows_of, wilson
+from cbp_fed.stats import wilson
+from simulations.effectiveness import compact, goal_checks, main, rows_of
 
 
 def summary(method: str, seed: int, test: float, start: float, curve=()) -> dict:

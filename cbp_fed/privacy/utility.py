@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..search import fitness
+from ..stats import paired
 from .attacks.common import ground_truth, run_config_of
 from .transcript import Transcript
 
@@ -42,13 +43,9 @@ def paired_gain(run_dir: str | Path, start_dir: str | Path) -> dict:
     common = sorted(after.keys() & before.keys())
     if not common:
         raise ValueError(f"{run_dir} and {start_dir} share no evaluated test text")
-    diff = np.array([after[k] - before[k] for k in common], dtype=float)
-    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("inf")
-    return {
-        "gain": float(diff.mean()),
-        "ci95": [float(diff.mean() - half), float(diff.mean() + half)],
-        "texts": len(diff),
-    }
+    gain = paired([after[k] - before[k] for k in common])
+    half = gain["ci95"] if len(common) > 1 else float("inf")
+    return {"gain": gain["mean"], "ci95": [gain["mean"] - half, gain["mean"] + half], "texts": len(common)}
 
 
 def utility_of(run_dir: str | Path) -> dict:

@@ -42,6 +42,8 @@ from .splits import server_user_partition
 from .verify import verification_view
 
 USER_TASKS_PER_DOMAIN = 2
+GENERAL = "general"
+"""Tasks of no domain (SST-2, RTE, MRPC): any domain's SDT pool may use them to teach an answer format."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,8 @@ DOMAINS: dict[str, Domain] = {
         ("siqa", "hellaswag", "winogrande", "arc-challenge", "openbookqa", "commonsenseqa", "copa", "boolq"),
         ("arc-easy", "piqa"),
     ),
-    "medical": Domain(
-        "medical",
-        ("medmcqa", "medqa", "mmlu-medical", "pubmedqa", "bioasq"),
-        ("drug-reviews-birth-control", "drug-reviews-other"),
-    ),
+    # Medical yes/no questions, and SST-2 for the sentiment words the users answer with.
+    "medical": Domain("medical", ("bioasq", "pubmedqa", "sst2"), ("drug-reviews-birth-control", "drug-reviews-other")),
     # A finance-knowledge proxy (MMLU economics/business), not financial sentiment data.
     "finance": Domain("finance", ("mmlu-economics", "mmlu-accounting"), ("mmlu-marketing", "mmlu-management-ethics")),
 }
