@@ -385,6 +385,7 @@ def train_generator(
                 log.info("SDT %s: step %d/%d, loss %.3f", config.domain, len(curve), config.steps, recent)
             if config.eval_every and step % config.eval_every == 0:
                 checks.append(dev_check(step))
+                log.info("SDT %s: dev check at step %d: %s", config.domain, step, checks[-1])
                 if (checks[-1]["dev_accuracy"], -checks[-1]["dev_loss"]) > (best["dev_accuracy"], -best["dev_loss"]):
                     best, waited = checks[-1], 0
                     best_state = {k: v.detach().clone() for k, v in gen.state_dict().items()}
