@@ -83,7 +83,8 @@ def baselines(lm: FrozenLM, task_name: str, args) -> list[dict]:
 def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict]:
     """One row per ceiling space of ``spaces``: trained on the task's user-side rows outside the test rows
     (``--ceiling-dev`` of them held out for early stopping), each learning rate of ``--lrs`` tried and the
-    one with the best dev accuracy (then loss) kept; the sweep is in the row."""
+    one with the best dev accuracy (then loss) kept; the sweep is in the row, and the start's test accuracy
+(``start_test_accuracy``: the instruction prompt, or z0 through ``--generator``) beside the trained one."""
     task = load_task(task_name)
     test = user_split(task, args.seed, args.shots, n_test=args.n_test).test
     held = {ex.uid for ex in test}
@@ -93,9 +94,12 @@ def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict
     generator = load_generator(args.generator, lm)[0] if args.generator else None
     out = []
     for space in spaces:
-        runs = []
+        runs, start = [], None
         for lr in args.lrs:
             source, z, trainable = prompt_space(lm, space, train, generator, (args.r, args.m, args.t), args.max_tokens)
+            if start is None:  # every lr starts from the same prompt
+                right = evaluate(lm, source, z, task, test, args.max_tokens)[1]
+                start = int(right.sum()) / len(right)
             config = CeilingConfig(space, lr, args.steps, max_tokens=args.max_tokens, seed=args.seed)
             label = f"{task_name} ceiling-{space} lr {lr:g}"
             report = train_ceiling(lm, source, z, trainable, task, train, dev, config, log=partial(_progress, label))
@@ -110,6 +114,7 @@ def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict
                 f"ceiling-{space}",
                 correct,
                 lr=lr,
+                start_test_accuracy=start,
                 train_rows=len(train),
                 dev_rows=len(dev),
                 **({"generator": args.generator} if space == "z" else {}),

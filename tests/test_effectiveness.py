@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cbp_fed.stats import wilson
-from simulations.effectiveness import compact, goal_checks, main, rows_of
+from simulations.effectiveness import ceiling_shares, compact, goal_checks, main, rows_of
 
 
 def summary(method: str, seed: int, test: float, start: float, curve=()) -> dict:
@@ -28,6 +28,16 @@ def summary(method: str, seed: int, test: float, start: float, curve=()) -> dict
 def test_wilson_interval_matches_a_known_value():
     low, high = wilson(150, 300)  # p = 0.5, n = 300: 0.5 +- 0.0564 (Wilson)
     assert low == pytest.approx(0.4437, abs=1e-3) and high == pytest.approx(0.5563, abs=1e-3)
+
+
+def test_the_share_of_the_z_ceiling_gain_is_each_search_gain_over_the_ceilings_own():
+    runs = [summary("cbp", seed, 0.0, 0.50, [(100, acc, "mean@100")]) for seed, acc in ((0, 0.56), (1, 0.60))]
+    rows = [row for run in runs for row in rows_of(run)]
+    ceiling = {"task": "arc-easy", "method": "ceiling-z", "test_accuracy": 0.70, "start_test_accuracy": 0.54}
+    (line,) = ceiling_shares(rows, [ceiling]).splitlines()[2:]
+    assert line == "| arc-easy | cbp | 100 | 2 | +8.0 | +16.0 | 0.50 |"  # mean gain 0.08 of the ceiling's 0.16
+    flat = ceiling_shares(rows, [{**ceiling, "test_accuracy": 0.54}]).splitlines()[2]
+    assert flat.endswith("| - (the ceiling did not gain) |")
 
 
 def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_twin():
@@ -133,6 +143,7 @@ def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_r
         assert ceiling["train_rows"] + ceiling["dev_rows"] == len(server_user_partition(load_task("sst2"))[1]) - 24
         assert [s["lr"] for s in ceiling["sweep"]] == [1e-3, 1e-2]  # the lr kept is the sweep's best on dev
         assert ceiling["lr"] == max(ceiling["sweep"], key=lambda s: (s["dev_accuracy"], -s["dev_loss"]))["lr"]
+    assert rows[-1]["start_test_accuracy"] == rows[methods.index("instruction")]["test_accuracy"]  # BBT's z = 0
     (line,) = [row for row in (tmp_path / "headroom.md").read_text().splitlines() if "| sst2 |" in row]
     assert line.startswith("| tiny-random | sst2 | 24 |") and (tmp_path / "headroom.png").stat().st_size > 0
     part = tmp_path / "parts" / "tiny-random" / "sst2.json"

@@ -3,32 +3,19 @@
 A domain names exactly two user tasks (`user_tasks`), which the provider never trains on, and the
 tasks whose server-side rows it may train on (`sdt_tasks`): disjoint from the user tasks at task
 level (no row of a user task is in an SDT task, under any name), and disjoint from every user's
-rows at row level by the uid partition (`server_user_partition`).
+rows at row level by the uid partition (`server_user_partition`). An SDT task is of the domain or
+`general` (SST-2, RTE, MRPC): a general task teaches the answer words the users answer with.
 
-The user tasks are those where the frozen SmolLM2-135M answers clearly better than chance and the
-majority class zero-shot, so that a user's tuning starts from a signal. Measured with a plain
-reference scorer (fp32; option log-likelihood given the context cut to its last 200 tokens; label
-words for sentiment), on a seeded sample of user-side rows, "sum" and "norm" being the summed and
-per-character option scores:
+The choices follow the headroom map (`simulations.headroom`, docs/headroom.md), SmolLM2-135M:
 
-| task | n | sum | norm | chance | majority | role |
-|---|---|---|---|---|---|---|
-| arc-easy | 150 | 57.3 | 40.7 | 25 | 28.3 | user |
-| piqa | 150 | 68.0 | 65.3 | 50 | 50.3 | user |
-| drug reviews, birth control | 109 | 73.4 | same | 50 | 53.2 | user |
-| drug reviews, other conditions | 500 | 81.8 | same | 50 | 76.6 | user |
-| mmlu marketing | 80 | 35.0 | 37.5 | 25 | 29.5 | user |
-| mmlu management | 60 | 26.7 | 41.7 | 25 | 36.5 | user (with business ethics) |
-| mmlu business ethics | 60 | 50.0 | 40.0 | 25 | 34.3 | user (with management) |
-| mmlu-medical | 150 | 28.0 | 29.3 | 25 | 27.2 | SDT |
-| medmcqa | 150 | 16.0 | 18.7 | 25 | 31.9 | SDT |
-| mmlu-economics | 150 | 20.0 | 27.3 | 25 | 35.0 | SDT |
-| mmlu accounting + business ethics | 150 | 26.7 | 24.0 | 25 | 25.5 | (accounting: SDT) |
-
-PubMedQA and BoolQ answer near-constant "yes"/"no" below their majority rate (42% vs 65-72%, 38% vs
-62%), and no MMLU medical subject measured (nutrition, human aging, clinical knowledge: 29-36%) or
-MedMCQA clears chance clearly, so the medical users are the two condition groups of the drug reviews
-and every medical knowledge task is SDT. Finance is the MMLU economics/business proxy throughout.
+- medical: the users rate drug reviews positive/negative (the two condition groups). SDT trains on
+  the medical yes/no questions (BioASQ, PubMedQA: zero-shot says "no" too often, offsets fitted on 32
+  rows reach 58-74%) and on SST-2 for the sentiment words; the lettered medical knowledge tasks
+  (MedMCQA 16%, MMLU medical 28%, MedQA) are left out: the backbone answers them at chance.
+- commonsense and finance keep their earlier cut (ARC-Easy and PIQA; the MMLU economics and business
+  proxy) until the map's ceilings decide theirs: no finance label-word task installed offline has an
+  own option above chance + 10 points (finance-entities 58-61% against a 58% majority, fiqa-answers
+  50-53%).
 """
 
 from __future__ import annotations
