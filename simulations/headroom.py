@@ -82,8 +82,8 @@ def baselines(lm: FrozenLM, task_name: str, args) -> list[dict]:
 
 def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict]:
     """One row per ceiling space of ``spaces``: trained on the task's user-side rows outside the test rows
-        (``--ceiling-dev`` of them held out for early stopping), each learning rate of ``--lrs`` tried and the
-        one with the best dev accuracy (then loss) kept; the sweep is in the row, and the start's test accuracy
+    (``--ceiling-dev`` of them held out for early stopping), each learning rate of ``--lrs`` tried and the
+    one with the best dev accuracy (then loss) kept; the sweep is in the row, and the start's test accuracy
     (``start_test_accuracy``: the instruction prompt, or z0 through ``--generator``) beside the trained one."""
     task = load_task(task_name)
     test = user_split(task, args.seed, args.shots, n_test=args.n_test).test
