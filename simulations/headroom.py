@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
             continue
         rows = (done or baselines(lm, name, args)) + ceilings(lm, name, spaces, args)
         rows = with_comparisons(rows, args.backbone, name)
+        if part.exists() and not args.redo:  # keep what another run added to the part meanwhile
+            ours = {r["method"] for r in rows}
+            rows += [r for r in json.loads(part.read_text()) if r["method"] not in ours]
         part.write_text(json.dumps(rows, indent=1) + "\n")
         for r in rows:
             lo, hi = r["ci95"]
