@@ -47,7 +47,7 @@ def test_cbp_fed_tasks_lists_every_task_whole_in_a_pipe(capsys, monkeypatch):
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 2}
     assert set(task_names()) <= set(rows)
     assert "commonsense" in rows["arc-easy"] and "user" in rows["arc-easy"] and "4 options" in rows["arc-easy"]
-    assert "SDT" in rows["medmcqa"] and "label words ' positive' / ' negative'" in rows["drug-reviews-other"]
+    assert "SDT" in rows["bioasq"] and "label words ' positive' / ' negative'" in rows["drug-reviews-other"]
 
 
 def test_a_finished_progress_line_is_not_cut_in_a_pipe(capsys, monkeypatch):
