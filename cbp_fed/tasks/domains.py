@@ -55,7 +55,6 @@ DOMAINS: dict[str, Domain] = {
         ("siqa", "hellaswag", "winogrande", "arc-challenge", "openbookqa", "commonsenseqa", "copa", "boolq"),
         ("arc-easy", "piqa"),
     ),
-    # Medical yes/no questions, and SST-2 for the sentiment words the users answer with.
     "medical": Domain("medical", ("bioasq", "pubmedqa", "sst2"), ("drug-reviews-birth-control", "drug-reviews-other")),
     # A finance-knowledge proxy (MMLU economics/business), not financial sentiment data.
     "finance": Domain("finance", ("mmlu-economics", "mmlu-accounting"), ("mmlu-marketing", "mmlu-management-ethics")),
