@@ -15,7 +15,9 @@ does not need a provider to beat a wrong answer prior. So for each (backbone, ta
 - with ``--ceilings generator z bbt`` (``cbp_fed.ceilings``): a prompt trained by back-propagation on the
   task's user-side rows outside the test rows, early-stopped on a dev slice of them, the best of ``--lrs``
   on dev: the whole generator (``ceiling-generator``), z alone through ``--generator`` (``ceiling-z``: what a
-  CBP user's search can reach at most), z through BBT's projection (``ceiling-bbt``).
+  CBP user's search can reach at most), z through BBT's projection (``ceiling-bbt``). A task with few
+  user-side rows takes ``--cross-fit k``: k fits, each also trained on the test rows outside its part and
+  scored on its part, so every test row is scored by a prompt that never saw it.
 
 Each row has its Wilson 95% interval and ``vs_best_baseline``: the paired difference, row by row, against the
 best of majority, zero-shot, calibrated and calibrated-fit on the same rows. Each (backbone, task) is written
@@ -80,46 +82,66 @@ def baselines(lm: FrozenLM, task_name: str, args) -> list[dict]:
     return rows
 
 
+def cross_fit_splits(test: list, rest: list, folds: int, n_dev: int) -> list[tuple[list, list, list[int]]]:
+    """``(train, dev, scored)`` per fit: ``dev`` is the first ``n_dev`` rows of ``rest`` (the user-side rows
+    outside the test rows); with ``folds`` = 1 the fit trains on the other rows of ``rest`` and scores every
+    test row; with ``folds`` = k > 1 test row ``i`` falls in part ``i % k``, and fit ``j`` also trains on the
+    test rows outside part ``j`` and scores part ``j`` alone (``scored``: their positions in ``test``). Every
+    test row is scored once, by a prompt that never trained on it, and small tasks get more rows to train on."""
+    if folds < 1:
+        raise ValueError(f"--cross-fit must be >= 1, got {folds}")
+    dev, train = rest[:n_dev], rest[n_dev:]
+    if folds == 1:
+        return [(train, dev, list(range(len(test))))]
+    parts = [[i for i in range(len(test)) if i % folds == j] for j in range(folds)]
+    return [(train + [test[i] for i in range(len(test)) if i % folds != j], dev, part) for j, part in enumerate(parts)]
+
+
 def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict]:
     """One row per ceiling space of ``spaces``: trained on the task's user-side rows outside the test rows
-    (``--ceiling-dev`` of them held out for early stopping), each learning rate of ``--lrs`` tried and the
-    one with the best dev accuracy (then loss) kept; the sweep is in the row, and the start's test accuracy
-    (``start_test_accuracy``: the instruction prompt, or z0 through ``--generator``) beside the trained one."""
+    (``--ceiling-dev`` of them held out for early stopping; with ``--cross-fit k``, also on the test rows of
+    the other k - 1 parts, see ``cross_fit_splits``), each learning rate of ``--lrs`` tried and the one with
+    the best dev accuracy (then loss) kept. Each fit (its lr, sweep and training report) is in ``fits``, and
+    the start's test accuracy (``start_test_accuracy``: the instruction prompt, or z0 through ``--generator``)
+    is beside the trained one."""
     task = load_task(task_name)
     test = user_split(task, args.seed, args.shots, n_test=args.n_test).test
     held = {ex.uid for ex in test}
-    rows = [ex for ex in server_user_partition(task)[1] if ex.uid not in held]
-    random.Random(args.seed).shuffle(rows)
-    dev, train = rows[: args.ceiling_dev], rows[args.ceiling_dev :]
+    rest = [ex for ex in server_user_partition(task)[1] if ex.uid not in held]
+    random.Random(args.seed).shuffle(rest)
+    splits = cross_fit_splits(test, rest, args.cross_fit, args.ceiling_dev)
     generator = load_generator(args.generator, lm)[0] if args.generator else None
     out = []
     for space in spaces:
-        runs, start = [], None
-        for lr in args.lrs:
-            source, z, trainable = prompt_space(lm, space, train, generator, (args.r, args.m, args.t), args.max_tokens)
-            if start is None:  # every lr starts from the same prompt
-                right = evaluate(lm, source, z, task, test, args.max_tokens)[1]
-                start = int(right.sum()) / len(right)
-            config = CeilingConfig(space, lr, args.steps, max_tokens=args.max_tokens, seed=args.seed)
-            label = f"{task_name} ceiling-{space} lr {lr:g}"
-            report = train_ceiling(lm, source, z, trainable, task, train, dev, config, log=partial(_progress, label))
-            _, correct = evaluate(lm, source, z, task, test, args.max_tokens)
-            runs.append((report, as_bits(correct.tolist()), lr))
-        report, correct, lr = max(
-            runs, key=lambda run: (run[0]["best_dev"]["dev_accuracy"], -run[0]["best_dev"]["dev_loss"])
-        )
-        sweep = [{"lr": lr_, **r["best_dev"], "trained": r["trained"]} for r, _, lr_ in runs]
+        correct, start, fits = ["0"] * len(test), ["0"] * len(test), []
+        for fold, (train, dev, scored) in enumerate(splits):
+            rows, runs = [test[i] for i in scored], []
+            for lr in args.lrs:
+                source, z, trainable = prompt_space(lm, space, train, generator, (args.r, args.m, args.t), args.max_tokens)
+                if not runs:  # every lr starts from the same prompt
+                    for i, right in zip(scored, evaluate(lm, source, z, task, rows, args.max_tokens)[1].tolist()):
+                        start[i] = str(int(right))
+                config = CeilingConfig(space, lr, args.steps, max_tokens=args.max_tokens, seed=args.seed)
+                label = f"{task_name} ceiling-{space} fit {fold + 1}/{len(splits)} lr {lr:g}"
+                report = train_ceiling(lm, source, z, trainable, task, train, dev, config, log=partial(_progress, label))
+                runs.append((report, evaluate(lm, source, z, task, rows, args.max_tokens)[1].tolist(), lr))
+            report, right, lr = max(
+                runs, key=lambda run: (run[0]["best_dev"]["dev_accuracy"], -run[0]["best_dev"]["dev_loss"])
+            )
+            for i, hit in zip(scored, right):
+                correct[i] = str(int(hit))
+            sweep = [{"lr": lr_, **r["best_dev"], "trained": r["trained"]} for r, _, lr_ in runs]
+            fits.append({"lr": lr, "train_rows": len(train), "test_rows": len(rows), **report, "sweep": sweep})
         out.append(
             row(
                 f"ceiling-{space}",
-                correct,
-                lr=lr,
-                start_test_accuracy=start,
-                train_rows=len(train),
-                dev_rows=len(dev),
+                "".join(correct),
+                start_test_accuracy=start.count("1") / len(test),
+                cross_fit=len(splits),
+                dev_rows=len(splits[0][1]),
+                trained=all(fit["trained"] for fit in fits),
                 **({"generator": args.generator} if space == "z" else {}),
-                **report,
-                sweep=sweep,
+                fits=fits,
             )
         )
     return out
@@ -223,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 1e-2], help="ceiling learning rates (swept)")
     parser.add_argument("--steps", type=int, default=400, help="ceiling training steps at most (early-stopped)")
     parser.add_argument("--ceiling-dev", type=int, default=100, help="user-side rows held out to early-stop on")
+    parser.add_argument(
+        "--cross-fit", type=int, default=1, help="k > 1: k fits, each also trained on the other parts' test rows"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shots", type=int, default=16, help="train (and dev) rows per answer: fixes the test rows")
     parser.add_argument("--n-test", type=int, default=300)

@@ -120,14 +120,16 @@ def test_goal_checks_compare_seed_means_at_equal_calls_and_flag_a_run_below_its_
 
 
 def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_rows(tmp_path):
-    """One row per method on the same test rows, each paired against the best own option there; the ceiling
-    trains on every user-side row except those test rows; a task already mapped gets only what it lacks."""
+    """One row per method on the same test rows, each paired against the best own option there; each ceiling
+    fit trains on every user-side row except the test rows it scores; a task already mapped gets only what it
+    lacks."""
     from cbp_fed.customize import OWN
     from cbp_fed.tasks import load_task, server_user_partition
     from simulations.headroom import main as headroom
 
     args = ["--backbone", "tiny-random", "--tasks", "sst2", "--ceilings", "generator", "bbt", "--steps", "4"]
     args += ["--lrs", "1e-3", "1e-2", "--ceiling-dev", "16", "--n-test", "24", "--shots", "2", "--icl-max-tokens", "96"]
+    args += ["--cross-fit", "2"]
     args += ["--r", "8", "--m", "4", "--t", "2", "--out", str(tmp_path)]
     headroom(args)
     rows = json.loads((tmp_path / "headroom.json").read_text())
@@ -139,10 +141,13 @@ def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_r
         assert r["vs_best_baseline"]["baseline"] == best["method"]
         assert r["vs_best_baseline"]["mean"] == pytest.approx(r["test_accuracy"] - best["test_accuracy"], abs=1e-4)
         assert r["correct"].count("1") == round(r["test_accuracy"] * 24)
-    for ceiling in rows[-2:]:  # trained on every user-side row but the test rows, 16 of them for early stopping
-        assert ceiling["train_rows"] + ceiling["dev_rows"] == len(server_user_partition(load_task("sst2"))[1]) - 24
-        assert [s["lr"] for s in ceiling["sweep"]] == [1e-3, 1e-2]  # the lr kept is the sweep's best on dev
-        assert ceiling["lr"] == max(ceiling["sweep"], key=lambda s: (s["dev_accuracy"], -s["dev_loss"]))["lr"]
+    user_side = len(server_user_partition(load_task("sst2"))[1])
+    for ceiling in rows[-2:]:  # each fit: every user-side row but the 12 test rows it scores, 16 to early-stop on
+        assert ceiling["cross_fit"] == 2 and [fit["test_rows"] for fit in ceiling["fits"]] == [12, 12]
+        for fit in ceiling["fits"]:
+            assert fit["train_rows"] + ceiling["dev_rows"] == user_side - 12
+            assert [s["lr"] for s in fit["sweep"]] == [1e-3, 1e-2]  # the lr kept is the sweep's best on dev
+            assert fit["lr"] == max(fit["sweep"], key=lambda s: (s["dev_accuracy"], -s["dev_loss"]))["lr"]
     assert rows[-1]["start_test_accuracy"] == rows[methods.index("instruction")]["test_accuracy"]  # BBT's z = 0
     (line,) = [row for row in (tmp_path / "headroom.md").read_text().splitlines() if "| sst2 |" in row]
     assert line.startswith("| tiny-random | sst2 | 24 |") and (tmp_path / "headroom.png").stat().st_size > 0
@@ -154,3 +159,18 @@ def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_r
     assert all(r.get("kept") for r in again[:-1]) and "kept" not in again[-1]
     headroom(args)  # a finished part is kept as it is, and merged
     assert json.loads((tmp_path / "headroom.json").read_text()) == again
+
+
+@pytest.mark.parametrize("folds", [1, 2, 3])
+def test_cross_fitting_scores_each_test_row_once_with_a_fit_that_never_trained_on_it(folds):
+    from simulations.headroom import cross_fit_splits
+
+    test, rest = [f"t{i}" for i in range(10)], [f"r{i}" for i in range(7)]
+    splits = cross_fit_splits(test, rest, folds, n_dev=3)
+    assert len(splits) == folds
+    assert sorted(i for _, _, scored in splits for i in scored) == list(range(10))
+    for train, dev, scored in splits:
+        assert dev == rest[:3] and not set(dev) & set(train)
+        assert set(train) == set(rest[3:]) | {test[i] for i in range(10) if i not in scored}
+    with pytest.raises(ValueError, match="--cross-fit must be >= 1"):
+        cross_fit_splits(test, rest, 0, 3)
