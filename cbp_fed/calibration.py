@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
+from .search import best_on_dev
+
 CONTENT_FREE = ("N/A", "", "[MASK]")
 FIELD = re.compile(r"^([A-Z][A-Za-z0-9 ]{0,30}):")
 OFFSET_L2 = 1e-2
@@ -153,7 +155,8 @@ def rank(labels: np.ndarray, scores: dict[str, np.ndarray]) -> tuple[dict[str, f
         for name, s in scores.items()
     }
     names = list(scores)
-    return accuracy, loss, max(names, key=lambda name: (accuracy[name], -loss[name], -names.index(name)))
+    best = best_on_dev(np.array([accuracy[n] for n in names]), np.array([loss[n] for n in names]))
+    return accuracy, loss, names[best]
 
 
 @dataclass(frozen=True)
