@@ -115,23 +115,11 @@ def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict
     for space in spaces:
         correct, start, fits = ["0"] * len(test), ["0"] * len(test), []
         for fold, (train, dev, scored) in enumerate(splits):
-            rows, runs = [test[i] for i in scored], []
-            for lr in args.lrs:
-                source, z, trainable = prompt_space(lm, space, train, generator, (args.r, args.m, args.t), args.max_tokens)
-                if not runs:  # every lr starts from the same prompt
-                    for i, right in zip(scored, evaluate(lm, source, z, task, rows, args.max_tokens)[1].tolist()):
-                        start[i] = str(int(right))
-                config = CeilingConfig(space, lr, args.steps, max_tokens=args.max_tokens, seed=args.seed)
-                label = f"{task_name} ceiling-{space} fit {fold + 1}/{len(splits)} lr {lr:g}"
-                report = train_ceiling(lm, source, z, trainable, task, train, dev, config, log=partial(_progress, label))
-                runs.append((report, evaluate(lm, source, z, task, rows, args.max_tokens)[1].tolist(), lr))
-            report, right, lr = max(
-                runs, key=lambda run: (run[0]["best_dev"]["dev_accuracy"], -run[0]["best_dev"]["dev_loss"])
-            )
-            for i, hit in zip(scored, right):
-                correct[i] = str(int(hit))
-            sweep = [{"lr": lr_, **r["best_dev"], "trained": r["trained"]} for r, _, lr_ in runs]
-            fits.append({"lr": lr, "train_rows": len(train), "test_rows": len(rows), **report, "sweep": sweep})
+            label = f"{task_name} ceiling-{space} fit {fold + 1}/{len(splits)}"
+            fit = _fit(lm, space, task, train, dev, [test[i] for i in scored], generator, args, label)
+            for i, before, after in zip(scored, fit.pop("start"), fit.pop("correct")):
+                start[i], correct[i] = str(int(before)), str(int(after))
+            fits.append(fit)
         out.append(
             row(
                 f"ceiling-{space}",
@@ -145,6 +133,34 @@ def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict
             )
         )
     return out
+
+
+def _fit(lm: FrozenLM, space: str, task, train: list, dev: list, scored: list, generator, args, label: str) -> dict:
+    """One fit: the prompt of ``space`` trained on ``train`` at each lr of ``--lrs`` (all from the same start),
+    the lr best on ``dev`` kept; its report, sweep, and per-row correctness on ``scored`` before and after."""
+    runs, start = [], None
+    for lr in args.lrs:
+        source, z, trainable = prompt_space(lm, space, train, generator, (args.r, args.m, args.t), args.max_tokens)
+        if start is None:
+            start = evaluate(lm, source, z, task, scored, args.max_tokens)[1].tolist()
+        config = CeilingConfig(space, lr, args.steps, max_tokens=args.max_tokens, seed=args.seed)
+        report = train_ceiling(
+            lm, source, z, trainable, task, train, dev, config, log=partial(_progress, f"{label} lr {lr:g}")
+        )
+        runs.append((report, evaluate(lm, source, z, task, scored, args.max_tokens)[1].tolist(), lr))
+    report, correct, lr = max(
+        runs, key=lambda run: (run[0]["best_dev"]["dev_accuracy"], -run[0]["best_dev"]["dev_loss"])
+    )
+    sweep = [{"lr": lr_, **r["best_dev"], "trained": r["trained"]} for r, _, lr_ in runs]
+    return {
+        "lr": lr,
+        "train_rows": len(train),
+        "test_rows": len(scored),
+        **report,
+        "sweep": sweep,
+        "start": start,
+        "correct": correct,
+    }
 
 
 def _progress(label: str, check: dict) -> None:
