@@ -73,6 +73,7 @@ def rows_of(summary: dict) -> list[dict]:
         "n_test": summary["test_size"],
         "majority": summary["majority_rate"],
         "start_accuracy": summary["start_test_accuracy"],
+        "generator": summary.get("config", {}).get("generator"),
     }
     if summary["curve"]:
         points = [(p["calls"], p["test_accuracy"], p["kept"], p.get("protected")) for p in summary["curve"]]
@@ -281,19 +282,24 @@ def goal_checks(rows: list[dict]) -> str:
 def ceiling_shares(rows: list[dict], ceilings: list[dict]) -> str:
     """How much of the z-alone ceiling's gain each CBP search recovered: per task, method and budget, the
     seed mean of (test accuracy - start) over the ceiling's (ceiling-z - its start, z0 through the same
-    generator; ``simulations.headroom --ceilings z``). The ceiling is measured on its own test rows (those of
-    seed 0 with 16 train rows per answer), so a share is a ratio of two gains, each with its own noise."""
+    generator; ``simulations.headroom --ceilings z``). A run is compared only with a ceiling through its own
+    generator (the same folder once links are resolved). The ceiling is measured on its own test rows (those
+    of seed 0 with 16 train rows per answer), so a share is a ratio of two gains, each with its own noise."""
     lines = [
         "| task | method | calls | seeds | search gain (pts) | z-ceiling gain (pts) | share |",
         "|---|---|---|---|---|---|---|",
     ]
-    by_task = {c["task"]: c for c in ceilings if c["method"] == "ceiling-z"}
+    def folder(path) -> str:
+        return str(Path(path).resolve())
+
+    by_run = {(c["task"], folder(c["generator"])): c for c in ceilings if c["method"] == "ceiling-z"}
     groups = defaultdict(list)
     for row in rows:
-        if row["method"] in ("cbp", "cbp-subspace") and row["task"] in by_task:
-            groups[(row["task"], row["method"], row["calls"])].append(row["test_accuracy"] - row["start_accuracy"])
-    for (task, method, calls), gains in sorted(groups.items()):
-        ceiling = by_task[task]["test_accuracy"] - by_task[task]["start_test_accuracy"]
+        key = (row["task"], folder(row["generator"])) if row.get("generator") else None
+        if row["method"] in ("cbp", "cbp-subspace") and key in by_run:
+            groups[(*key, row["method"], row["calls"])].append(row["test_accuracy"] - row["start_accuracy"])
+    for (task, generator, method, calls), gains in sorted(groups.items()):
+        ceiling = by_run[(task, generator)]["test_accuracy"] - by_run[(task, generator)]["start_test_accuracy"]
         gain = float(np.mean(gains))
         share = f"{gain / ceiling:.2f}" if ceiling > 0 else "- (the ceiling did not gain)"
         lines.append(

@@ -10,7 +10,7 @@ from cbp_fed.stats import wilson
 from simulations.effectiveness import ceiling_shares, compact, goal_checks, main, rows_of
 
 
-def summary(method: str, seed: int, test: float, start: float, curve=()) -> dict:
+def summary(method: str, seed: int, test: float, start: float, curve=(), generator=None) -> dict:
     return {
         "domain": "commonsense",
         "task": "arc-easy",
@@ -22,6 +22,7 @@ def summary(method: str, seed: int, test: float, start: float, curve=()) -> dict
         "test_accuracy_calibrated": test + 0.05,
         "start_test_accuracy": start,
         "curve": [{"calls": c, "test_accuracy": a, "kept": k} for c, a, k in curve],
+        "config": {"generator": generator},
     }
 
 
@@ -30,14 +31,20 @@ def test_wilson_interval_matches_a_known_value():
     assert low == pytest.approx(0.4437, abs=1e-3) and high == pytest.approx(0.5563, abs=1e-3)
 
 
-def test_the_share_of_the_z_ceiling_gain_is_each_search_gain_over_the_ceilings_own():
-    runs = [summary("cbp", seed, 0.0, 0.50, [(100, acc, "mean@100")]) for seed, acc in ((0, 0.56), (1, 0.60))]
+def test_the_share_of_the_z_ceiling_gain_is_each_search_gain_over_the_ceilings_own(tmp_path):
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "gen")
+    curve = {0: [(100, 0.56, "mean@100")], 1: [(100, 0.60, "mean@100")]}
+    runs = [summary("cbp", seed, 0.0, 0.50, curve[seed], generator=str(tmp_path / "link")) for seed in (0, 1)]
     rows = [row for run in runs for row in rows_of(run)]
     ceiling = {"task": "arc-easy", "method": "ceiling-z", "test_accuracy": 0.70, "start_test_accuracy": 0.54}
+    ceiling["generator"] = str(tmp_path / "gen")  # the same generator under another path
     (line,) = ceiling_shares(rows, [ceiling]).splitlines()[2:]
     assert line == "| arc-easy | cbp | 100 | 2 | +8.0 | +16.0 | 0.50 |"  # mean gain 0.08 of the ceiling's 0.16
     flat = ceiling_shares(rows, [{**ceiling, "test_accuracy": 0.54}]).splitlines()[2]
     assert flat.endswith("| - (the ceiling did not gain) |")
+    other = {**ceiling, "generator": str(tmp_path / "another")}  # a ceiling through another generator
+    assert ceiling_shares(rows, [other]).splitlines()[2:] == []
 
 
 def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_twin():
