@@ -289,6 +289,7 @@ def ceiling_shares(rows: list[dict], ceilings: list[dict]) -> str:
         "| task | method | calls | seeds | search gain (pts) | z-ceiling gain (pts) | share |",
         "|---|---|---|---|---|---|---|",
     ]
+
     def folder(path) -> str:
         return str(Path(path).resolve())
 
