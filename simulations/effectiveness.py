@@ -8,7 +8,9 @@ which shares no task with its user tasks). Then for each (user task, method, see
 ``cbp-fed customize`` in this process: zero-shot (and its calibrated score), SDT-only, BBT and CBP
 (``--methods`` adds the user's other own options, ICL and CBP in a subspace: ``cbp-subspace``),
 the searching methods evaluated at every budget of one run (``checkpoints``), with the never-worse
-protocol (natural-prior splits, mini-batches, the kept z chosen on dev). Runs are resumable: a run
+protocol (natural-prior splits, mini-batches, the kept z chosen on dev). BBT's r and sigma0 are its
+defaults (500, 1), or with ``--bbt-settings`` what ``simulations.bbt_settings`` chose on the domain's SDT
+tasks. Runs are resumable: a run
 whose ``summary.json`` exists under ``<out>/runs/`` is read back, not rerun.
 
 Writes ``<out>/table.json`` (one row per domain, task, method, calls, seed: test_accuracy, n_test,
@@ -119,6 +121,18 @@ def ensure_generator(lm: FrozenLM, domain: str, folder: Path, args) -> None:
     )
 
 
+def bbt_settings(folder: str, backbone: str, domain: str) -> dict:
+    """BBT's ``bbt_r`` and ``sigma0`` for a domain, as ``simulations.bbt_settings`` chose them on its SDT tasks."""
+    path = Path(folder) / f"{backbone}-{domain}.json"
+    if not path.exists():
+        raise SystemExit(
+            f"no BBT settings for {domain} on {backbone} ({path}): run "
+            f"python -m simulations.bbt_settings --domain {domain} --backbone {backbone} --out {folder}"
+        )
+    chosen = json.loads(path.read_text())["chosen"]
+    return {"bbt_r": chosen["r"], "sigma0": chosen["sigma0"]}
+
+
 def run_all(args) -> list[dict]:
     """Train what is missing, run what is missing, and return every run's summary."""
     out = Path(args.out)
@@ -128,6 +142,7 @@ def run_all(args) -> list[dict]:
         generator = out / f"gen-{domain}"
         if {"sdt-only", "cbp", "cbp-subspace"} & set(args.methods):
             ensure_generator(lm, domain, generator, args)
+        bbt = bbt_settings(args.bbt_settings, lm.name, domain) if args.bbt_settings else {}
         for seed in args.seeds:
             for task in args.tasks or DOMAINS[domain].user_tasks:
                 for method in args.methods:
@@ -149,6 +164,7 @@ def run_all(args) -> list[dict]:
                             backbone=args.backbone,
                             dtype=args.dtype,
                             device=args.device,
+                            **(bbt if method == "bbt" else {}),
                         )
                         summary = customize(config, lm)
                         path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +174,13 @@ def run_all(args) -> list[dict]:
                             f"(start {summary['start_test_accuracy']:.3f}) in {summary['wall_seconds']:.0f} s",
                             flush=True,
                         )
-                    summaries.append(json.loads(path.read_text()))
+                    summary = json.loads(path.read_text())
+                    if method == "bbt" and bbt and (summary["bbt_r"], summary["sigma0"]) != tuple(bbt.values()):
+                        raise SystemExit(
+                            f"{path} ran BBT with r {summary['bbt_r']}, sigma0 {summary['sigma0']}, not the chosen "
+                            f"{bbt}: give another --out"
+                        )
+                    summaries.append(summary)
     return summaries
 
 
@@ -363,6 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", default=None, help="user tasks (default: each domain's two)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=CHOICES)
     parser.add_argument("--subspace", type=int, default=16, help="cbp-subspace: coordinates searched (K)")
+    parser.add_argument(
+        "--bbt-settings", help="folder of simulations.bbt_settings choices: BBT's r and sigma0 per domain"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--popsize", type=int, default=10)

@@ -181,3 +181,50 @@ def test_cross_fitting_scores_each_test_row_once_with_a_fit_that_never_trained_o
         assert set(train) == set(rest[3:]) | {test[i] for i in range(10) if i not in scored}
     with pytest.raises(ValueError, match="--cross-fit must be >= 1"):
         cross_fit_splits(test, rest, 0, 3)
+
+
+def test_bbt_settings_keep_the_best_mean_dev_accuracy_and_the_first_among_equals():
+    from simulations.bbt_settings import choose
+
+    records = [
+        {"task": task, "r": r, "sigma0": s, "seed": 0, "dev_accuracy": acc}
+        for task, r, s, acc in [
+            ("a", 50, 1.0, 0.6),
+            ("b", 50, 1.0, 0.8),  # mean 0.7
+            ("a", 50, 2.0, 0.9),
+            ("b", 50, 2.0, 0.4),  # mean 0.65: one task's best is not the grid's best
+            ("a", 500, 1.0, 0.7),
+            ("b", 500, 1.0, 0.7),  # mean 0.7, later in grid order
+            ("a", 500, 2.0, 0.5),
+            ("b", 500, 2.0, 0.5),
+        ]
+    ]
+    best, grid = choose(records, [50, 500], [1.0, 2.0])
+    assert (best["r"], best["sigma0"]) == (50, 1.0) and best["mean_dev_accuracy"] == pytest.approx(0.7)
+    assert [point["runs"] for point in grid] == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match="r 200, sigma0 1 has no runs"):
+        choose(records, [200], [1.0])  # a point of the grid that never ran is not a choice
+
+
+def test_bbt_runs_with_the_settings_chosen_on_the_sdt_tasks_dev_rows(tmp_path):
+    from simulations.bbt_settings import main as bbt_settings
+
+    small = ["--backbone", "tiny-random", "--shots", "2", "--max-tokens", "128"]
+    bbt_settings(
+        ["--domain", "medical", "--r", "8", "--sigma0", "2", "--budget", "10", "--n-dev", "8"]
+        + small
+        + ["--out", str(tmp_path / "settings")]
+    )
+    chosen = json.loads((tmp_path / "settings" / "tiny-random-medical.json").read_text())
+    assert {(run["task"], run["scored"], run["n_dev"]) for run in chosen["runs"]} == {
+        ("bioasq", "dev", 8),
+        ("pubmedqa", "dev", 8),
+        ("sst2", "dev", 8),
+    }  # the SDT tasks, never a test row
+    args = ["--out", str(tmp_path / "table"), "--domains", "medical", "--tasks", "drug-reviews-other"] + small
+    args += ["--methods", "bbt", "--seeds", "0", "--budgets", "10", "--n-test", "16"]
+    with pytest.raises(SystemExit, match="no BBT settings for medical on tiny-random"):
+        main(args + ["--bbt-settings", str(tmp_path / "nowhere")])
+    main(args + ["--bbt-settings", str(tmp_path / "settings")])
+    summary = json.loads(next((tmp_path / "table" / "runs").rglob("summary.json")).read_text())
+    assert (summary["bbt_r"], summary["sigma0"]) == (8, 2.0)
