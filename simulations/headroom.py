@@ -195,11 +195,23 @@ def merge(out: Path) -> list[dict]:
 
 
 TABLE_METHODS = (*OWN, "icl", "instruction", "ceiling-generator", "ceiling-z", "ceiling-bbt")
+USER_TASK_GAIN = 0.05
+"""The rule for a user task: a white-box ceiling beats the best baseline by at least this much (paired mean),
+with its 95% interval above 0."""
+
+
+def meets_rule(methods: dict[str, dict]) -> str:
+    """Whether a (backbone, task)'s ceilings (rows by method) make it a user task: "yes (<the ceiling>)",
+    "no", or "-" without a ceiling."""
+    gaps = {m: r["vs_best_baseline"] for m, r in methods.items() if m.startswith("ceiling-")}
+    passing = [m for m, gap in gaps.items() if gap["mean"] >= USER_TASK_GAIN and gap["mean"] - gap["ci95"] > 0]
+    return f"yes ({', '.join(passing)})" if passing else "no" if gaps else "-"
 
 
 def report(rows: list[dict], out: Path) -> str:
-    """``headroom.md`` (one line per backbone and task: every method's accuracy, and each non-baseline's
-    paired difference against the best baseline) and ``headroom.png`` (those differences per task)."""
+    """``headroom.md`` (one line per backbone and task: every method's accuracy, each non-baseline's paired
+    difference against the best baseline, and whether a ceiling meets the user-task rule) and
+    ``headroom.png`` (those differences per task)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,8 +222,8 @@ def report(rows: list[dict], out: Path) -> str:
         keyed.setdefault((r["backbone"], r["task"]), {})[r["method"]] = r
     shown = [m for m in TABLE_METHODS if any(m in methods for methods in keyed.values())]
     lines = [
-        "| backbone | task | n test | " + " | ".join(shown) + " | best baseline |",
-        "|---|---|---|" + "---|" * len(shown) + "---|",
+        "| backbone | task | n test | " + " | ".join(shown) + " | best baseline | user task? |",
+        "|---|---|---|" + "---|" * len(shown) + "---|---|",
     ]
     for (backbone, task), methods in sorted(keyed.items()):
         cells = []
@@ -227,7 +239,9 @@ def report(rows: list[dict], out: Path) -> str:
             cells.append(cell)
         best = next(iter(methods.values()))["vs_best_baseline"]["baseline"]
         lines.append(
-            f"| {backbone} | {task} | {next(iter(methods.values()))['n_test']} | " + " | ".join(cells) + f" | {best} |"
+            f"| {backbone} | {task} | {next(iter(methods.values()))['n_test']} | "
+            + " | ".join(cells)
+            + f" | {best} | {meets_rule(methods)} |"
         )
     text = "\n".join(lines) + "\n"
     (out / "headroom.md").write_text(text)

@@ -228,3 +228,16 @@ def test_bbt_runs_with_the_settings_chosen_on_the_sdt_tasks_dev_rows(tmp_path):
     main(args + ["--bbt-settings", str(tmp_path / "settings")])
     summary = json.loads(next((tmp_path / "table" / "runs").rglob("summary.json")).read_text())
     assert (summary["bbt_r"], summary["sigma0"]) == (8, 2.0)
+
+
+def test_a_task_is_a_user_task_when_a_ceiling_gains_five_points_with_its_interval_above_zero():
+    from simulations.headroom import meets_rule
+
+    def rows(**gaps):
+        baseline = {"majority": {"vs_best_baseline": {"mean": 0.0, "ci95": 0.0}}}
+        return baseline | {f"ceiling-{m}": {"vs_best_baseline": {"mean": a, "ci95": b}} for m, (a, b) in gaps.items()}
+
+    assert meets_rule(rows(bbt=(0.05, 0.049))) == "yes (ceiling-bbt)"
+    assert meets_rule(rows(bbt=(0.043, 0.038), z=(0.08, 0.09))) == "no"  # too small; interval reaches 0
+    assert meets_rule(rows(z=(0.06, 0.02), generator=(0.07, 0.01))) == "yes (ceiling-z, ceiling-generator)"
+    assert meets_rule(rows()) == "-"
