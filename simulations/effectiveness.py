@@ -10,8 +10,8 @@ which shares no task with its user tasks). Then for each (user task, method, see
 the searching methods evaluated at every budget of one run (``checkpoints``), with the never-worse
 protocol (natural-prior splits, mini-batches, the kept z chosen on dev). BBT's r and sigma0 are its
 defaults (500, 1), or with ``--bbt-settings`` what ``simulations.bbt_settings`` chose on the domain's SDT
-tasks. Runs are resumable: a run
-whose ``summary.json`` exists under ``<out>/runs/`` is read back, not rerun.
+tasks. Runs are resumable: a run whose ``summary.json`` exists under ``<out>/runs/`` is read back, not
+rerun.
 
 Writes ``<out>/table.json`` (one row per domain, task, method, calls, seed: test_accuracy, n_test,
 majority, start_accuracy, ci95), ``<out>/table.md`` (means over seeds with pooled 95% intervals,
@@ -175,7 +175,11 @@ def run_all(args) -> list[dict]:
                             flush=True,
                         )
                     summary = json.loads(path.read_text())
-                    if method == "bbt" and bbt and (summary["bbt_r"], summary["sigma0"]) != tuple(bbt.values()):
+                    if (
+                        method == "bbt"
+                        and bbt
+                        and (summary["bbt_r"], summary["sigma0"]) != (bbt["bbt_r"], bbt["sigma0"])
+                    ):
                         raise SystemExit(
                             f"{path} ran BBT with r {summary['bbt_r']}, sigma0 {summary['sigma0']}, not the chosen "
                             f"{bbt}: give another --out"
