@@ -50,9 +50,16 @@ def grid_runs(lm: FrozenLM, args) -> list[dict]:
                 backbone=lm.name,
             )
             summary = customize(config, lm, progress=False)
-            record = {"task": task, "r": r, "sigma0": sigma0, "seed": seed, "dev_accuracy": summary["dev_accuracy"]}
-            record |= {"start_dev_accuracy": summary["start_dev_accuracy"], "n_dev": summary["dev_size"]}
-            record |= {"scored": summary["eval_split"], "bbt_r": summary["bbt_r"], "sigma0_used": summary["sigma0"]}
+            record = {
+                "task": task,
+                "r": summary["bbt_r"],
+                "sigma0": summary["sigma0"],
+                "seed": seed,
+                "dev_accuracy": summary["dev_accuracy"],
+                "start_dev_accuracy": summary["start_dev_accuracy"],
+                "n_dev": summary["dev_size"],
+                "scored": summary["eval_split"],
+            }
             path.write_text(json.dumps(record) + "\n")
             print(f"{task} r {r} sigma0 {sigma0:g} seed {seed}: dev {100 * record['dev_accuracy']:.1f}%", flush=True)
         records.append(json.loads(path.read_text()))

@@ -113,18 +113,18 @@ def ceilings(lm: FrozenLM, task_name: str, spaces: list[str], args) -> list[dict
     generator = load_generator(args.generator, lm)[0] if args.generator else None
     out = []
     for space in spaces:
-        correct, start, fits = ["0"] * len(test), ["0"] * len(test), []
+        correct, start, fits = [False] * len(test), [False] * len(test), []
         for fold, (train, dev, scored) in enumerate(splits):
             label = f"{task_name} ceiling-{space} fit {fold + 1}/{len(splits)}"
             fit = _fit(lm, space, task, train, dev, [test[i] for i in scored], generator, args, label)
             for i, before, after in zip(scored, fit.pop("start"), fit.pop("correct")):
-                start[i], correct[i] = str(int(before)), str(int(after))
+                start[i], correct[i] = before, after
             fits.append(fit)
         out.append(
             row(
                 f"ceiling-{space}",
-                "".join(correct),
-                start_test_accuracy=start.count("1") / len(test),
+                as_bits(correct),
+                start_test_accuracy=sum(start) / len(test),
                 cross_fit=len(splits),
                 dev_rows=len(splits[0][1]),
                 trained=all(fit["trained"] for fit in fits),
