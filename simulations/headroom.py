@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import time
 from functools import partial
 from pathlib import Path
 
@@ -70,15 +71,23 @@ def row(method: str, correct: str, **extra) -> dict:
 def baselines(lm: FrozenLM, task_name: str, args) -> list[dict]:
     """The rows a user gets without CBP, all on the same test rows."""
     common = dict(task=task_name, seed=args.seed, shots_per_class=args.shots, n_test=args.n_test, backbone=lm.name)
+    clock = time.perf_counter()
+
+    def done(what: str) -> None:
+        print(f"{task_name}: {what} ({time.perf_counter() - clock:.0f} s)", flush=True)
+
     own = customize(CustomizeConfig(method="zero-shot", max_tokens=args.max_tokens, **common), lm, progress=False)
     rows = [row(name, own["baselines_correct"][name]) for name in OWN]
+    done(", ".join(OWN))
     icl = customize(CustomizeConfig(method="icl", max_tokens=args.icl_max_tokens, **common), lm, progress=False)
     rows.append(row("icl", icl["test_correct"], demonstrations=icl["demonstrations"], max_tokens=args.icl_max_tokens))
+    done("icl")
     task = load_task(task_name)
     test = user_split(task, args.seed, args.shots, n_test=args.n_test).test
     start = PromptGenerator(lm.d, args.r, args.m, args.t).to(lm.device)
     start.start_at(instruction_embedding(lm, args.t))
     rows.append(row("instruction", as_bits(_correct(lm, start, start.z0, task, test, args.max_tokens).tolist())))
+    done("instruction")
     return rows
 
 
