@@ -220,7 +220,7 @@ def meets_rule(methods: dict[str, dict]) -> str:
 def report(rows: list[dict], out: Path) -> str:
     """``headroom.md`` (one line per backbone and task: every method's accuracy, each non-baseline's paired
     difference against the best baseline, and whether a ceiling meets the user-task rule) and
-    ``headroom.png`` (those differences per task)."""
+    ``headroom.png`` (those differences per task, a panel per backbone)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,21 +255,30 @@ def report(rows: list[dict], out: Path) -> str:
     text = "\n".join(lines) + "\n"
     (out / "headroom.md").write_text(text)
     compared = [m for m in shown if m not in BEST_OF]
-    labels = [f"{task}\n{backbone}" for backbone, task in sorted(keyed)]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels)), 4))
+    panels: dict[str, list[str]] = {}
+    for backbone, task in sorted(keyed):
+        panels.setdefault(backbone, []).append(task)
     width = 0.8 / max(1, len(compared))
-    for i, m in enumerate(compared):
-        values = [keyed[key].get(m) for key in sorted(keyed)]
-        x = [j + i * width for j, v in enumerate(values) if v]
-        y = [100 * v["vs_best_baseline"]["mean"] for v in values if v]
-        err = [100 * v["vs_best_baseline"]["ci95"] for v in values if v]
-        ax.bar(x, y, width, yerr=err, capsize=2, label=m)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks([j + width * (len(compared) - 1) / 2 for j in range(len(labels))], labels, fontsize=7)
-    ax.set_ylabel("accuracy minus the best baseline\n(points, paired 95% interval)")
-    ax.set_title("Headroom: what a prompt adds over what a user can do alone")
-    if compared:
-        ax.legend(fontsize=7)
+    most = max(map(len, panels.values()))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 0.7 * most), 3.2 * len(panels)), squeeze=False)
+    for ax, (backbone, tasks) in zip(axes[:, 0], panels.items()):
+        for i, m in enumerate(compared):
+            values = [keyed[backbone, task].get(m) for task in tasks]
+            x = [j + i * width for j, v in enumerate(values) if v]
+            y = [100 * v["vs_best_baseline"]["mean"] for v in values if v]
+            err = [100 * v["vs_best_baseline"]["ci95"] for v in values if v]
+            if x:
+                ax.bar(x, y, width, yerr=err, capsize=2, color=f"C{i}", label=m)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(
+            [j + width * (len(compared) - 1) / 2 for j in range(len(tasks))], tasks, fontsize=7, rotation=30, ha="right"
+        )
+        ax.set_ylabel("points over the best baseline\n(paired 95% interval)", fontsize=8)
+        ax.set_title(backbone, fontsize=9)
+    fig.suptitle("Headroom: what a prompt adds over what a user can do alone")
+    labelled = {label: handle for ax in axes[:, 0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    if labelled:
+        axes[0, 0].legend(labelled.values(), labelled.keys(), fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "headroom.png", dpi=120)
     plt.close(fig)
