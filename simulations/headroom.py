@@ -22,8 +22,8 @@ does not need a provider to beat a wrong answer prior. So for each (backbone, ta
 Each row has its Wilson 95% interval and ``vs_best_baseline``: the paired difference, row by row, against the
 best of majority, zero-shot, calibrated and calibrated-fit on the same rows. Each (backbone, task) is written
 as it finishes to ``<out>/parts/<backbone>/<task>.json`` (the map is built in parts: a task already there is
-skipped, or gets only the ceilings it lacks), every part is merged into ``<out>/headroom.json``, and
-``<out>/headroom.md`` and ``headroom.png`` are drawn from it.
+skipped, or gets only the ceilings it lacks or has from another ``--cross-fit``, which it replaces), every part
+is merged into ``<out>/headroom.json``, and ``<out>/headroom.md`` and ``headroom.png`` are drawn from it.
 """
 
 from __future__ import annotations
@@ -318,10 +318,13 @@ def main(argv: list[str] | None = None) -> None:
     for name in task_names() if args.tasks == ["all"] else args.tasks:
         part = out / "parts" / args.backbone / f"{name}.json"
         done = json.loads(part.read_text()) if part.exists() and not args.redo else []
-        spaces = [s for s in args.ceilings if f"ceiling-{s}" not in {r["method"] for r in done}]
+        fitted = {r["method"]: r.get("cross_fit") for r in done if r["method"].startswith("ceiling-")}
+        spaces = [s for s in args.ceilings if fitted.get(f"ceiling-{s}") != args.cross_fit]
         if done and not spaces:
             continue
-        rows = (done or baselines(lm, name, args)) + ceilings(lm, name, spaces, args)
+        redone = {f"ceiling-{s}" for s in spaces}  # a ceiling asked with another --cross-fit is replaced
+        kept = [r for r in done if r["method"] not in redone]
+        rows = (kept or baselines(lm, name, args)) + ceilings(lm, name, spaces, args)
         rows = with_comparisons(rows, args.backbone, name)
         if part.exists() and not args.redo:  # keep what another run added to the part meanwhile
             ours = {r["method"] for r in rows}

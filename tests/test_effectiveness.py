@@ -129,15 +129,15 @@ def test_goal_checks_compare_seed_means_at_equal_calls_and_flag_a_run_below_its_
 def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_rows(tmp_path):
     """One row per method on the same test rows, each paired against the best own option there; each ceiling
     fit trains on every user-side row except the test rows it scores; a task already mapped gets only what it
-    lacks."""
+    lacks, or a ceiling asked with another ``--cross-fit``."""
     from cbp_fed.customize import OWN
     from cbp_fed.tasks import load_task, server_user_partition
     from simulations.headroom import main as headroom
 
-    args = ["--backbone", "tiny-random", "--tasks", "sst2", "--ceilings", "generator", "bbt", "--steps", "4"]
-    args += ["--lrs", "1e-3", "1e-2", "--ceiling-dev", "16", "--n-test", "24", "--shots", "2", "--icl-max-tokens", "96"]
-    args += ["--cross-fit", "2"]
-    args += ["--r", "8", "--m", "4", "--t", "2", "--out", str(tmp_path)]
+    common = ["--backbone", "tiny-random", "--tasks", "sst2", "--steps", "4", "--lrs", "1e-3", "1e-2"]
+    common += ["--ceiling-dev", "16", "--n-test", "24", "--shots", "2", "--icl-max-tokens", "96"]
+    common += ["--r", "8", "--m", "4", "--t", "2", "--out", str(tmp_path)]
+    args = [*common, "--ceilings", "generator", "bbt", "--cross-fit", "2"]
     headroom(args)
     rows = json.loads((tmp_path / "headroom.json").read_text())
     methods = [r["method"] for r in rows]
@@ -166,6 +166,10 @@ def test_headroom_map_compares_every_method_with_the_best_baseline_on_the_same_r
     assert all(r.get("kept") for r in again[:-1]) and "kept" not in again[-1]
     headroom(args)  # a finished part is kept as it is, and merged
     assert json.loads((tmp_path / "headroom.json").read_text()) == again
+    headroom([*common, "--ceilings", "bbt", "--cross-fit", "1"])  # a ceiling asked with another k is replaced
+    refit = json.loads((tmp_path / "headroom.json").read_text())
+    assert [r["method"] for r in refit] == methods and refit[:-1] == again[:-1]
+    assert refit[-1]["cross_fit"] == 1 and [fit["test_rows"] for fit in refit[-1]["fits"]] == [24]
 
 
 @pytest.mark.parametrize("folds", [1, 2, 3])
