@@ -349,8 +349,16 @@ class FrozenLM:
         return sums / lengths[:, None]
 
     def embedding_std(self) -> float:
-        """Spread of the embedding table; the random projections are scaled to it (BBT recipe)."""
-        return float(self._embedding.weight.float().std())
+        """Spread of the input embeddings the decoder sees; the random projections are scaled to it (BBT recipe).
+
+        The table's spread times the scale the embedding layer multiplies its lookups by: Gemma's layer scales
+        them by sqrt(d) (about 25 at d = 640), so the table alone would make BBT's prompts 25 times smaller
+        than the text beside them. The scale is measured (a lookup's norm over the table rows' norm), not read
+        from a model-specific attribute."""
+        table = self._embedding.weight
+        ids = torch.arange(min(len(table), 4096), device=table.device)
+        scale = self._embedding(ids).float().norm() / table[ids].float().norm()
+        return float(table.float().std() * scale)
 
     # ------------------------------------------------------------------ forward
     def last_hidden(self, prompts: torch.Tensor, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -188,3 +188,17 @@ def test_real_smollm2_answers_arc_easy_better_by_its_options_than_by_letters(smo
         by_option = smollm2.choice_scores(empty, contexts, letters, options)
     letter_acc, option_acc = (float((s.argmax(1) == gold).float().mean()) for s in (by_letter, by_option))
     assert option_acc >= letter_acc + 0.08 and option_acc >= 0.4, (letter_acc, option_acc)  # measured 0.48 vs 0.37
+
+
+def test_embedding_std_includes_the_scale_an_embedding_layer_applies_to_its_lookups(tiny):
+    """A layer that scales its lookups (as Gemma's does by sqrt(d)) scales the spread BBT's projection uses."""
+
+    class Scaled(torch.nn.Embedding):
+        def forward(self, ids):
+            return super().forward(ids) * 25.0
+
+    scaled = Scaled.from_pretrained(tiny._embedding.weight.detach().clone())
+    lm = FrozenLM(tiny.model, tiny.tokenizer, "tiny-random")
+    lm._embedding = scaled
+    assert lm.embedding_std() == pytest.approx(25.0 * tiny.embedding_std(), rel=1e-5)
+    assert tiny.embedding_std() == pytest.approx(float(tiny._embedding.weight.std()), rel=1e-5)

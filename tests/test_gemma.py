@@ -26,3 +26,10 @@ def test_gemma_answers_sentiment_through_the_users_path(gemma):
     summary = customize(CustomizeConfig(task="sst2", method="zero-shot", shots_per_class=4, n_test=60), gemma, False)
     assert summary["backbone"] == "gemma3-270m" and summary["test_size"] == 60
     assert summary["test_accuracy"] >= 0.7 and summary["majority_rate"] <= 0.6
+
+
+def test_bbt_prompts_are_scaled_to_the_embeddings_gemma_feeds_its_decoder(gemma):
+    """Gemma's embedding layer multiplies each lookup by sqrt(640): BBT's projection must be scaled to what
+    the decoder sees beside it (text embeddings of std about 1), not to the raw table (std about 0.04)."""
+    text = gemma.embed(gemma.tokenize("The film was a quiet delight from start to finish, and I would see it again."))
+    assert 0.5 < gemma.embedding_std() / float(text.std()) < 2
