@@ -318,12 +318,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in task_names() if args.tasks == ["all"] else args.tasks:
         part = out / "parts" / args.backbone / f"{name}.json"
         done = json.loads(part.read_text()) if part.exists() and not args.redo else []
-        fitted = {r["method"]: r.get("cross_fit") for r in done if r["method"].startswith("ceiling-")}
-        spaces = [s for s in args.ceilings if fitted.get(f"ceiling-{s}") != args.cross_fit]
+        current = {r["method"] for r in done if r.get("cross_fit", args.cross_fit) == args.cross_fit}
+        spaces = [s for s in args.ceilings if f"ceiling-{s}" not in current]  # missing, or from another k
         if done and not spaces:
             continue
-        redone = {f"ceiling-{s}" for s in spaces}  # a ceiling asked with another --cross-fit is replaced
-        kept = [r for r in done if r["method"] not in redone]
+        kept = [r for r in done if r["method"] not in {f"ceiling-{s}" for s in spaces}]
         rows = (kept or baselines(lm, name, args)) + ceilings(lm, name, spaces, args)
         rows = with_comparisons(rows, args.backbone, name)
         if part.exists() and not args.redo:  # keep what another run added to the part meanwhile
