@@ -6,16 +6,19 @@ level (no row of a user task is in an SDT task, under any name), and disjoint fr
 rows at row level by the uid partition (`server_user_partition`). An SDT task is of the domain or
 `general` (SST-2, RTE, MRPC): a general task teaches the answer words the users answer with.
 
-The choices follow the headroom map (`simulations.headroom`, docs/headroom.md), SmolLM2-135M:
+The choices follow the headroom map (`simulations.headroom`, docs/headroom.md):
 
-- medical: the users rate drug reviews positive/negative (the two condition groups). SDT trains on
-  the medical yes/no questions (BioASQ, PubMedQA: zero-shot says "no" too often, offsets fitted on 32
-  rows reach 58-74%) and on SST-2 for the sentiment words; the lettered medical knowledge tasks
-  (MedMCQA 16%, MMLU medical 28%, MedQA) are left out: the backbone answers them at chance.
-- commonsense and finance keep their earlier cut (ARC-Easy and PIQA; the MMLU economics and business
-  proxy) until the map's ceilings decide theirs: no finance label-word task installed offline has an
-  own option above chance + 10 points (finance-entities 58-61% against a 58% majority, fiqa-answers
-  50-53%).
+- medical (SmolLM2-135M's map): the users rate drug reviews positive/negative (the two condition
+  groups). SDT trains on the medical yes/no questions (BioASQ, PubMedQA: zero-shot says "no" too
+  often, offsets fitted on 32 rows reach 58-74%) and on SST-2 for the sentiment words; the lettered
+  medical knowledge tasks (MedMCQA 16%, MMLU medical 28%, MedQA) are left out: the backbone answers
+  them at chance.
+- finance: the users answer yes/no about real financial text (does a loan-agreement sentence name an
+  entity; does a forum answer address a question). On Gemma-3-270M a BBT-space prompt beats the
+  majority answer on the first by 10 points; nothing a user can do alone does. SDT has only the MMLU
+  economics and business questions to train on (all four subsets; SmolLM2-135M answers them at chance):
+  the docs say so rather than borrowing a user task for the pool.
+- commonsense keeps its earlier cut (ARC-Easy and PIQA) until the map's ceilings decide it.
 """
 
 from __future__ import annotations
@@ -56,8 +59,12 @@ DOMAINS: dict[str, Domain] = {
         ("arc-easy", "piqa"),
     ),
     "medical": Domain("medical", ("bioasq", "pubmedqa", "sst2"), ("drug-reviews-birth-control", "drug-reviews-other")),
-    # A finance-knowledge proxy (MMLU economics/business), not financial sentiment data.
-    "finance": Domain("finance", ("mmlu-economics", "mmlu-accounting"), ("mmlu-marketing", "mmlu-management-ethics")),
+    # SDT: a finance-knowledge proxy (MMLU economics/business); no financial sentiment data installs offline.
+    "finance": Domain(
+        "finance",
+        ("mmlu-economics", "mmlu-accounting", "mmlu-marketing", "mmlu-management-ethics"),
+        ("finance-entities", "fiqa-answers"),
+    ),
 }
 
 

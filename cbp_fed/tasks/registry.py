@@ -163,13 +163,13 @@ _REGISTRY: dict[str, _Spec] = {
         "finance",
         letter_words(4),
         readers.mmlu_marketing,
-        f"{_FINANCE_PROXY}, a user task: MMLU test split of {', '.join(readers.MMLU_MARKETING)}, {_DATA}.",
+        f"{_FINANCE_PROXY}, SDT side: MMLU test split of {', '.join(readers.MMLU_MARKETING)}, {_DATA}.",
     ),
     "mmlu-management-ethics": _Spec(
         "finance",
         letter_words(4),
         readers.mmlu_management_ethics,
-        f"{_FINANCE_PROXY}, a user task: MMLU test splits of {', '.join(readers.MMLU_MANAGEMENT_ETHICS)}, {_DATA}.",
+        f"{_FINANCE_PROXY}, SDT side: MMLU test splits of {', '.join(readers.MMLU_MANAGEMENT_ETHICS)}, {_DATA}.",
     ),
     "finance-entities": _Spec(
         "finance",
