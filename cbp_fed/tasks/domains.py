@@ -15,9 +15,9 @@ The choices follow the headroom map (`simulations.headroom`, docs/headroom.md):
   them at chance.
 - finance: the users answer yes/no about real financial text (does a loan-agreement sentence name an
   entity; does a forum answer address a question). On both backbones a BBT-space prompt beats the
-  best a user can do alone on the first by 9-10 points. SDT has only the MMLU
-  economics and business questions to train on (all four subsets; SmolLM2-135M answers them at chance):
-  the docs say so rather than borrowing a user task for the pool.
+  best a user can do alone on the first by 9-10 points. SDT has only the MMLU economics and business
+  questions to train on (all four subsets; SmolLM2-135M answers them at chance): the docs say so
+  rather than borrowing a user task for the pool.
 - commonsense keeps its earlier cut (ARC-Easy and PIQA) until the map's ceilings decide it.
 """
 
