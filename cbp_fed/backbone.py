@@ -24,7 +24,6 @@ import hashlib
 import importlib.util
 import inspect
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,8 @@ from unittest import mock
 
 import torch
 
+from cbp_fed.cache import cache_root
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -41,11 +42,6 @@ LOGIT_SLICE = 1024
 """Option positions whose full-vocabulary logits are formed at once (fp32 ``LOGIT_SLICE x V``, ~200 MB for SmolLM2)."""
 KEY_TOKEN_CHARS = 4
 """A query token steers passage truncation when it decodes (stripped) to at least this many characters."""
-
-
-def cache_root() -> Path:
-    """Where converted backbones live: ``$CBP_FED_CACHE`` or ``~/.cache/cbp-fed``."""
-    return Path(os.environ.get("CBP_FED_CACHE", Path.home() / ".cache" / "cbp-fed"))
 
 
 @contextlib.contextmanager

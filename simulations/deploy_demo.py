@@ -303,7 +303,6 @@ class Deployment:
         home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **RUN_ENV, "FLWR_HOME": str(home)}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-        env.setdefault("CBP_FED_CACHE", str(ROOT / ".state" / "cache"))
         return env
 
     def cli_env(self) -> dict[str, str]:

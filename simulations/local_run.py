@@ -62,7 +62,6 @@ def environment(flwr_home: Path, users: int, cpus_per_user: int = 1) -> dict[str
     )
     env = {**os.environ, **RUN_ENV, "FLWR_HOME": str(flwr_home)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.setdefault("CBP_FED_CACHE", str(ROOT / ".state" / "cache"))
     return env
 
 

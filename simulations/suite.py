@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -298,7 +297,6 @@ def main() -> int:
     parser.add_argument("--table-only", action="store_true", help="rebuild table.md and plots from finished cells")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("CBP_FED_CACHE", str(ROOT / ".state" / "cache"))
     if not args.table_only:
         for domain in args.domains:
             if {"sdt-only", "cbp"} & set(args.methods):

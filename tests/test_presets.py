@@ -6,6 +6,9 @@ ServerApp refuses fails here, not in front of a user who copied its command from
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -29,3 +32,14 @@ def test_every_preset_passes_the_pre_start_data_check_as_written(preset):
     ready = prepare(settings, users)
     for task in ready.get("tasks", "").split(","):
         assert not task.startswith(".state"), "a generated task must reach the apps by its absolute path"
+
+
+def test_scripts_find_what_make_setup_made_unless_told_otherwise():
+    """`python -m simulations.<script>` without make reads the repository's cache (the data wheels a preset's
+    users need are there), and a CBP_FED_CACHE the user set wins."""
+    show = [sys.executable, "-c", "import os, simulations; print(os.environ['CBP_FED_CACHE'])"]
+    bare = {key: value for key, value in os.environ.items() if key != "CBP_FED_CACHE"}
+    told = {**bare, "CBP_FED_CACHE": "/elsewhere"}
+    cache = [subprocess.run(show, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+             for env in (bare, told)]
+    assert cache == [str(ROOT / ".state" / "cache"), "/elsewhere"]

