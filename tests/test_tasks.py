@@ -18,9 +18,11 @@ from cbp_fed.tasks import (
     Task,
     domain_capacity,
     domain_pool,
+    is_server_side,
     load_task,
     readers,
     registry,
+    row_key,
     server_user_partition,
     task_names,
     user_split,
@@ -57,12 +59,16 @@ EXPECTED_ROWS = {
     "mmlu-marketing": 234,
     "mmlu-management-ethics": 203,
     "finance-entities": 1164,
+    "finance-persons": 1132,  # finance-entities' rows, less the 32 whose sentence it repeats
+    "finance-organisations": 1132,
+    "finance-places": 1132,
     "fiqa-answers": 648,
     "sst2": 872,
     "rte": 277,
     "mrpc": 408,
 }
-YES_NO_TASKS = ("boolq", "pubmedqa", "bioasq", "rte", "mrpc", "finance-entities", "fiqa-answers")
+YES_NO_TASKS = ("boolq", "pubmedqa", "bioasq", "rte", "mrpc", "fiqa-answers")
+YES_NO_TASKS += ("finance-entities", "finance-persons", "finance-organisations", "finance-places")
 DRUG_REVIEW_TASKS = ("drug-reviews-birth-control", "drug-reviews-other")
 CLASSIFICATION_TASKS = (*YES_NO_TASKS, "sst2", *DRUG_REVIEW_TASKS)
 MULTIPLE_CHOICE_TASKS = tuple(name for name in EXPECTED_ROWS if name not in CLASSIFICATION_TASKS)
@@ -101,7 +107,8 @@ def test_every_task_loads_well_formed(name):
     assert all(word.startswith(" ") and len(word.strip()) > 0 for word in task.label_words)
     assert task.domain in DOMAINS or task.domain == "general"  # general: no domain generator (GLUE)
     uids = [example.uid for example in task.examples]
-    assert len(set(uids)) == len(uids) and all(uid.startswith(f"{name}/") for uid in uids)
+    assert len(set(uids)) == len(uids)
+    assert all(uid.startswith(f"{name}/") or uid.endswith(f":{name}") for uid in uids), "its own rows, or a view"
     for example in task.examples:
         assert 0 <= example.label < len(task.label_words)
         assert example.query.strip() and example.text == example.passage + example.query
@@ -244,6 +251,26 @@ def test_finance_entities_labels_follow_the_samples_ideal():
     assert first.query == "Question: Does this sentence name a person, an organisation or a place?\nAnswer:"
 
 
+@pytest.mark.parametrize("kind", readers.ENTITY_TYPES)
+def test_finance_entity_type_questions_ask_of_the_same_rows_on_the_same_side(kind):
+    raw = wheel_jsonl(*readers.NER_FINANCE)
+    name = {"PERSON": "finance-persons", "ORGANIZATION": "finance-organisations", "LOCATION": "finance-places"}[kind]
+    task, entities = load_task(name), load_task("finance-entities")
+    assert task.domain == "finance" and task.label_words == entities.label_words
+    copies = collections.Counter(anything.passage for anything in entities.examples)
+    kept = [index for index, anything in enumerate(entities.examples) if copies[anything.passage] == 1]
+    assert len(kept) == len(task.examples) == 1164 - 32, "the 10 sentences ner_finance repeats (32 rows) are left out"
+    for index, example in zip(kept, task.examples, strict=True):
+        anything, row = entities.examples[index], raw[index]
+        assert example.uid == f"{anything.uid}:{name}" and example.passage == anything.passage
+        assert example.label == (0 if f" - {kind}" in row["ideal"] else 1), example.uid
+        assert example.label == 1 or anything.label == 0  # a named person is a named entity
+        assert is_server_side(example.uid) == is_server_side(anything.uid)
+    assert task.examples[0].query == f"Question: Does this sentence name {readers.ENTITY_TYPES[kind]}?\nAnswer:"
+    yes = sum(example.label == 0 for example in task.examples)
+    assert 0 < yes < sum(anything.label == 0 for anything in entities.examples), "a type is rarer than any entity"
+
+
 def test_fiqa_answers_pair_each_question_with_its_own_or_another_questions_answer():
     raw = wheel_jsonl(*readers.FIQA)
     answers = [" ".join(row["answer"].split()) for row in raw]
@@ -322,12 +349,13 @@ def test_verification_rows_fall_on_the_side_of_their_source_row():
 
 @pytest.mark.parametrize("domain", sorted(DOMAINS))
 def test_no_row_of_a_domains_user_tasks_is_in_its_sdt_pool(domain):
-    """What SDT trains on (``domain_pool``) holds no row of the domain's user tasks: by task, uid or text."""
+    """What SDT trains on (``domain_pool``) holds no user task, and no row a user may hold: by uid, under
+    any view of it, or by text (another question about a user-side sentence would leak it)."""
     pool = domain_pool(domain, seed=0, size=200)
-    user_rows = [e for name in DOMAINS[domain].user_tasks for e in load_task(name).examples]
+    user_rows = [e for name in DOMAINS[domain].user_tasks for e in server_user_partition(load_task(name))[1]]
     assert not {task.name.removesuffix(VERIFY_SUFFIX) for task, _ in pool} & set(DOMAINS[domain].user_tasks)
-    assert not {e.uid.removesuffix(VERIFY_SUFFIX) for _, e in pool} & {e.uid for e in user_rows}
-    assert not {e.text for _, e in pool} & {e.text for e in user_rows}
+    assert not {row_key(e.uid) for _, e in pool} & {e.uid for e in user_rows}
+    assert not {e.passage or e.query for _, e in pool} & {e.passage or e.query for e in user_rows}
 
 
 def test_a_domain_refuses_sdt_tasks_that_are_user_tasks_and_other_than_two_user_tasks():
@@ -368,12 +396,12 @@ def test_domain_pool_uses_only_server_rows_of_sdt_tasks(domain, size):
         for seed in range(2):
             split = user_split(task, seed, shots_per_class=4, n_test=100)
             assert {e.uid for e in split.train + split.dev + split.test} <= user_uids
-    pool_uids = {example.uid.removesuffix(VERIFY_SUFFIX) for _, example in pool}
-    assert pool_uids.isdisjoint(user_uids)
-    assert not any(uid.startswith(tuple(f"{name}/" for name in users)) for uid in pool_uids)
+    pool_rows = {row_key(example.uid) for _, example in pool}
+    assert pool_rows.isdisjoint(user_uids)
+    user_texts = {e.passage or e.query for name in users for e in server_user_partition(load_task(name))[1]}
+    assert not {example.passage or example.query for _, example in pool} & user_texts, "no text a user holds"
     for task, example in pool:
         assert example in task.examples
-        assert {e.uid.removesuffix(VERIFY_SUFFIX) for e in task.examples}.isdisjoint(user_uids)
         assert 0 <= example.label < len(task.label_words)
         assert (task.scoring == "options") == bool(example.options)
     assert len({example.uid for _, example in pool}) == size, "no item twice"

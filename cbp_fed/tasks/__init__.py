@@ -6,7 +6,7 @@ hub through `CustomTaskConfig`. Classification tasks are scored by label words, 
 by their options (`Task.scoring`).
 """
 
-from .core import VERIFY_SUFFIX, Example, Task
+from .core import VERIFY_SUFFIX, Example, Task, row_key
 from .custom import CustomTaskConfig, load_custom_task, load_task_spec
 from .domains import DOMAINS, Domain, domain_capacity, domain_pool
 from .partition import MIN_TEST_TEXTS, PartitionConfig, check_run_splits, check_user_splits, user_data, user_task
@@ -30,6 +30,7 @@ __all__ = [
     "domain_capacity",
     "domain_pool",
     "is_server_side",
+    "row_key",
     "load_custom_task",
     "load_task_spec",
     "load_task",

@@ -12,6 +12,13 @@ from dataclasses import dataclass
 VERIFY_SUFFIX = ":verify"
 """Appended to a row's uid in its verification view; the partition hashes the uid without it."""
 
+
+def row_key(uid: str) -> str:
+    """The source row a uid names: the uid up to its first ":". A view (``:verify``, or another registered
+    question about the same rows, ``:finance-persons``) asks something else of that row, so it falls on the
+    row's side of the provider/user partition."""
+    return uid.split(":", 1)[0]
+
 SCORINGS = ("label-words", "options")
 
 
@@ -25,7 +32,8 @@ class Example:
     `options` are an option-scored row's continuations, each with a leading space (" Paris"), and
     empty otherwise. `label` indexes the task's `label_words`, and the row's `options` if it has
     any. `uid` is stable across runs: f"{task_name}/{row_index}", with `VERIFY_SUFFIX` appended in
-    a verification view.
+    a verification view, or f"{source_task}/{row_index}:{task_name}" for a task that asks another
+    question of a registered task's rows (`row_key`).
     """
 
     passage: str

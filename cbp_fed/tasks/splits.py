@@ -11,15 +11,16 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from .core import VERIFY_SUFFIX, Example, Task
+from .core import Example, Task, row_key
 from .custom import CustomTask
 
 SERVER_FRACTION = 0.3
 
 
 def is_server_side(uid: str, server_fraction: float = SERVER_FRACTION) -> bool:
-    """Whether a row belongs to the provider: sha256 of its uid (without a view suffix) below the fraction."""
-    digest = hashlib.sha256(uid.removesuffix(VERIFY_SUFFIX).encode("utf-8")).digest()
+    """Whether a row belongs to the provider: sha256 of its `row_key` (the uid without a view suffix) below
+    the fraction."""
+    digest = hashlib.sha256(row_key(uid).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < server_fraction
 
 
