@@ -19,6 +19,7 @@ def row_key(uid: str) -> str:
     row's side of the provider/user partition."""
     return uid.split(":", 1)[0]
 
+
 SCORINGS = ("label-words", "options")
 
 

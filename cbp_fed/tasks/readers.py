@@ -10,6 +10,7 @@ gives one row per file row (each question with its own or another question's ans
 
 from __future__ import annotations
 
+import functools
 import html
 import random
 import re
@@ -369,6 +370,7 @@ def _plain(text: str) -> str:
 ENTITY_TYPES = {"PERSON": "a person", "ORGANIZATION": "an organisation", "LOCATION": "a place"}
 
 
+@functools.cache
 def ner_finance_entities() -> tuple[tuple[str, frozenset[str]], ...]:
     """OpenAI evals' ner_finance, one (sentence, entity types it names) per sample in file order: the
     sentence of an SEC-filed loan or credit agreement (the user message, on one line) and the types
@@ -408,7 +410,7 @@ def finance_entities(kind: str = "") -> tuple[Labelled, ...]:
         Labelled(
             f"Sentence: {sentence}\n",
             f"Question: Does this sentence name {named}?\nAnswer:",
-            0 if (kind in types if kind else types) else 1,
+            0 if (kind in types if kind else bool(types)) else 1,
         )
         for sentence, types in ner_finance_entities()
     )
