@@ -13,8 +13,9 @@ defaults (500, 1), or with ``--bbt-settings`` what ``simulations.bbt_settings`` 
 tasks. Runs are resumable: a run whose ``summary.json`` exists under ``<out>/runs/`` is read back, not
 rerun.
 
-Writes ``<out>/table.json`` (one row per domain, task, method, calls, seed: test_accuracy, n_test,
-majority, start_accuracy, ci95), ``<out>/table.md`` (means over seeds with pooled 95% intervals,
+Writes, from every finished run under ``<out>/runs`` (this invocation's and earlier ones), ``<out>/table.json``
+(one row per domain, task, method, calls, seed: test_accuracy, n_test, majority, start_accuracy, ci95),
+``<out>/table.md`` (means over seeds with pooled 95% intervals,
 the goal checks) and ``<out>/accuracy_vs_calls.png``.
 """
 
@@ -133,11 +134,10 @@ def bbt_settings(folder: str, backbone: str, domain: str) -> dict:
     return {"bbt_r": chosen["r"], "sigma0": chosen["sigma0"]}
 
 
-def run_all(args) -> list[dict]:
-    """Train what is missing, run what is missing, and return every run's summary."""
+def run_all(args) -> None:
+    """Train what is missing and run what is missing; each run leaves its ``summary.json`` under ``<out>/runs``."""
     out = Path(args.out)
     lm = FrozenLM.load(args.backbone, args.dtype, args.device)
-    summaries = []
     for domain in args.domains:
         generator = out / f"gen-{domain}"
         if {"sdt-only", "cbp", "cbp-subspace"} & set(args.methods):
@@ -175,17 +175,11 @@ def run_all(args) -> list[dict]:
                             flush=True,
                         )
                     summary = json.loads(path.read_text())
-                    if (
-                        method == "bbt"
-                        and bbt
-                        and (summary["bbt_r"], summary["sigma0"]) != (bbt["bbt_r"], bbt["sigma0"])
-                    ):
+                    if method == "bbt" and bbt and (summary["bbt_r"], summary["sigma0"]) != tuple(bbt.values()):
                         raise SystemExit(
                             f"{path} ran BBT with r {summary['bbt_r']}, sigma0 {summary['sigma0']}, not the chosen "
                             f"{bbt}: give another --out"
                         )
-                    summaries.append(summary)
-    return summaries
 
 
 def markdown(rows: list[dict]) -> str:
@@ -416,10 +410,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    if args.table_only:
-        summaries = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/*/summary.json"))]
-    else:
-        summaries = run_all(args)
+    if not args.table_only:
+        run_all(args)
+    # every finished run, not only this invocation's: runs of other seeds or methods may share the folder
+    summaries = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/*/summary.json"))]
     if not summaries:
         raise SystemExit(f"no runs under {out / 'runs'}: nothing to tabulate")
     rows = [row for s in summaries for row in rows_of(s)]

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cbp_fed.stats import wilson
+import simulations.effectiveness as effectiveness
 from simulations.effectiveness import ceiling_shares, compact, goal_checks, main, rows_of
 
 
@@ -84,6 +85,21 @@ def test_table_only_pools_seeds_and_reports_the_worst_drop_below_the_start(tmp_p
     assert (tmp_path / "accuracy_vs_calls.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit, match="no runs"):
         main(["--out", str(tmp_path / "empty"), "--table-only"])
+
+
+def test_a_run_tabulates_every_finished_run_in_its_folder_not_only_its_own(tmp_path, monkeypatch):
+    """Invocations that share ``--out`` (other seeds, other methods, two lanes at once) each write the whole
+    table: a run of seed 1 must not drop seed 0's row that an earlier invocation left there."""
+
+    def finish(seed: int) -> None:
+        folder = tmp_path / "runs" / "commonsense" / f"arc-easy-cbp-s{seed}"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps(summary("cbp", seed, 0.6, 0.5, [(100, 0.6, "mean@100")])))
+
+    finish(0)
+    monkeypatch.setattr(effectiveness, "run_all", lambda args: finish(*args.seeds))
+    main(["--out", str(tmp_path), "--seeds", "1"])
+    assert sorted(r["seed"] for r in json.loads((tmp_path / "table.json").read_text())) == [0, 1]
 
 
 def test_goal_checks_compare_seed_means_at_equal_calls_and_flag_a_run_below_its_start():
