@@ -53,22 +53,21 @@ ROW_METHODS = (
     "calibrated",
     "calibrated-fit",
     "icl",
-    "sdt-only",
-    "sdt-only-protected",
-    "bbt",
-    "bbt-protected",
-    "cbp",
-    "cbp-protected",
-    "cbp-subspace",
-    "cbp-subspace-protected",
+    *(
+        f"{prompt}{suffix}"
+        for prompt in ("sdt-only", "bbt", "cbp", "cbp-subspace")
+        for suffix in ("", "+fit", "-protected")
+    ),
 )
-"""A ``<method>-protected`` row is what that method's user ends on (``protected``: its prompt, or an option of
-its own, named in ``kept``), beside the method's own row, never in its place."""
+"""A ``<method>+fit`` row is that method's prompt with one offset per answer fitted on the user's train rows
+(as ``calibrated-fit`` fits them to the prompt-free scores), one of the options the protected choice weighs.
+A ``<method>-protected`` row is what that method's user ends on (``protected``: its prompt, or an option of
+its own, named in ``kept``). Both sit beside the method's own row, never in its place."""
 
 
 def rows_of(summary: dict) -> list[dict]:
     """A run's rows of the table: one per evaluated budget (searching methods) or one at 0 calls, each
-    followed by its ``<method>-protected`` row when the run made a protected choice there."""
+    followed by its ``<method>+fit`` and ``<method>-protected`` rows when the run made a protected choice there."""
     base = {
         "domain": summary["domain"],
         "task": summary["task"],
@@ -87,6 +86,9 @@ def rows_of(summary: dict) -> list[dict]:
     for calls, accuracy, kept, protected in points:
         rows.append({**base, "method": name, "calls": calls, "test_accuracy": accuracy, "kept": kept})
         if protected:
+            fitted = protected.get("protection", {}).get("test_accuracy", {}).get("prompt+fit")
+            if fitted is not None:
+                rows.append({**base, "method": f"{name}+fit", "calls": calls, "test_accuracy": fitted, "kept": None})
             final = {"method": f"{name}-protected", "test_accuracy": protected["test_accuracy"]}
             rows.append({**base, **final, "calls": calls, "kept": protected["option"]})
     if summary["method"] == "zero-shot" and "test_accuracy_calibrated" in summary:

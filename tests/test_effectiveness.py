@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cbp_fed.stats import wilson
 import simulations.effectiveness as effectiveness
+from cbp_fed.stats import wilson
 from simulations.effectiveness import ceiling_shares, compact, goal_checks, main, rows_of
 
 
@@ -54,10 +54,16 @@ def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_t
     assert all(r["start_accuracy"] == 0.55 and r["n_test"] == 300 for r in cbp)
     assert cbp[1]["ci95"][0] < 0.6 < cbp[1]["ci95"][1]
     protected = summary("cbp", 0, 0.6, 0.55, [(100, 0.6, "mean@100")])
-    protected["curve"][0]["protected"] = {"option": "calibrated", "test_accuracy": 0.65}
-    rows = rows_of(protected)  # what the user ends on sits beside the search's own result, never in its place
+    options = {"calibrated": 0.65, "prompt": 0.6, "prompt+fit": 0.7}
+    protected["curve"][0]["protected"] = {
+        "option": "calibrated",
+        "test_accuracy": 0.65,
+        "protection": {"test_accuracy": options},
+    }
+    rows = rows_of(protected)  # the fitted prompt and what the user ends on sit beside the search's own result
     assert [(r["method"], r["test_accuracy"], r["kept"]) for r in rows] == [
         ("cbp", 0.6, "mean@100"),
+        ("cbp+fit", 0.7, None),
         ("cbp-protected", 0.65, "calibrated"),
     ]
     subspace = {**summary("cbp", 0, 0.6, 0.55, [(100, 0.6, "mean@100")]), "config": {"subspace": 16}}
