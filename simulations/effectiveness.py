@@ -14,9 +14,9 @@ tasks. Runs are resumable: a run whose ``summary.json`` exists under ``<out>/run
 rerun.
 
 Writes, from every finished run under ``<out>/runs`` (this invocation's and earlier ones), ``<out>/table.json``
-(one row per domain, task, method, calls, seed: test_accuracy, n_test, majority, start_accuracy, ci95),
-``<out>/table.md`` (means over seeds with pooled 95% intervals,
-the goal checks) and ``<out>/accuracy_vs_calls.png``.
+(one row per domain, task, method, calls, seed: test_accuracy, n_test, majority, start_accuracy, ci95 and
+``correct``, which test rows it got right), ``<out>/table.md`` (means over seeds with pooled 95% intervals,
+the goal checks, CBP minus each baseline paired over the same test rows) and ``<out>/accuracy_vs_calls.png``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from cbp_fed.backbone import FrozenLM  # noqa: E402
 from cbp_fed.customize import OWN, CustomizeConfig, customize  # noqa: E402
 from cbp_fed.domain_training import SDTConfig, save_generator, train_generator  # noqa: E402
 from cbp_fed.results import legend_below  # noqa: E402
-from cbp_fed.stats import wilson  # noqa: E402
+from cbp_fed.stats import paired, wilson  # noqa: E402
 from cbp_fed.tasks import DOMAINS, domain_capacity  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
@@ -78,19 +78,25 @@ def rows_of(summary: dict) -> list[dict]:
         "generator": summary.get("config", {}).get("generator"),
     }
     if summary["curve"]:
-        points = [(p["calls"], p["test_accuracy"], p["kept"], p.get("protected")) for p in summary["curve"]]
+        points = [
+            (p["calls"], p["test_accuracy"], p.get("test_correct"), p["kept"], p.get("protected"))
+            for p in summary["curve"]
+        ]
     else:
-        points = [(0, summary["test_accuracy"], None, summary.get("protected"))]
+        points = [(0, summary["test_accuracy"], summary.get("test_correct"), None, summary.get("protected"))]
     name = summary["method"] + ("-subspace" if summary.get("config", {}).get("subspace") else "")
     rows = []
-    for calls, accuracy, kept, protected in points:
-        rows.append({**base, "method": name, "calls": calls, "test_accuracy": accuracy, "kept": kept})
+    for calls, accuracy, correct, kept, protected in points:
+        rows.append(
+            {**base, "method": name, "calls": calls, "test_accuracy": accuracy, "kept": kept, "correct": correct}
+        )
         if protected:
             fitted = protected.get("protection", {}).get("test_accuracy", {}).get("prompt+fit")
             if fitted is not None:
                 rows.append({**base, "method": f"{name}+fit", "calls": calls, "test_accuracy": fitted, "kept": None})
             final = {"method": f"{name}-protected", "test_accuracy": protected["test_accuracy"]}
-            rows.append({**base, **final, "calls": calls, "kept": protected["option"]})
+            kept_correct = protected.get("test_correct")
+            rows.append({**base, **final, "calls": calls, "kept": protected["option"], "correct": kept_correct})
     if summary["method"] == "zero-shot" and "test_accuracy_calibrated" in summary:
         calibrated = summary["test_accuracy_calibrated"]
         rows.append({**base, "method": "zero-shot-calibrated", "calls": 0, "test_accuracy": calibrated, "kept": None})
@@ -301,6 +307,42 @@ def goal_checks(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BASELINES = ("majority", "zero-shot", "calibrated", "calibrated-fit", "icl", "sdt-only", "bbt")
+"""What CBP is paired against: every option a user has without the provider's search, and BBT."""
+
+
+def paired_gaps(rows: list[dict]) -> str:
+    """CBP minus each baseline, row by row on the same test rows (a seed fixes a user's test rows), pooled
+    over the seeds both ran: per task, CBP variant and budget, each difference's mean and 95% interval in
+    points (``stats.paired``); BBT at the same budget, the others at 0 calls. ``above all`` when every
+    baseline was run and every interval lies above 0."""
+    bits = {
+        (r["task"], r["method"], r["calls"], r["seed"]): np.array([c == "1" for c in r["correct"]], dtype=float)
+        for r in rows
+        if r.get("correct")
+    }
+    lines = [
+        f"| task | method | calls | {' | '.join(BASELINES)} | above all |",
+        "|---|---|---|" + "---|" * (len(BASELINES) + 1),
+    ]
+    for task, method, calls in sorted({k[:3] for k in bits if k[1] in ("cbp", "cbp-subspace")}):
+        cells, above = [], True
+        for baseline in BASELINES:
+            at = calls if baseline == "bbt" else 0
+            seeds = sorted(k[3] for k in bits if k[:3] == (task, method, calls) and (task, baseline, at, k[3]) in bits)
+            if not seeds:
+                cells.append("-")
+                above = False
+                continue
+            gap = paired(
+                np.concatenate([bits[(task, method, calls, s)] - bits[(task, baseline, at, s)] for s in seeds])
+            )
+            cells.append(f"{100 * gap['mean']:+.1f} ± {100 * gap['ci95']:.1f} ({len(seeds)})")
+            above = above and gap["mean"] - gap["ci95"] > 0
+        lines.append(f"| {task} | {method} | {calls} | {' | '.join(cells)} | {'yes' if above else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def ceiling_shares(rows: list[dict], ceilings: list[dict]) -> str:
     """How much of the z-alone ceiling's gain each CBP search recovered: per task, method and budget, the
     seed mean of (test accuracy - start) over the ceiling's (ceiling-z - its start, z0 through the same
@@ -426,6 +468,8 @@ def main(argv: list[str] | None = None) -> None:
         + compact(rows)
         + "\n## Goal checks (means over seeds)\n\n"
         + goal_checks(rows)
+        + "\n## CBP minus each baseline, paired over test rows and pooled over seeds (pts, 95% interval, seeds)\n\n"
+        + paired_gaps(rows)
         + "\n## Every cell\n\n"
         + markdown(rows)
     )

@@ -8,7 +8,7 @@ import pytest
 
 import simulations.effectiveness as effectiveness
 from cbp_fed.stats import wilson
-from simulations.effectiveness import ceiling_shares, compact, goal_checks, main, rows_of
+from simulations.effectiveness import BASELINES, ceiling_shares, compact, goal_checks, main, paired_gaps, rows_of
 
 
 def summary(method: str, seed: int, test: float, start: float, curve=(), generator=None) -> dict:
@@ -106,6 +106,28 @@ def test_a_run_tabulates_every_finished_run_in_its_folder_not_only_its_own(tmp_p
     monkeypatch.setattr(effectiveness, "run_all", lambda args: finish(*args.seeds))
     main(["--out", str(tmp_path), "--seeds", "1"])
     assert sorted(r["seed"] for r in json.loads((tmp_path / "table.json").read_text())) == [0, 1]
+
+
+def test_paired_gaps_pair_the_same_seed_s_rows_pool_seeds_and_call_cbp_above_all_only_when_every_interval_is():
+    def row(method, seed, bits, calls=0):
+        return {"task": "arc-easy", "method": method, "calls": calls, "seed": seed, "correct": bits}
+
+    cbp = [row("cbp", seed, "1" * 90 + "0" * 10, 100) for seed in (0, 1)]
+    others = [row(m, seed, "1" * 60 + "0" * 40, 100 if m == "bbt" else 0) for m in BASELINES for seed in (0, 1)]
+    line = paired_gaps(cbp + others).splitlines()[2]
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[:3] == ["arc-easy", "cbp", "100"] and cells[-1] == "yes"
+    # 200 paired rows, 60 of them +1: mean 0.30, sd 0.459, half-width 1.96 * 0.459 / sqrt(200) = 0.064
+    assert cells[3] == "+30.0 ± 6.4 (2)"
+    # a baseline run on seed 0 only is paired on seed 0's rows alone; a missing one leaves CBP unproven
+    partial = cbp + [r for r in others if r["method"] != "icl" and (r["method"] != "bbt" or r["seed"] == 0)]
+    cells = [c.strip() for c in paired_gaps(partial).splitlines()[2].split("|")[1:-1]]
+    assert cells[3 + BASELINES.index("bbt")].endswith("(1)") and cells[3 + BASELINES.index("icl")] == "-"
+    assert cells[-1] == "no"
+    # equal accuracy, different rows right: 10 rows +1 and 10 rows -1 per seed, a mean of 0 with its noise
+    swapped = cbp + [{**r, "correct": "0" * 10 + "1" * 90} for r in others]
+    cells = [c.strip() for c in paired_gaps(swapped).splitlines()[2].split("|")[1:-1]]
+    assert cells[3] == "+0.0 ± 6.2 (2)" and cells[-1] == "no"
 
 
 def test_goal_checks_compare_seed_means_at_equal_calls_and_flag_a_run_below_its_start():
