@@ -183,7 +183,11 @@ def run_all(args) -> None:
                             flush=True,
                         )
                     summary = json.loads(path.read_text())
-                    if method == "bbt" and bbt and (summary["bbt_r"], summary["sigma0"]) != tuple(bbt.values()):
+                    if (
+                        method == "bbt"
+                        and bbt
+                        and (summary["bbt_r"], summary["sigma0"]) != (bbt["bbt_r"], bbt["sigma0"])
+                    ):
                         raise SystemExit(
                             f"{path} ran BBT with r {summary['bbt_r']}, sigma0 {summary['sigma0']}, not the chosen "
                             f"{bbt}: give another --out"
@@ -374,9 +378,9 @@ def ceiling_shares(rows: list[dict], ceilings: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path):
-    """Test accuracy (%) vs calls per task (mean over seeds, min-max band) with the zero-shot and majority
-    lines, two tasks per row; the x axis is logarithmic with a tick at each budget measured, and one
-    legend sits below the panels. Returns the figure."""
+    """Test accuracy (%) vs calls per task for each search (mean over seeds, min-max band) with the zero-shot,
+    calibrated-fit (where it was run), SDT-only and majority lines, two tasks per row; the x axis is
+    logarithmic with a tick at each budget measured, and one legend sits below the panels. Returns the figure."""
     tasks = sorted({(r["domain"], r["task"]) for r in rows})
     cols = min(len(tasks), 2)  # a domain's two tasks side by side, one domain per row
     rows_of_panels = math.ceil(len(tasks) / cols)
@@ -388,8 +392,9 @@ def plot(rows: list[dict], path: Path):
         ax.set_visible(False)
     for ax, (domain, task) in zip(axes, tasks):
         mine = [r for r in rows if r["task"] == task]
-        budgets = sorted({r["calls"] for r in mine if r["method"] in ("bbt", "cbp")})
-        for method, colour in (("bbt", "tab:blue"), ("cbp", "tab:red")):
+        searches = (("bbt", "tab:blue"), ("cbp", "tab:red"), ("cbp-subspace", "tab:purple"))
+        budgets = sorted({r["calls"] for r in mine if r["method"] in dict(searches)})
+        for method, colour in searches:
             by_calls = defaultdict(list)
             for r in mine:
                 if r["method"] == method:
@@ -405,7 +410,7 @@ def plot(rows: list[dict], path: Path):
                     color=colour,
                     alpha=0.15,
                 )
-        for method, style in (("zero-shot", ":"), ("zero-shot-calibrated", "-."), ("sdt-only", "--")):
+        for method, style in (("zero-shot", ":"), ("calibrated-fit", "-."), ("sdt-only", "--")):
             values = [100 * r["test_accuracy"] for r in mine if r["method"] == method]
             if values:
                 ax.axhline(np.mean(values), linestyle=style, color="grey", label=method)
