@@ -370,12 +370,13 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
             held_out=own_train,
         )
         accuracies = {name: accuracy(scores, eval_labels) for name, (scores, _) in options.items()}
+        correct = {name: correct_bits(scores, eval_labels) for name, (scores, _) in options.items()}
         return {
             "option": choice.kept,
             f"{on}_accuracy": accuracies[choice.kept],
-            f"{on}_correct": correct_bits(options[choice.kept][0], eval_labels),
+            f"{on}_correct": correct[choice.kept],
             "dev_accuracy": choice.dev_accuracy[choice.kept],
-            "protection": {**choice.as_record(), f"{on}_accuracy": accuracies},
+            "protection": {**choice.as_record(), f"{on}_accuracy": accuracies, f"{on}_correct": correct},
         }
 
     def dev_scores(z_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

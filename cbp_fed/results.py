@@ -182,7 +182,8 @@ CUSTOMIZE_SUMMARY_FIELDS = {
     "protected": "with a prompt and dev rows: the option the user ends on (option), its test and dev accuracy, and "
     "protection: the rule, the best own option on train (left out one at a time) and dev rows (baseline; "
     "own_rows, own_accuracy, own_loss), the best prompt option on dev (contender), their discordant dev rows "
-    "(wins, losses), the sign test's p_value and alpha, every option's dev and test accuracy",
+    "(wins, losses), the sign test's p_value and alpha, every option's dev and test accuracy and which test "
+    "rows each answers right (test_correct)",
     "demonstrations": "icl: demonstrations in front of each test row (mean, min, max)",
     "kept": "the kept point (start, mean@calls or best@calls) with its dev accuracy and loss; null without selection",
     "selection": "every point scored on dev: calls, point, dev_accuracy (fraction), dev_loss (nats)",

@@ -91,9 +91,12 @@ def rows_of(summary: dict) -> list[dict]:
             {**base, "method": name, "calls": calls, "test_accuracy": accuracy, "kept": kept, "correct": correct}
         )
         if protected:
-            fitted = protected.get("protection", {}).get("test_accuracy", {}).get("prompt+fit")
+            record = protected.get("protection", {})
+            fitted = record.get("test_accuracy", {}).get("prompt+fit")
             if fitted is not None:
-                rows.append({**base, "method": f"{name}+fit", "calls": calls, "test_accuracy": fitted, "kept": None})
+                fit_correct = record.get("test_correct", {}).get("prompt+fit")  # runs before it was recorded: none
+                fit = {"method": f"{name}+fit", "test_accuracy": fitted, "correct": fit_correct}
+                rows.append({**base, **fit, "calls": calls, "kept": None})
             final = {"method": f"{name}-protected", "test_accuracy": protected["test_accuracy"]}
             kept_correct = protected.get("test_correct")
             rows.append({**base, **final, "calls": calls, "kept": protected["option"], "correct": kept_correct})
@@ -318,8 +321,8 @@ BASELINES = ("majority", "zero-shot", "calibrated", "calibrated-fit", "icl", "sd
 def paired_gaps(rows: list[dict]) -> str:
     """CBP minus each baseline, row by row on the same test rows (a seed fixes a user's test rows), pooled
     over the seeds both ran: per task, CBP variant and budget, each difference's mean and 95% interval in
-    points (``stats.paired``); BBT at the same budget, the others at 0 calls. ``above all`` when every
-    baseline was run and every interval lies above 0."""
+    points (``stats.paired``); BBT at the same budget, the others at 0 calls. A fitted CBP prompt (``+fit``)
+    meets BBT's fitted prompt. ``above all`` when every baseline was run and every interval lies above 0."""
     bits = {
         (r["task"], r["method"], r["calls"], r["seed"]): np.array([c == "1" for c in r["correct"]], dtype=float)
         for r in rows
@@ -329,10 +332,12 @@ def paired_gaps(rows: list[dict]) -> str:
         f"| task | method | calls | {' | '.join(BASELINES)} | above all |",
         "|---|---|---|" + "---|" * (len(BASELINES) + 1),
     ]
-    for task, method, calls in sorted({k[:3] for k in bits if k[1] in ("cbp", "cbp-subspace")}):
+    searches = ("cbp", "cbp-subspace", "cbp+fit", "cbp-subspace+fit")
+    for task, method, calls in sorted({k[:3] for k in bits if k[1] in searches}):
         cells, above = [], True
         for baseline in BASELINES:
             at = calls if baseline == "bbt" else 0
+            baseline = "bbt+fit" if baseline == "bbt" and method.endswith("+fit") else baseline
             seeds = sorted(k[3] for k in bits if k[:3] == (task, method, calls) and (task, baseline, at, k[3]) in bits)
             if not seeds:
                 cells.append("-")

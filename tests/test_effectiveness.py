@@ -58,7 +58,7 @@ def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_t
     protected["curve"][0]["protected"] = {
         "option": "calibrated",
         "test_accuracy": 0.65,
-        "protection": {"test_accuracy": options},
+        "protection": {"test_accuracy": options, "test_correct": {"prompt+fit": "1101"}},
     }
     rows = rows_of(protected)  # the fitted prompt and what the user ends on sit beside the search's own result
     assert [(r["method"], r["test_accuracy"], r["kept"]) for r in rows] == [
@@ -66,6 +66,7 @@ def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_t
         ("cbp+fit", 0.7, None),
         ("cbp-protected", 0.65, "calibrated"),
     ]
+    assert rows[1]["correct"] == "1101"  # the fitted prompt's own test rows, for its paired gaps
     subspace = {**summary("cbp", 0, 0.6, 0.55, [(100, 0.6, "mean@100")]), "config": {"subspace": 16}}
     assert [r["method"] for r in rows_of(subspace)] == ["cbp-subspace"]  # its own row, apart from full-r CBP
     zero = rows_of(summary("zero-shot", 0, 0.5, 0.5))
@@ -124,6 +125,11 @@ def test_paired_gaps_pair_the_same_seed_s_rows_pool_seeds_and_call_cbp_above_all
     cells = [c.strip() for c in paired_gaps(partial).splitlines()[2].split("|")[1:-1]]
     assert cells[3 + BASELINES.index("bbt")].endswith("(1)") and cells[3 + BASELINES.index("icl")] == "-"
     assert cells[-1] == "no"
+    # a fitted CBP prompt meets BBT's fitted prompt, not its raw one
+    fitted = [row("cbp+fit", 0, "1" * 100, 100), row("bbt+fit", 0, "1" * 80 + "0" * 20, 100)]
+    lines = paired_gaps(cbp + others + fitted).splitlines()
+    cells = [c.strip() for c in next(line for line in lines if "| cbp+fit |" in line).split("|")[1:-1]]
+    assert cells[3 + BASELINES.index("bbt")].startswith("+20.0 ± ") and cells[3].startswith("+40.0 ± ")
     # equal accuracy, different rows right: 10 rows +1 and 10 rows -1 per seed, a mean of 0 with its noise
     swapped = cbp + [{**r, "correct": "0" * 10 + "1" * 90} for r in others]
     cells = [c.strip() for c in paired_gaps(swapped).splitlines()[2].split("|")[1:-1]]

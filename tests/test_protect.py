@@ -58,6 +58,9 @@ def test_the_user_keeps_a_prompt_only_when_dev_says_it_beats_its_own_options(tin
     final = summary["protected"]
     protection = final["protection"]
     assert set(OWN) <= set(protection["test_accuracy"]) and protection["alpha"] == 0.05
+    for option, bits in protection["test_correct"].items():  # every option's rows, for paired comparisons
+        assert len(bits) == summary["test_size"]
+        assert bits.count("1") / len(bits) == pytest.approx(protection["test_accuracy"][option])
     assert summary["test_accuracy"] == (1.0 if right else 0.0)  # the search's own result is reported as it is
     if right:  # all 32 dev rows right against an own option that is at best ~70% right: a clear move
         assert final["option"] in ("prompt", "prompt+fit") and final["test_accuracy"] == 1.0
