@@ -333,6 +333,8 @@ def paired_gaps(rows: list[dict]) -> str:
         "|---|---|---|" + "---|" * (len(BASELINES) + 1),
     ]
     searches = ("cbp", "cbp-subspace", "cbp+fit", "cbp-subspace+fit")
+    if not any(k[1] in searches for k in bits):
+        return "No CBP run here recorded which test rows it answered right, so nothing can be paired.\n"
     for task, method, calls in sorted({k[:3] for k in bits if k[1] in searches}):
         cells, above = [], True
         for baseline in BASELINES:
