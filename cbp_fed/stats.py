@@ -25,3 +25,9 @@ def paired(differences) -> dict:
         return {"mean": math.nan, "ci95": math.nan}
     half = 1.96 * float(diff.std(ddof=1)) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
     return {"mean": float(diff.mean()), "ci95": half}
+
+
+def paired_bits(a: str, b: str) -> dict:
+    """``paired`` over two methods' per-row correctness on the same rows, as 0/1 strings (``customize.as_bits``):
+    the difference ``a - b`` row by row."""
+    return paired([int(x) - int(y) for x, y in zip(a, b, strict=True)])

@@ -39,7 +39,7 @@ from cbp_fed.backbone import FrozenLM  # noqa: E402
 from cbp_fed.customize import OWN, CustomizeConfig, customize  # noqa: E402
 from cbp_fed.domain_training import SDTConfig, save_generator, train_generator  # noqa: E402
 from cbp_fed.results import legend_below  # noqa: E402
-from cbp_fed.stats import paired, wilson  # noqa: E402
+from cbp_fed.stats import paired_bits, wilson  # noqa: E402
 from cbp_fed.tasks import DOMAINS, domain_capacity  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
@@ -321,13 +321,9 @@ BASELINES = ("majority", "zero-shot", "calibrated", "calibrated-fit", "icl", "sd
 def paired_gaps(rows: list[dict]) -> str:
     """CBP minus each baseline, row by row on the same test rows (a seed fixes a user's test rows), pooled
     over the seeds both ran: per task, CBP variant and budget, each difference's mean and 95% interval in
-    points (``stats.paired``); BBT at the same budget, the others at 0 calls. A fitted CBP prompt (``+fit``)
+    points (``stats.paired_bits``); BBT at the same budget, the others at 0 calls. A fitted CBP prompt (``+fit``)
     meets BBT's fitted prompt. ``above all`` when every baseline was run and every interval lies above 0."""
-    bits = {
-        (r["task"], r["method"], r["calls"], r["seed"]): np.array([c == "1" for c in r["correct"]], dtype=float)
-        for r in rows
-        if r.get("correct")
-    }
+    bits = {(r["task"], r["method"], r["calls"], r["seed"]): r["correct"] for r in rows if r.get("correct")}
     lines = [
         f"| task | method | calls | {' | '.join(BASELINES)} | above all |",
         "|---|---|---|" + "---|" * (len(BASELINES) + 1),
@@ -345,9 +341,8 @@ def paired_gaps(rows: list[dict]) -> str:
                 cells.append("-")
                 above = False
                 continue
-            gap = paired(
-                np.concatenate([bits[(task, method, calls, s)] - bits[(task, baseline, at, s)] for s in seeds])
-            )
+            ours = "".join(bits[(task, method, calls, s)] for s in seeds)
+            gap = paired_bits(ours, "".join(bits[(task, baseline, at, s)] for s in seeds))
             cells.append(f"{100 * gap['mean']:+.1f} ± {100 * gap['ci95']:.1f} ({len(seeds)})")
             above = above and gap["mean"] - gap["ci95"] > 0
         lines.append(f"| {task} | {method} | {calls} | {' | '.join(cells)} | {'yes' if above else 'no'} |")

@@ -42,8 +42,7 @@ from cbp_fed.ceilings import SPACES, CeilingConfig, evaluate, prompt_space, trai
 from cbp_fed.customize import OWN, CustomizeConfig, as_bits, customize
 from cbp_fed.domain_training import _correct, load_generator
 from cbp_fed.prompts import PromptGenerator, instruction_embedding
-from cbp_fed.stats import paired as paired_mean
-from cbp_fed.stats import wilson
+from cbp_fed.stats import paired_bits, wilson
 from cbp_fed.tasks import load_task, server_user_partition, task_names, user_split
 
 BEST_OF = OWN
@@ -52,8 +51,7 @@ BEST_OF = OWN
 
 def paired(a: str, b: str) -> dict:
     """Mean of the per-row difference ``a - b`` of two 0/1 strings, with a 95% normal interval."""
-    interval = paired_mean([int(x) - int(y) for x, y in zip(a, b, strict=True)])
-    return {key: round(value, 4) for key, value in interval.items()}
+    return {key: round(value, 4) for key, value in paired_bits(a, b).items()}
 
 
 def row(method: str, correct: str, **extra) -> dict:

@@ -5,7 +5,8 @@
 A user with a prompt keeps its best option without the provider (the baseline) unless the best option
 with it (the contender) wins a one-sided sign test on the dev rows where exactly one of the two is right
 (``calibration.protect``, level ``alpha``). Every run with test rows records that choice in its summary
-(``protection``: baseline, contender, their dev wins and losses, each option's test accuracy), so each
+(``protection``: baseline, contender, their dev wins and losses and the sign test's p-value, each option's
+test accuracy), so each
 choice can be judged again at any level without scoring a row. Per level: how many choices moved to the
 contender, the mean test change over the user's baseline (what the provider added) and the worst one
 (what a user lost). Choices at several budgets of one search share their user and rows: they are not
@@ -21,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cbp_fed.calibration import PROTECT_ALPHA, sign_test
+from cbp_fed.calibration import PROTECT_ALPHA
 
 
 def recorded_choices(summary: dict, run: str) -> list[dict]:
@@ -44,6 +45,7 @@ def recorded_choices(summary: dict, run: str) -> list[dict]:
                 "contender": record["contender"],
                 "wins": record["wins"],
                 "losses": record["losses"],
+                "p_value": record["p_value"],
                 "baseline_test": test[record["baseline"]],
                 "contender_test": test[record["contender"]],
             }
@@ -54,7 +56,7 @@ def recorded_choices(summary: dict, run: str) -> list[dict]:
 def judge(choices: list[dict], alpha: float) -> dict:
     """The choices judged at level ``alpha``: how many moved, and the test change over the baseline
     (mean and worst, in accuracy points of 1) of what each user would have ended on."""
-    moved = [sign_test(c["wins"], c["losses"]) <= alpha for c in choices]
+    moved = [c["p_value"] <= alpha for c in choices]
     changes = [c["contender_test"] - c["baseline_test"] if move else 0.0 for c, move in zip(choices, moved)]
     return {
         "alpha": alpha,
@@ -85,7 +87,7 @@ def markdown(levels: list[dict], choices: list[dict]) -> str:
     for c in choices:
         lines.append(
             f"| {c['run']} | {c['calls']} | {c['baseline']} | {c['contender']} | {c['wins']}-{c['losses']} "
-            f"| {sign_test(c['wins'], c['losses']):.3f} | {100 * c['baseline_test']:.1f} "
+            f"| {c['p_value']:.3f} | {100 * c['baseline_test']:.1f} "
             f"| {100 * c['contender_test']:.1f} |"
         )
     return "\n".join(lines) + "\n"

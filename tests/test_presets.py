@@ -40,6 +40,8 @@ def test_scripts_find_what_make_setup_made_unless_told_otherwise():
     show = [sys.executable, "-c", "import os, simulations; print(os.environ['CBP_FED_CACHE'])"]
     bare = {key: value for key, value in os.environ.items() if key != "CBP_FED_CACHE"}
     told = {**bare, "CBP_FED_CACHE": "/elsewhere"}
-    cache = [subprocess.run(show, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-             for env in (bare, told)]
+    cache = [
+        subprocess.run(show, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        for env in (bare, told)
+    ]
     assert cache == [str(ROOT / ".state" / "cache"), "/elsewhere"]

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from cbp_fed.calibration import sign_test
 from simulations.protection_levels import judge, main, recorded_choices
 
 
@@ -18,6 +19,7 @@ def choice(wins: int, losses: int, baseline_test: float, contender_test: float) 
             "contender": "prompt+fit",
             "wins": wins,
             "losses": losses,
+            "p_value": sign_test(wins, losses),
             "test_accuracy": {"calibrated-fit": baseline_test, "prompt+fit": contender_test, "majority": 0.5},
         },
     }
