@@ -36,7 +36,7 @@ from .calibration import (
 from .config import RunConfig
 from .faults import inject, parse_faults
 from .privacy.defences import decoy_positions, gaussian_release, noisy_fitness
-from .search import CMASearch, SearchConfig, best_on_dev, dev_accuracy_and_loss
+from .search import CMASearch, SearchConfig, SubspaceSearch, best_on_dev, dev_accuracy_and_loss
 from .tasks import user_data
 from .tasks.core import Example
 from .tasks.partition import PartitionConfig
@@ -95,9 +95,10 @@ class User:
         inject(faults, self.partition_id, round, msg.metadata.message_type, self.config.round_timeout)
 
     # ------------------------------------------------------------ state: context.state (+ own disk)
-    def load_search(self, round: int, z_start: np.ndarray, run_key: str) -> CMASearch:
+    def load_search(self, round: int, z_start: np.ndarray, run_key: str, basis: np.ndarray | None) -> CMASearch:
         """The optimiser as the last finished round left it: from context.state, else from this
-        user's disk (a resumed run), else a new one at ``z_start``. A population asked in a round that
+        user's disk (a resumed run), else a new one at ``z_start``, over all r coordinates or, given the
+        provider's ``basis (K, r)``, over u in z = z_start + u @ basis. A population asked in a round that
         was cut short was never scored: it is discarded."""
         saved = self.context.state.config_records.get("search")
         if saved is None and self.config.user_state_dir:
@@ -108,12 +109,11 @@ class User:
             search.discard_pending()
             return search
         c = self.config
-        budget = c.num_rounds * c.calls_per_round
-        return CMASearch(
-            z_start,
-            SearchConfig(c.popsize, c.sigma0, budget, c.diagonal, loss=c.loss),
-            seed=c.seed * 100_003 + self.partition_id,
-        )
+        settings = SearchConfig(c.popsize, c.sigma0, c.num_rounds * c.calls_per_round, c.diagonal, loss=c.loss)
+        seed = c.seed * 100_003 + self.partition_id
+        if basis is not None:
+            return SubspaceSearch(z_start, basis, settings, seed)
+        return CMASearch(z_start, settings, seed)
 
     def round_search(self, round: int, z_start: np.ndarray, sigma: float) -> CMASearch:
         """FedBPT: a fresh optimiser for this round only, at the global mean ``z_start (r,)`` with the
@@ -317,7 +317,9 @@ def begin(msg: Message, context: Context) -> Message:
     if user.config.method == "fedbpt":
         search = user.round_search(round, z_start, wire.read_sigma(msg.content))
     else:
-        search = user.load_search(round, z_start, run_key)
+        c = user.config
+        basis = wire.read_shaped(msg.content, "start", "basis", (c.subspace, c.r)) if c.subspace else None
+        search = user.load_search(round, z_start, run_key, basis)
     rows, source, real = user.text_layout(round)
     batch = user.wire_batch(round, 0, source, real)
     content = wire.population(user.ask(search, round), batch)

@@ -43,6 +43,7 @@ class RunConfig:
     steps_per_round: int = 3
     popsize: int = 6
     sigma0: float = 1.0
+    subspace: int = 0
     diagonal: bool = False
     loss: str = "ce"
     batch_size: int = 8
@@ -93,6 +94,12 @@ class RunConfig:
         need(self.popsize >= 2, "popsize", "must be >= 2")
         need(0 < self.protect_alpha < 1, "protect_alpha", "must be in (0, 1): the level of the dev sign test")
         need(self.sigma0 > 0, "sigma0", "must be > 0")
+        need(
+            self.subspace >= 0 and (self.subspace == 0 or self.method == "cbp"),
+            "subspace",
+            "must be >= 0 (0: search all r coordinates) and is for method = 'cbp' only (it searches along the "
+            "generator's SDT task vectors)",
+        )
         need(self.dirichlet_alpha > 0, "dirichlet_alpha", "must be > 0")
         need(self.round_timeout > 0, "round_timeout", "must be > 0")
         need(self.dp_clip >= 0, "dp_clip", "must be >= 0: the L2 norm the uploaded z's shift is clipped to (0 = off)")

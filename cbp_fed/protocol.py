@@ -20,6 +20,8 @@ in evaluate.score. Its choice stays with it; evaluate.score reports ``protected-
 ends on), ``protected-own`` (1 when that option needs no prompt) and ``own-best-accuracy`` (its best own
 option on its test rows, in hindsight: the bar it should not end below) beside ``accuracy`` (its z).
 
+CBP with ``subspace = K`` adds the provider's search basis (K, r) to train.begin's start record: a user
+without a state searches z = z_start + u @ basis over u (K,) (``search.SubspaceSearch``).
 FedBPT adds one float each way: the global sigma in train.begin's round record, and in train.finish
 the user's local loss and local sigma beside its local mean (sent as z).
 No optimiser state ever travels: it lives in the user's ``context.state``. Readers validate what
@@ -98,14 +100,18 @@ def read_metric(content: RecordDict, record: str, key: str) -> float:
 
 
 # ----------------------------------------------------------------- builders (one per message body)
-def start(round: int, z_start: np.ndarray, run_key: str, sigma: float | None = None) -> RecordDict:
+def start(
+    round: int, z_start: np.ndarray, run_key: str, sigma: float | None = None, basis: np.ndarray | None = None
+) -> RecordDict:
     """Down, train.begin / evaluate.query: the round, the start vector for a user without a state,
     and the run's key (the name under which a user may keep its own state on disk across a resume).
-    FedBPT's train.begin adds ``sigma``, the global CMA-ES step size every user starts its round from."""
+    FedBPT's train.begin adds ``sigma``, the global CMA-ES step size every user starts its round from;
+    CBP's with ``subspace`` adds ``basis (K, r)``, the directions a new user's search moves z along."""
     config = {"round": round, "run-key": run_key}
     if sigma is not None:
         config["sigma"] = float(sigma)
-    return RecordDict({"start": arrays(z_start=z_start), "round": ConfigRecord(config)})
+    start = arrays(z_start=z_start) if basis is None else arrays(z_start=z_start, basis=basis)
+    return RecordDict({"start": start, "round": ConfigRecord(config)})
 
 
 def texts(

@@ -189,19 +189,23 @@ class CMASearch:
     def to_bytes(self) -> bytes:
         """Whole search state; full r=500 ~4 MB, diagonal ~0.1 MB. The pickled pycma optimiser (its random
         generator and call count included, ``TRANSIENT`` left out) beside what pycma does not hold: the
-        settings (budget, final) and a population out for scoring, whose scores may arrive after a Flower
-        hop. One pickle, so the population's arrays are stored once although pycma's archive holds them too."""
+        settings (budget, final), a population out for scoring, whose scores may arrive after a Flower
+        hop, and a subclass's own fields (``SubspaceSearch``'s origin and basis). One pickle, so the
+        population's arrays are stored once although pycma's archive holds them too."""
         transient = {name: self.es.__dict__.pop(name) for name in TRANSIENT if name in self.es.__dict__}
         try:
-            return pickle.dumps((self.config, self.es, self._asked))
+            return pickle.dumps((type(self), vars(self)))
         finally:
             self.es.__dict__.update(transient)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> CMASearch:
-        """Inverse of ``to_bytes``; only for state this user wrote itself (pickle)."""
-        search = cls.__new__(cls)
-        search.config, search.es, search._asked = pickle.loads(blob)
+        """Inverse of ``to_bytes`` (of this class or a subclass); only for state this user wrote itself (pickle)."""
+        kind, state = pickle.loads(blob)
+        if not (isinstance(kind, type) and issubclass(kind, cls)):
+            raise TypeError(f"the saved state is a {kind!r}, not a {cls.__name__}")
+        search = kind.__new__(kind)
+        search.__dict__.update(state)
         for archive in search.es.__dict__.values():
             if isinstance(archive, SolutionDict):
                 _rehash(archive)
@@ -230,6 +234,10 @@ class SubspaceSearch(CMASearch):
     def ask(self) -> np.ndarray:
         """Next population in z, ``(popsize, r)`` float32."""
         return self.lift(super().ask())
+
+    def sample_like(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n, r)`` decoys from the search distribution, lifted into z as the population is."""
+        return self.lift(super().sample_like(n, rng))
 
     @property
     def mean(self) -> np.ndarray:

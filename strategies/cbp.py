@@ -5,6 +5,8 @@ BlackBox, and keeps every user's customised vector. Users that join without a st
 domain prior: the mean of the users' customised vectors so far (z0 from SDT before any user
 finished), or their coordinate-wise median / trimmed mean so that a few poisoned vectors cannot drag
 it (``prior`` run-config key). Whether the prior helps later users is a measurement, not an assumption.
+With ``subspace = K`` the provider also sends the K leading directions of its SDT task vectors, and a
+new user searches along them only (``search.SubspaceSearch``): the region the generator was trained in.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 from cbp_fed.backbone import FrozenLM
 from cbp_fed.config import RunConfig
 from cbp_fed.domain_training import SDTConfig, load_generator, save_generator, train_generator
+from cbp_fed import protocol as wire
 from cbp_fed.prompts import PromptGenerator
+from cbp_fed.search import task_subspace
 from cbp_fed.service import BlackBox
 
 from .multistep import MultiStepStrategy
@@ -72,6 +76,8 @@ class CBPStrategy(MultiStepStrategy):
         domain: the generator's domain.
         prior: how the users' z become the prior: "mean", "median" or "trimmed-mean" (``domain_prior``).
         prior_trim: the fraction cut from each end by "trimmed-mean", in [0, 0.5).
+        basis: ``(K, r)`` directions a new user's search moves z along (``task_subspace``), sent in
+            train.begin; None: users search all r coordinates.
         **round_options: ``MultiStepStrategy``'s keyword arguments.
     """
 
@@ -83,11 +89,13 @@ class CBPStrategy(MultiStepStrategy):
         domain: str,
         prior: str = "mean",
         prior_trim: float = 0.2,
+        basis: np.ndarray | None = None,
         **round_options,
     ):
         super().__init__(blackbox, z0, **round_options)
         self.domain, self.how, self.trim = domain, prior, prior_trim
         self.prior = np.asarray(z0, dtype=np.float32)
+        self.basis = None if basis is None else np.asarray(basis, dtype=np.float32)
 
     @classmethod
     def options(cls, config: RunConfig) -> dict:
@@ -98,10 +106,16 @@ class CBPStrategy(MultiStepStrategy):
         gen, meta = provider_generator(config, lm, run_path)
         box = BlackBox(lm, gen, max_tokens=config.max_tokens)
         z0 = gen.z0.detach().cpu().numpy()
-        return cls.from_config(config, box, z0, domain=meta["domain"], on_round=on_round, run_key=run_path.name)
+        basis = task_subspace(gen.task_offsets.detach().cpu().numpy(), config.subspace) if config.subspace else None
+        return cls.from_config(
+            config, box, z0, domain=meta["domain"], basis=basis, on_round=on_round, run_key=run_path.name
+        )
 
     def start_vector(self) -> np.ndarray:
         return self.prior
+
+    def begin_content(self, server_round: int, z_start: np.ndarray):
+        return wire.start(server_round, z_start, self.run_key, basis=self.basis)
 
     def aggregate(self, server_round: int) -> None:
         """Domain prior over every user's latest customised z (in partition order: deterministic)."""

@@ -293,8 +293,12 @@ class MultiStepStrategy(Strategy):
         nodes = sorted(grid.get_node_ids())
         if self.users_per_round and self.users_per_round < len(nodes):
             nodes = sorted(self.rng.sample(nodes, self.users_per_round))
-        start = wire.start(server_round, arrays["z-start"].numpy(), self.run_key)
+        start = self.begin_content(server_round, arrays["z-start"].numpy())
         return [self._message(start, n, wire.BEGIN, server_round) for n in nodes]
+
+    def begin_content(self, server_round: int, z_start: np.ndarray) -> RecordDict:
+        """train.begin's body: the round, the start vector ``(r,)`` and the run key (``wire.start``)."""
+        return wire.start(server_round, z_start, self.run_key)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord, MetricRecord]:
         """Keep each finished user's z ``(r,)`` under the partition its node declared, learn across

@@ -30,6 +30,7 @@ def test_unknown_key_is_named_with_the_known_ones():
         ("popsize", 1, "'popsize' = 1: must be >= 2"),
         ("method", "lora", "choose from"),
         ("sigma0", -1.0, "must be > 0"),
+        ("subspace", -1, "'subspace' = -1: must be >= 0"),
         ("popsize", "10", "must be int"),
         ("diagonal", 1, "must be bool"),
         ("tasks", " , ", "name at least one task"),
@@ -38,6 +39,12 @@ def test_unknown_key_is_named_with_the_known_ones():
 def test_bad_values_are_named(key, value, message):
     with pytest.raises(ValueError, match=message):
         RunConfig.from_run_config({key: value})
+
+
+def test_a_subspace_is_for_cbp_only():
+    assert RunConfig.from_run_config({"subspace": 3}).subspace == 3
+    with pytest.raises(ValueError, match="'subspace' = 3: .* for method = 'cbp' only"):
+        RunConfig.from_run_config({"subspace": 3, "method": "bbt"})
 
 
 def test_ints_are_accepted_for_float_keys():

@@ -182,6 +182,36 @@ def test_rounds_complete_and_are_metered(strategy):
     assert all(c["payload_bytes"] < 4 * POP * 6 * 2 + 4 * R + 2000 for c in user["down"].values())
 
 
+def test_subspace_users_search_only_along_the_providers_basis(tiny, monkeypatch):
+    """With ``subspace``, every z a user asks the provider to score, and every z it keeps, is z0 plus a
+    combination of the basis sent in train.begin; its state stays a subspace search across hops."""
+    run = {**RUN, "subspace": 2}
+    gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
+    z0, basis = np.full(R, 0.1, np.float32), np.random.default_rng(0).normal(size=(2, R)).astype(np.float32)
+    box = BlackBox(tiny, gen, max_tokens=96)
+    strategy = CBPStrategy.from_config(RunConfig.from_run_config(run), box, z0, domain="general", basis=basis)
+    scored, score = [], box.score
+    monkeypatch.setattr(box, "score", lambda queries: scored.extend(q.z for q in queries) or score(queries))
+    strategy.start(LoopbackGrid(2, run), num_rounds=2)
+
+    def off_span(z: np.ndarray) -> float:
+        u = np.linalg.lstsq(basis.T, (z - z0).T, rcond=None)[0].T
+        return float(np.abs(u @ basis + z0 - z).max())
+
+    searched = np.concatenate(scored)
+    assert len(searched) > 2 * 2 * K * POP and np.abs(searched - z0).max() > 0.1  # the users did move z ...
+    assert off_span(searched) < 1e-4  # ... along the basis only
+    assert sorted(strategy.user_z) == [0, 1] and off_span(np.stack(list(strategy.user_z.values()))) < 1e-4
+
+
+def test_a_subspace_user_refuses_a_begin_without_its_basis():
+    grid = LoopbackGrid(1, {**RUN, "subspace": 2})
+    reply = send(grid, 1000, wire.BEGIN, wire.start(1, np.zeros(R), "run"))
+    assert reply.has_error() and "lacks array start/basis" in reply.error.reason
+    reply = send(grid, 1000, wire.BEGIN, wire.start(1, np.zeros(R), "run", basis=np.ones((3, R))))
+    assert reply.has_error() and "start/basis must have shape (2, 16)" in reply.error.reason
+
+
 def test_a_crashing_a_silent_and_a_malformed_user_do_not_stop_the_round(strategy, monkeypatch):
     grid = LoopbackGrid(4, RUN, faults={1001: "crash", 1002: "silent"})
     original = grid.send_and_receive

@@ -249,3 +249,24 @@ def test_a_subspace_search_moves_only_along_its_basis_and_finds_its_optimum_ther
         np.testing.assert_allclose(u @ basis + origin, z, atol=1e-4)  # every candidate lies in origin + span(basis)
         search.tell(((z - target) ** 2).sum(axis=1))
     assert np.linalg.norm(search.result - target) < 0.05 * np.linalg.norm(origin - target)
+
+
+def test_a_subspace_search_keeps_its_basis_across_a_round_trip_and_its_decoys_are_lifted_too():
+    """A federated user saves its search as bytes between hops: the state must come back as the same
+    subspace search (a plain CMASearch would hand out K-dimensional "z"), and decoys must be z's too."""
+    rng = np.random.default_rng(2)
+    origin, basis = rng.normal(size=20).astype(np.float32), rng.normal(size=(3, 20)).astype(np.float32)
+    search = SubspaceSearch(origin, basis, SearchConfig(popsize=6, sigma0=0.5, budget=60), seed=0)
+    search.ask()
+    search.tell(np.arange(6.0))
+    twin = SubspaceSearch.from_bytes(search.to_bytes())
+    restored = CMASearch.from_bytes(search.to_bytes())
+    assert type(restored) is SubspaceSearch
+    np.testing.assert_array_equal(restored.basis, basis)
+    np.testing.assert_array_equal(restored.ask(), twin.ask())
+    decoys = search.sample_like(4, np.random.default_rng(0))
+    assert decoys.shape == (4, 20)
+    u = np.linalg.lstsq(basis.T, (decoys - origin).T, rcond=None)[0].T
+    np.testing.assert_allclose(u @ basis + origin, decoys, atol=1e-4)
+    with pytest.raises(TypeError, match="not a SubspaceSearch"):
+        SubspaceSearch.from_bytes(CMASearch(np.zeros(3), SearchConfig(popsize=6, budget=60), 0).to_bytes())
