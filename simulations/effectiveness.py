@@ -14,8 +14,8 @@ tasks. Runs are resumable: a run whose ``summary.json`` exists under ``<out>/run
 rerun.
 
 Writes, from every finished run under ``<out>/runs`` (this invocation's and earlier ones), ``<out>/table.json``
-(one row per domain, task, method, calls, seed: test_accuracy, n_test, majority, start_accuracy, ci95 and
-``correct``, which test rows it got right), ``<out>/table.md`` (means over seeds with pooled 95% intervals,
+(one row per domain, task, backbone, method, calls, seed: test_accuracy, n_test, majority, start_accuracy,
+ci95, ``correct``, which test rows it got right, and ``ceiling``, the z-alone ceiling from ``--headroom``), ``<out>/table.md`` (means over seeds with pooled 95% intervals,
 the goal checks, CBP minus each baseline paired over the same test rows) and ``<out>/accuracy_vs_calls.png``.
 """
 
@@ -71,6 +71,7 @@ def rows_of(summary: dict) -> list[dict]:
     base = {
         "domain": summary["domain"],
         "task": summary["task"],
+        "backbone": summary["backbone"],
         "seed": summary["seed"],
         "n_test": summary["test_size"],
         "majority": summary["majority_rate"],
@@ -349,6 +350,29 @@ def paired_gaps(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _folder(path) -> str:
+    return str(Path(path).resolve())
+
+
+def z_ceilings(ceilings: list[dict]) -> dict[tuple[str, str], dict]:
+    """The headroom map's ``ceiling-z`` rows by (task, generator folder once links are resolved)."""
+    return {(c["task"], _folder(c["generator"])): c for c in ceilings if c["method"] == "ceiling-z"}
+
+
+def add_ceilings(rows: list[dict], ceilings: list[dict]) -> None:
+    """Set each row's ``ceiling``: the test accuracy of the z-alone ceiling of its task through the generator
+    its CBP runs searched (the same folder), None where the map has none. Every row of a task gets it, so a
+    baseline's row says how far a prompt through the provider's generator could have gone."""
+    by_task = defaultdict(set)
+    for row in rows:
+        if row.get("generator") and row["method"].startswith("cbp"):
+            by_task[row["task"]].add(_folder(row["generator"]))
+    found = z_ceilings(ceilings)
+    for row in rows:
+        hits = [found[(row["task"], g)] for g in sorted(by_task[row["task"]]) if (row["task"], g) in found]
+        row["ceiling"] = hits[0]["test_accuracy"] if len(hits) == 1 else None
+
+
 def ceiling_shares(rows: list[dict], ceilings: list[dict]) -> str:
     """How much of the z-alone ceiling's gain each CBP search recovered: per task, method and budget, the
     seed mean of (test accuracy - start) over the ceiling's (ceiling-z - its start, z0 through the same
@@ -359,14 +383,10 @@ def ceiling_shares(rows: list[dict], ceilings: list[dict]) -> str:
         "| task | method | calls | seeds | search gain (pts) | z-ceiling gain (pts) | share |",
         "|---|---|---|---|---|---|---|",
     ]
-
-    def folder(path) -> str:
-        return str(Path(path).resolve())
-
-    by_run = {(c["task"], folder(c["generator"])): c for c in ceilings if c["method"] == "ceiling-z"}
+    by_run = z_ceilings(ceilings)
     groups = defaultdict(list)
     for row in rows:
-        key = (row["task"], folder(row["generator"])) if row.get("generator") else None
+        key = (row["task"], _folder(row["generator"])) if row.get("generator") else None
         if row["method"] in ("cbp", "cbp-subspace") and key in by_run:
             groups[(*key, row["method"], row["calls"])].append(row["test_accuracy"] - row["start_accuracy"])
     for (task, generator, method, calls), gains in sorted(groups.items()):
@@ -468,6 +488,10 @@ def main(argv: list[str] | None = None) -> None:
     if not summaries:
         raise SystemExit(f"no runs under {out / 'runs'}: nothing to tabulate")
     rows = [row for s in summaries for row in rows_of(s)]
+    ceilings = []
+    if args.headroom:
+        ceilings = [r for r in json.loads(Path(args.headroom).read_text()) if r["backbone"] == args.backbone]
+    add_ceilings(rows, ceilings)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "table.md").write_text(
@@ -480,8 +504,7 @@ def main(argv: list[str] | None = None) -> None:
         + "\n## Every cell\n\n"
         + markdown(rows)
     )
-    if args.headroom:
-        ceilings = [r for r in json.loads(Path(args.headroom).read_text()) if r["backbone"] == args.backbone]
+    if ceilings:
         with (out / "table.md").open("a") as table:
             table.write("\n## Share of the z-alone ceiling's gain recovered\n\n" + ceiling_shares(rows, ceilings))
     plot(rows, out / "accuracy_vs_calls.png")

@@ -1,6 +1,7 @@
 """The experiment suite: methods x domains x seeds through the Flower apps, at equal call budgets.
 
-    python -m simulations.suite [--domains commonsense medical finance] [--methods zero-shot sdt-only bbt fedbpt cbp]
+    python -m simulations.suite [--domains commonsense medical finance]
+                                [--methods zero-shot sdt-only bbt fedbpt cbp cbp-subspace] [--subspace 3]
                                 [--seeds 0 1 2] [--users 4] [--out results/suite] [--table-only]
 
 Each cell is one real `flwr run .` (simulations/local_run.py) of the domain's preset
@@ -34,9 +35,11 @@ import numpy as np  # noqa: E402
 from cbp_fed.results import chance_accuracy, legend_below, upgrade_summary  # noqa: E402
 from simulations.local_run import ROOT, flwr_run, run_config_string  # noqa: E402
 
-METHODS = ("zero-shot", "sdt-only", "bbt", "fedbpt", "cbp")
+METHODS = ("zero-shot", "sdt-only", "bbt", "fedbpt", "cbp", "cbp-subspace")
+"""``cbp-subspace``: CBP whose users search ``--subspace`` coordinates along the generator's SDT task vectors,
+with sigma0 the generator's SDT noise (as ``cbp-fed customize`` sets it)."""
 DOMAINS = ("commonsense", "medical", "finance")
-SEARCHING = ("bbt", "fedbpt", "cbp")
+SEARCHING = ("bbt", "fedbpt", "cbp", "cbp-subspace")
 # SDT per domain when the suite has to train a generator (the sizes results/ was made with).
 SDT_STEPS = {"commonsense": 400, "medical": 200, "finance": 150}
 SDT_POOL = {"commonsense": 4000, "medical": 4000, "finance": 398}
@@ -77,7 +80,7 @@ def run_resumable(settings: dict, users: int, flwr_home: Path) -> Path:
     return folder
 
 
-def run_cell(domain: str, method: str, seed: int, users: int, out: Path) -> dict:
+def run_cell(domain: str, method: str, seed: int, users: int, out: Path, subspace: int = 3) -> dict:
     """One cell of the suite (a resumable run of the domain's preset); returns its summary."""
     name = f"{domain}-{method}-s{seed}"
     settings = {
@@ -92,6 +95,9 @@ def run_cell(domain: str, method: str, seed: int, users: int, out: Path) -> dict
     }
     if method in ("zero-shot", "sdt-only"):
         settings["num-rounds"] = 1
+    if method == "cbp-subspace":
+        noise = json.loads((generator_of(domain) / "generator.json").read_text())["training"]["z_noise"]
+        settings.update({"method": "cbp", "subspace": subspace, "sigma0": noise})
     folder = run_resumable(settings, users, ROOT / ".state" / "flwr-suite")
     summary = json.loads((folder / "summary.json").read_text())
     if summary["final_test_accuracy"] is None:  # every user refused: a preset problem, not a result
@@ -115,7 +121,7 @@ def load_cells(out: Path) -> list[dict]:
         cells.append(
             {
                 "domain": config["domain"],
-                "method": config["method"],
+                "method": config["method"] + ("-subspace" if config.get("subspace") else ""),
                 "seed": config["seed"],
                 "task": config["tasks"],
                 "accuracy": rounds[-1]["test_accuracy"],
@@ -293,20 +299,21 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--subspace", type=int, default=3, help="cbp-subspace: coordinates each user searches (K)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "suite")
     parser.add_argument("--table-only", action="store_true", help="rebuild table.md and plots from finished cells")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         for domain in args.domains:
-            if {"sdt-only", "cbp"} & set(args.methods):
+            if {"sdt-only", "cbp", "cbp-subspace"} & set(args.methods):
                 ensure_generator(domain, generator_of(domain))
         for seed in args.seeds:
             for domain in args.domains:
                 for method in args.methods:
                     if (args.out / f"{domain}-{method}-s{seed}" / "summary.json").exists():
                         continue
-                    summary = run_cell(domain, method, seed, args.users, args.out)
+                    summary = run_cell(domain, method, seed, args.users, args.out, args.subspace)
                     print(f"{domain}-{method}-s{seed}: {summary['final_test_accuracy']}", flush=True)
     cells = load_cells(args.out)
     if not cells:

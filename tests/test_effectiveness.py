@@ -8,13 +8,14 @@ import pytest
 
 import simulations.effectiveness as effectiveness
 from cbp_fed.stats import wilson
-from simulations.effectiveness import BASELINES, ceiling_shares, compact, goal_checks, main, paired_gaps, rows_of
+from simulations.effectiveness import BASELINES, add_ceilings, ceiling_shares, compact, goal_checks, main, paired_gaps, rows_of
 
 
 def summary(method: str, seed: int, test: float, start: float, curve=(), generator=None) -> dict:
     return {
         "domain": "commonsense",
         "task": "arc-easy",
+        "backbone": "smollm2-135m",
         "method": method,
         "seed": seed,
         "test_size": 300,
@@ -46,6 +47,25 @@ def test_the_share_of_the_z_ceiling_gain_is_each_search_gain_over_the_ceilings_o
     assert flat.endswith("| - (the ceiling did not gain) |")
     other = {**ceiling, "generator": str(tmp_path / "another")}  # a ceiling through another generator
     assert ceiling_shares(rows, [other]).splitlines()[2:] == []
+
+
+def test_every_row_of_a_task_carries_the_z_ceiling_through_the_generator_its_cbp_runs_searched(tmp_path):
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "gen")
+    cbp = summary("cbp", 0, 0.0, 0.5, [(100, 0.6, "mean@100")], generator=str(tmp_path / "link"))
+    zero, other = summary("zero-shot", 0, 0.5, 0.5), {**summary("zero-shot", 0, 0.5, 0.5), "task": "piqa"}
+    rows = [row for run in (cbp, zero, other) for row in rows_of(run)]
+    ceiling = {"task": "arc-easy", "method": "ceiling-z", "test_accuracy": 0.7, "generator": str(tmp_path / "gen")}
+    add_ceilings(rows, [ceiling, {**ceiling, "method": "ceiling-bbt", "test_accuracy": 0.9}])
+    assert [(r["task"], r["method"], r["backbone"], r["ceiling"]) for r in rows] == [
+        ("arc-easy", "cbp", "smollm2-135m", 0.7),
+        ("arc-easy", "zero-shot", "smollm2-135m", 0.7),  # a baseline's row says how far the generator could go
+        ("arc-easy", "zero-shot-calibrated", "smollm2-135m", 0.7),
+        ("piqa", "zero-shot", "smollm2-135m", None),  # no CBP run, no ceiling through its generator
+        ("piqa", "zero-shot-calibrated", "smollm2-135m", None),
+    ]
+    add_ceilings(rows, [{**ceiling, "generator": str(tmp_path / "another")}])  # through another generator: none
+    assert {r["ceiling"] for r in rows} == {None}
 
 
 def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_twin():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from simulations.suite import calls_to_reach, table
+import json
+
+from simulations.suite import calls_to_reach, load_cells, table
 
 
 def cell(method, seed, curve, domain="commonsense"):
@@ -42,3 +44,20 @@ def test_table_has_mean_std_over_seeds_and_the_calls_to_accuracy_rows():
     assert "| zero-shot | 40.0 | 1 | 0 | 200 |" in text
     # CBP ends at 49.0: BBT gets there at 54 calls (mean 0.51), FedBPT was not run, CBP never reaches BBT's 51.0
     assert "| commonsense | 49.0 at 54 | 54 | not run | not within 54 |" in text
+
+
+def test_a_cbp_cell_that_searched_a_subspace_is_its_own_method(tmp_path):
+    for name, extra in (("finance-cbp-s0", {}), ("finance-cbp-subspace-s0", {"subspace": 3})):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = {"domain": "finance", "method": "cbp", "seed": 0, "tasks": "finance-entities"}
+        (folder / "config.json").write_text(json.dumps({**config, "steps-per-round": 3, "popsize": 6, **extra}))
+        summary = {"chance_test_accuracy": 0.5, "seconds_wall_total": 9.0, "train_calls_per_user": 36}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        rounds = [{"round": r, "test_accuracy": 0.6, "bytes_up_per_user": 9, "bytes_down_per_user": 1} for r in (1, 2)]
+        (folder / "rounds.jsonl").write_text("\n".join(map(json.dumps, rounds)))
+    cells = load_cells(tmp_path)
+    assert [(c["method"], c["calls_per_user"], c["curve"]) for c in cells] == [
+        ("cbp", 36, [(18, 0.6), (36, 0.6)]),
+        ("cbp-subspace", 36, [(18, 0.6), (36, 0.6)]),
+    ]
