@@ -13,10 +13,11 @@ defaults (500, 1), or with ``--bbt-settings`` what ``simulations.bbt_settings`` 
 tasks. Runs are resumable: a run whose ``summary.json`` exists under ``<out>/runs/`` is read back, not
 rerun.
 
-Writes, from every finished run under ``<out>/runs`` (this invocation's and earlier ones), ``<out>/table.json``
-(one row per domain, task, backbone, method, calls, seed: test_accuracy, n_test, majority, start_accuracy,
-ci95, ``correct``, which test rows it got right, and ``ceiling``, the z-alone ceiling from ``--headroom``), ``<out>/table.md`` (means over seeds with pooled 95% intervals,
-the goal checks, CBP minus each baseline paired over the same test rows) and ``<out>/accuracy_vs_calls.png``.
+Writes, from every finished run under ``<out>/runs`` (this invocation's and earlier ones),
+``<out>/table.json`` (one row per domain, task, backbone, method, calls, seed: test_accuracy, n_test,
+majority, start_accuracy, ci95, ``correct``, which test rows it got right, and ``ceiling``, the z-alone
+ceiling from ``--headroom``), ``<out>/table.md`` (means over seeds with pooled 95% intervals, the goal
+checks, CBP minus each baseline paired over the same test rows) and ``<out>/accuracy_vs_calls.png``.
 """
 
 from __future__ import annotations

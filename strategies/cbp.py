@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 
+from cbp_fed import protocol as wire
 from cbp_fed.backbone import FrozenLM
 from cbp_fed.config import RunConfig
 from cbp_fed.domain_training import SDTConfig, load_generator, save_generator, train_generator
-from cbp_fed import protocol as wire
 from cbp_fed.prompts import PromptGenerator
 from cbp_fed.search import task_subspace
 from cbp_fed.service import BlackBox

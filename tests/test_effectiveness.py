@@ -8,7 +8,16 @@ import pytest
 
 import simulations.effectiveness as effectiveness
 from cbp_fed.stats import wilson
-from simulations.effectiveness import BASELINES, add_ceilings, ceiling_shares, compact, goal_checks, main, paired_gaps, rows_of
+from simulations.effectiveness import (
+    BASELINES,
+    add_ceilings,
+    ceiling_shares,
+    compact,
+    goal_checks,
+    main,
+    paired_gaps,
+    rows_of,
+)
 
 
 def summary(method: str, seed: int, test: float, start: float, curve=(), generator=None) -> dict:
