@@ -195,8 +195,10 @@ def simulate(
 
 def print_rounds(folder: Path) -> None:
     """The run's rounds as a table: users, loss, test accuracy (first the users' start vectors), the test
-    accuracy of what the protecting users end on (with the share that end on an option of their own), mean
-    dev accuracy of the z kept before the round and of the one kept after it, bytes per user, seconds."""
+    accuracy of the users' best option of their own (majority, zero-shot, calibrations: the best non-CBP
+    baseline, in hindsight on test) and of what the protecting users end on (with the share that end on an
+    option of their own), mean dev accuracy of the z kept before the round and of the one kept after it,
+    bytes per user, seconds."""
     from rich.table import Table
 
     from cbp_fed.console import make_console
@@ -207,6 +209,7 @@ def print_rounds(folder: Path) -> None:
         "failed",
         "train loss",
         "test acc",
+        "best own option",
         "protected (own share)",
         "dev acc: kept before -> now",
         "up KB/user",
@@ -227,6 +230,7 @@ def print_rounds(folder: Path) -> None:
             "",
             "",
             "",
+            "",
         )
     for r in rounds:
         acc = r.get("test_accuracy")
@@ -236,6 +240,7 @@ def print_rounds(folder: Path) -> None:
             str(r["users_failed"]),
             f"{r.get('train_loss', 0):.3f}",
             "-" if acc is None else f"{acc:.3f} ± {r['test_accuracy_std']:.3f}",
+            f"{r['own_best_test_accuracy']:.3f}" if "own_best_test_accuracy" in r else "-",
             f"{r['protected_test_accuracy']:.3f} ({r['protected_own_share']:.2f})" if "protected_users" in r else "-",
             f"{r['dev_accuracy_before']:.3f} -> {r['dev_accuracy']:.3f}" if "dev_accuracy" in r else "-",
             f"{r['bytes_up_per_user'] / 1024:.1f}",
