@@ -36,7 +36,15 @@ def test_the_rounds_table_keeps_every_cell_when_stdout_is_a_pipe(tmp_path, capsy
     print_rounds(tmp_path)
     out = capsys.readouterr().out
     assert "…" not in out
-    for cell in ("dev acc: kept before -> now", "down KB/user", "seconds", "0.812 ± 0.050", "0.500 -> 0.625", "40.7", "0.703"):
+    for cell in (
+        "dev acc: kept before -> now",
+        "down KB/user",
+        "seconds",
+        "0.812 ± 0.050",
+        "0.500 -> 0.625",
+        "40.7",
+        "0.703",
+    ):
         assert cell in out, f"{cell!r} was cut or wrapped:\n{out}"
 
 
