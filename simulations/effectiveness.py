@@ -448,7 +448,7 @@ def plot(rows: list[dict], path: Path):
     return fig
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results/effectiveness")
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
@@ -478,7 +478,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--headroom", help="headroom.json with ceiling-z rows: adds the share of its gain each search recovered"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)

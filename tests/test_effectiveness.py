@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -325,3 +327,12 @@ def test_a_task_is_a_user_task_when_a_ceiling_gains_five_points_with_its_interva
     assert meets_rule(rows(bbt=(0.043, 0.038), z=(0.08, 0.09))) == "no"  # too small; interval reaches 0
     assert meets_rule(rows(z=(0.06, 0.02), generator=(0.07, 0.01))) == "yes (ceiling-z, ceiling-generator)"
     assert meets_rule(rows()) == "-"
+
+
+def test_the_gpu_script_asks_the_runner_for_what_it_can_run():
+    """The GPU script cannot run here; its flags can still be checked against the runner it calls."""
+    script = (Path(__file__).resolve().parent.parent / "simulations" / "gpu_effectiveness.sh").read_text()
+    command = script[script.rindex("-m simulations.effectiveness") :].split('"$@"')[0].replace("\\\n", " ")
+    args = effectiveness.build_parser().parse_args(shlex.split(command)[2:])
+    assert args.device == "cuda" and max(args.budgets) == 8000
+    assert {"calibrated-fit", "icl", "cbp", "cbp-subspace"} <= set(args.methods)
