@@ -393,8 +393,8 @@ class MultiStepStrategy(Strategy):
         for server_round in range(self.rounds_done + 1, num_rounds + 1):
             started = time.time()
             meter_before = (self.blackbox.meter.calls, self.blackbox.meter.tokens, self.blackbox.meter.seconds)
-            plain = self.plain_blackbox.meter if self.plain_blackbox is not None else None
-            own_before = (plain.calls, plain.seconds) if plain is not None else (0, 0.0)
+            plain = self.plain_blackbox  # built in the round a user first asks for it
+            own_before = (plain.meter.calls, plain.meter.seconds) if plain is not None else (0, 0.0)
             round_log = RoundLog(server_round)
             if self.transcript:
                 self.transcript.begin_round(server_round, self.start_vector())
@@ -448,9 +448,9 @@ class MultiStepStrategy(Strategy):
             self.rounds_done = server_round
             self._end_transcript_round(grid, server_round)
             meter, own_seconds = self.blackbox.meter, 0.0
-            if plain is not None:  # the users' own options, scored without a prompt: the same model's forward
-                record["own_calls"] = plain.calls - own_before[0]
-                own_seconds = plain.seconds - own_before[1]
+            if self.plain_blackbox is not None:  # the users' own options, scored without a prompt: the same model
+                record["own_calls"] = self.plain_blackbox.meter.calls - own_before[0]
+                own_seconds = self.plain_blackbox.meter.seconds - own_before[1]
             record.update(
                 calls=meter.calls - meter_before[0],
                 tokens=meter.tokens - meter_before[1],

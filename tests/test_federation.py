@@ -159,6 +159,8 @@ def test_rounds_complete_and_are_metered(strategy):
     grid = MeteredGrid(loop, node_key=lambda n: strategy.partition_of.get(n, n))
     result = strategy.start(grid, num_rounds=2)
     assert [r["users_ok"] for r in strategy.records] == [3, 3]
+    # in round 1 each user also has its own texts scored without a prompt: train and dev once, test once
+    assert strategy.records[0]["own_calls"] == 2 * 3
     # training, three points each on dev, one evaluation call each (and in round 1 the start's evaluation)
     assert [r["calls"] for r in strategy.records] == [
         3 * (K * POP + wire.SELECT_POINTS + 2),
