@@ -289,7 +289,8 @@ def prepare(settings: dict, users: int) -> dict:
 
 def check_settings(settings: dict, users: int) -> None:
     """Refuse, before Flower starts, what the ServerApp would refuse: an unknown key or a bad value (named,
-    with the allowed ones) and users that cannot all train and test (with the numbers)."""
+    with the allowed ones), a subspace wider than the generator's SDT task vectors, and users that cannot all
+    train and test (with the numbers)."""
     from cbp_fed.config import RunConfig
     from cbp_fed.tasks import check_run_splits
 
@@ -303,6 +304,13 @@ def check_settings(settings: dict, users: int) -> None:
             f"run config 'generator' = {config.generator!r}: no generator.json there; train one with "
             f"`cbp-fed sdt --domain {config.domain} --out {config.generator}`, or set generator='' to train at start"
         )
+    if generator and config.subspace:
+        tasks = len(json.loads((generator / "generator.json").read_text())["sdt_tasks"])
+        if config.subspace > tasks:
+            raise ValueError(
+                f"run config 'subspace' = {config.subspace}: the generator {config.generator!r} has {tasks} SDT task "
+                f"vectors to span it; choose subspace <= {tasks}"
+            )
     if not config.resume_from:
         check_run_splits(config, users)
 

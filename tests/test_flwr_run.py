@@ -159,6 +159,7 @@ def local_run(settings: str, timeout: float) -> subprocess.CompletedProcess:
         ("backbone='tiny-random' num-rounds=0", "run config 'num-rounds' = 0: must be >= 1"),
         ("backbone='tiny-random' tasks='sst2' shots-per-class=5000", "have no test row left"),
         ("backbone='tiny-random' generator='results/none'", "'generator' = 'results/none': no generator.json there"),
+        ("generator='results/sdt/gen-finance-smollm2' subspace=4", "has 3 SDT task vectors to span it"),
     ],
 )
 def test_local_run_refuses_bad_settings_before_flower_starts(settings, message):
