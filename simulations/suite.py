@@ -123,6 +123,8 @@ def load_cells(out: Path) -> list[dict]:
         rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
         searches = config["method"] in SEARCHING
         per_round_calls = config["steps-per-round"] * config["popsize"] if searches else 0
+        first = rounds[0].get("start_test_accuracy")
+        start = [(0, first)] if searches and first is not None else []  # the users' z before any call
         cells.append(
             {
                 "domain": config["domain"],
@@ -130,7 +132,9 @@ def load_cells(out: Path) -> list[dict]:
                 "seed": config["seed"],
                 "task": config["tasks"],
                 "accuracy": rounds[-1]["test_accuracy"],
-                "curve": [(r["round"] * per_round_calls, r["test_accuracy"]) for r in rounds],
+                "start": rounds[0].get("start_test_accuracy"),
+                "own_best": rounds[-1].get("own_best_test_accuracy"),
+                "curve": start + [(r["round"] * per_round_calls, r["test_accuracy"]) for r in rounds],
                 "calls_per_user": per_round_calls * len(rounds),
                 "bytes_up": float(np.mean([r["bytes_up_per_user"] for r in rounds])),
                 "bytes_down": float(np.mean([r["bytes_down_per_user"] for r in rounds])),
@@ -176,9 +180,7 @@ def table(cells: list[dict]) -> str:
         runs = [c for d in domains for c in groups.get((method, d), [])]
         if not runs:
             continue
-        accs = " | ".join(
-            _mean_std([c["accuracy"] for c in groups[(method, d)]]) if groups.get((method, d)) else "-" for d in domains
-        )
+        accs = " | ".join(_accuracy_cell(groups[(method, d)]) if groups.get((method, d)) else "-" for d in domains)
         seeds = "/".join(str(len(groups.get((method, d), []))) for d in domains)
         texts = "/".join(
             str(groups[(method, d)][0]["test_examples"]) if (method, d) in groups else "-" for d in domains
@@ -191,22 +193,38 @@ def table(cells: list[dict]) -> str:
             for key in ("bytes_up", "bytes_down")
         )
         lines.append(f"| {method} | {accs} | {seeds} | {runs[0]['calls_per_user']} | {texts} | {up} | {down} |")
+    for d in domains:
+        own = [c["own_best"] for c in cells if c["domain"] == d and c.get("own_best") is not None]
+        if own:
+            lines += [
+                "",
+                f"- {d}: the users' best option of their own (majority, zero-shot, calibrations; each user's best "
+                f"on its test rows, in hindsight) {100 * np.mean(own):.1f}%, the bar a prompt has to clear.",
+            ]
     lines += ["", "Calls per user to reach CBP's accuracy at its budget (from the per-round curves):", ""]
     lines += [
-        "| domain | CBP acc % at calls | BBT needs | FedBPT needs | CBP needs for BBT's final |",
-        "|---|---|---|---|---|",
+        "| domain | CBP | CBP acc % at calls | BBT needs | FedBPT needs | CBP needs for BBT's final |",
+        "|---|---|---|---|---|---|",
     ]
     for d in domains:
-        cbp = groups.get(("cbp", d))
-        if not cbp:
-            continue
-        target = float(np.mean([c["accuracy"] for c in cbp]))
-        budget = cbp[0]["calls_per_user"]
-        bbt = groups.get(("bbt", d))
-        reverse = calls_to_reach(cells, d, "cbp", float(np.mean([c["accuracy"] for c in bbt]))) if bbt else "-"
-        needs = " | ".join(calls_to_reach(cells, d, m, target) for m in ("bbt", "fedbpt"))
-        lines.append(f"| {d} | {100 * target:.1f} at {budget} | {needs} | {reverse} |")
+        for variant in ("cbp", "cbp-subspace"):
+            cbp = groups.get((variant, d))
+            if not cbp:
+                continue
+            target = float(np.mean([c["accuracy"] for c in cbp]))
+            budget = cbp[0]["calls_per_user"]
+            bbt = groups.get(("bbt", d))
+            reverse = calls_to_reach(cells, d, variant, float(np.mean([c["accuracy"] for c in bbt]))) if bbt else "-"
+            needs = " | ".join(calls_to_reach(cells, d, m, target) for m in ("bbt", "fedbpt"))
+            lines.append(f"| {d} | {variant} | {100 * target:.1f} at {budget} | {needs} | {reverse} |")
     return "\n".join(lines) + "\n"
+
+
+def _accuracy_cell(cells: list[dict]) -> str:
+    """Mean ± std over seeds (%), and the users' start (their z before round 1) where it was evaluated."""
+    starts = [c["start"] for c in cells if c.get("start") is not None]
+    start = f" (start {100 * np.mean(starts):.1f})" if starts else ""
+    return _mean_std([c["accuracy"] for c in cells]) + start
 
 
 def _domain_chance(cells: list[dict], domain: str) -> float | None:
@@ -242,9 +260,10 @@ def _accuracy_bars(cells: list[dict], domains: list[str], methods: list[str]):
 
 
 def _accuracy_curves(cells: list[dict], domains: list[str], methods: list[str]):
-    """Accuracy (%) vs calls per user, a panel per domain, ticks at the calls measured; the evaluation-only
-    methods and the chance level as horizontal lines."""
-    fig, axes = plt.subplots(1, len(domains), figsize=(4.5 * len(domains), 4), squeeze=False, layout="constrained")
+    """Accuracy (%) vs calls per user from the users' start (0 calls), a panel per domain, ticks at the calls
+    measured; the evaluation-only methods, the users' best own option and the chance level as horizontal lines."""
+    width = max(6.5, 4.5 * len(domains))  # one panel still has room for the legend's line below it
+    fig, axes = plt.subplots(1, len(domains), figsize=(width, 4.2), squeeze=False, layout="constrained")
     for ax, d in zip(axes[0], domains):
         ticks = set()
         for method in methods:
@@ -259,6 +278,9 @@ def _accuracy_curves(cells: list[dict], domains: list[str], methods: list[str]):
             ticks.update(calls)
             acc = 100 * np.array([[p[1] for p in r] for r in runs if len(r) == len(calls)])
             ax.errorbar(calls, acc.mean(0), yerr=acc.std(0), marker="o", capsize=3, label=method, color=_colour(method))
+        own = [c["own_best"] for c in cells if c["domain"] == d and c.get("own_best") is not None]
+        if own:
+            ax.axhline(100 * np.mean(own), color="grey", linestyle="-.", label="users' best own option (hindsight)")
         chance = _domain_chance(cells, d)
         if chance is not None:
             ax.axhline(chance, color="black", linestyle="--", linewidth=1.2, label="chance (1 / answers)")

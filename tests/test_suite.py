@@ -43,7 +43,7 @@ def test_table_has_mean_std_over_seeds_and_the_calls_to_accuracy_rows():
     assert "| bbt | 51.0 ± 1.4 | 2 | 54 | 200 | 1,000 | 100 |" in text
     assert "| zero-shot | 40.0 | 1 | 0 | 200 |" in text
     # CBP ends at 49.0: BBT gets there at 54 calls (mean 0.51), FedBPT was not run, CBP never reaches BBT's 51.0
-    assert "| commonsense | 49.0 at 54 | 54 | not run | not within 54 |" in text
+    assert "| commonsense | cbp | 49.0 at 54 | 54 | not run | not within 54 |" in text
 
 
 def test_a_cbp_cell_that_searched_a_subspace_is_its_own_method(tmp_path):
@@ -55,9 +55,14 @@ def test_a_cbp_cell_that_searched_a_subspace_is_its_own_method(tmp_path):
         summary = {"chance_test_accuracy": 0.5, "seconds_wall_total": 9.0, "train_calls_per_user": 36}
         (folder / "summary.json").write_text(json.dumps(summary))
         rounds = [{"round": r, "test_accuracy": 0.6, "bytes_up_per_user": 9, "bytes_down_per_user": 1} for r in (1, 2)]
+        rounds[0]["start_test_accuracy"], rounds[1]["own_best_test_accuracy"] = 0.5, 0.55
         (folder / "rounds.jsonl").write_text("\n".join(map(json.dumps, rounds)))
     cells = load_cells(tmp_path)
     assert [(c["method"], c["calls_per_user"], c["curve"]) for c in cells] == [
-        ("cbp", 36, [(18, 0.6), (36, 0.6)]),
-        ("cbp-subspace", 36, [(18, 0.6), (36, 0.6)]),
+        ("cbp", 36, [(0, 0.5), (18, 0.6), (36, 0.6)]),  # from the users' start, before any call
+        ("cbp-subspace", 36, [(0, 0.5), (18, 0.6), (36, 0.6)]),
     ]
+    text = table([{**c, "test_examples": 40, "wall_seconds": 1.0} for c in cells])
+    assert "| cbp-subspace | 60.0 (start 50.0) | 1 | 36 | 40 |" in text  # each method against its users' start
+    assert "- finance: the users' best option of their own" in text and "55.0%, the bar" in text
+    assert "| finance | cbp-subspace | 60.0 at 36 |" in text
