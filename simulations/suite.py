@@ -132,7 +132,7 @@ def load_cells(out: Path) -> list[dict]:
                 "seed": config["seed"],
                 "task": config["tasks"],
                 "accuracy": rounds[-1]["test_accuracy"],
-                "start": rounds[0].get("start_test_accuracy"),
+                "start": first,
                 "own_best": rounds[-1].get("own_best_test_accuracy"),
                 "curve": start + [(r["round"] * per_round_calls, r["test_accuracy"]) for r in rounds],
                 "calls_per_user": per_round_calls * len(rounds),
