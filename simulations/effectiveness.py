@@ -320,6 +320,15 @@ BASELINES = ("majority", "zero-shot", "calibrated", "calibrated-fit", "icl", "sd
 """What CBP is paired against: every option a user has without the provider's search, and BBT."""
 
 
+def gap_over_seeds(bits: dict[tuple, str], ours: tuple, theirs: tuple) -> tuple[dict, int]:
+    """``ours - theirs`` paired over the test rows of every seed both recorded (``bits`` keyed by a cell's key
+    plus its seed, e.g. ``(task, method, calls, seed)``): ``(stats.paired_bits result, seeds)``."""
+    seeds = sorted(k[-1] for k in bits if k[:-1] == ours and (*theirs, k[-1]) in bits)
+    if not seeds:
+        return {}, 0
+    return paired_bits("".join(bits[(*ours, s)] for s in seeds), "".join(bits[(*theirs, s)] for s in seeds)), len(seeds)
+
+
 def paired_gaps(rows: list[dict]) -> str:
     """CBP minus each baseline, row by row on the same test rows (a seed fixes a user's test rows), pooled
     over the seeds both ran: per task, CBP variant and budget, each difference's mean and 95% interval in
@@ -338,14 +347,12 @@ def paired_gaps(rows: list[dict]) -> str:
         for baseline in BASELINES:
             at = calls if baseline == "bbt" else 0
             baseline = "bbt+fit" if baseline == "bbt" and method.endswith("+fit") else baseline
-            seeds = sorted(k[3] for k in bits if k[:3] == (task, method, calls) and (task, baseline, at, k[3]) in bits)
+            gap, seeds = gap_over_seeds(bits, (task, method, calls), (task, baseline, at))
             if not seeds:
                 cells.append("-")
                 above = False
                 continue
-            ours = "".join(bits[(task, method, calls, s)] for s in seeds)
-            gap = paired_bits(ours, "".join(bits[(task, baseline, at, s)] for s in seeds))
-            cells.append(f"{100 * gap['mean']:+.1f} ± {100 * gap['ci95']:.1f} ({len(seeds)})")
+            cells.append(f"{100 * gap['mean']:+.1f} ± {100 * gap['ci95']:.1f} ({seeds})")
             above = above and gap["mean"] - gap["ci95"] > 0
         lines.append(f"| {task} | {method} | {calls} | {' | '.join(cells)} | {'yes' if above else 'no'} |")
     return "\n".join(lines) + "\n"

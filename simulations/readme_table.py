@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbp_fed.stats import paired_bits
-from simulations.effectiveness import CHOICES
+from simulations.effectiveness import CHOICES, gap_over_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN_OPTIONS = ("majority", "zero-shot", "calibrated", "calibrated-fit", "icl")
@@ -58,17 +57,10 @@ def command(folder: Path, task: str, backbone: str) -> str:
     return " ".join(parts)
 
 
-def _bits(rows: list[dict]) -> dict[tuple[str, int, int], str]:
-    return {(r["method"], r["calls"], r["seed"]): r["correct"] for r in rows if r.get("correct")}
-
-
 def _gap(bits: dict, ours: tuple[str, int], theirs: tuple[str, int]) -> str:
     """``ours - theirs`` in points, paired over the test rows of the seeds both recorded, with its interval."""
-    seeds = sorted(s for (m, c, s) in bits if (m, c) == ours and (*theirs, s) in bits)
-    if not seeds:
-        return "-"
-    gap = paired_bits("".join(bits[(*ours, s)] for s in seeds), "".join(bits[(*theirs, s)] for s in seeds))
-    return f"{100 * gap['mean']:+.1f} ± {100 * gap['ci95']:.1f}"
+    gap, seeds = gap_over_seeds(bits, ours, theirs)
+    return f"{100 * gap['mean']:+.1f} ± {100 * gap['ci95']:.1f}" if seeds else "-"
 
 
 def table(folder: Path, cbp: str = "cbp-subspace") -> str:
@@ -95,7 +87,7 @@ def table(folder: Path, cbp: str = "cbp-subspace") -> str:
         seeds = sorted({r["seed"] for r in mine if r["method"] == cbp})
         quick = f"{100 * mean[(cbp, QUICK)]:.1f}" if (cbp, QUICK) in mean else "-"
         ceilings = {r.get("ceiling") for r in mine} - {None}
-        bits = _bits(mine)
+        bits = {(r["method"], r["calls"], r["seed"]): r["correct"] for r in mine if r.get("correct")}
         lines.append(
             f"| {task} ({domain}) | {backbone} | {len(seeds)} x {mine[0]['n_test']} "
             f"| {best} {100 * mean[(best, 0)]:.1f} | {100 * mean[('bbt', budget)]:.1f} at {budget} "
