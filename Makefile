@@ -5,7 +5,8 @@
 #   make test        the test suite (unit tests on a tiny random model, real SmolLM2, a real flwr run)
 #   make demo-core   one process, no Flower: the four methods on ARC-Easy with the committed generator, small sizes
 #   make deploy-demo a real deployment on loopback: TLS, SuperNode authentication, 3 users, a refused node
-#   make experiments the effectiveness table on the real SmolLM2, commonsense domain, seed 0 (long: about an hour)
+#   make experiments the decisive table (results/pilot): finance-entities, every method, seeds 0-2, 25-400 calls;
+#                    resumes from the committed runs (each missing search run: about 30 min on one core)
 #   make bench       the performance bench: limit, BlackBox vs bare forward, what was tried, federation (~20 min)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -71,8 +72,10 @@ lint: setup
 	$(BIN)/ruff check cbp_fed tests simulations
 
 experiments: setup
-	$(PY) -m simulations.effectiveness --domains commonsense --seeds 0 --budgets 50 100 200 400 --max-tokens 128 \
-	  --sdt-steps 200 --sdt-eval 300 --threads 2
+	$(PY) -m simulations.effectiveness --out results/pilot --domains finance --tasks finance-entities \
+	  --methods majority zero-shot calibrated calibrated-fit icl sdt-only bbt cbp cbp-full --subspace 3 \
+	  --seeds 0 1 2 --budgets 25 50 100 200 400 --shots 16 --n-test 300 --max-tokens 128 \
+	  --headroom results/headroom/headroom.json
 
 bench: setup
 	$(PY) -m simulations.bench

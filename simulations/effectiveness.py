@@ -3,21 +3,23 @@
     python -m simulations.effectiveness [--domains commonsense medical finance] [--seeds 0 1 2]
         [--budgets 50 100 200 400] [--out results/effectiveness]
 
-Per domain the provider's generator is trained once (``<out>/gen-<domain>``, SDT on the domain's pool,
-which shares no task with its user tasks). Then for each (user task, method, seed) one user runs
-``cbp-fed customize`` in this process: zero-shot (and its calibrated score), SDT-only, BBT and CBP
-(``--methods`` adds the user's other own options, ICL and CBP in a subspace: ``cbp-subspace``),
+Per domain and backbone the provider's generator is trained once (``generator_folder``: SDT on the
+domain's pool, which shares no task with its user tasks). Then for each (user task, method, seed) one user runs
+``cbp-fed customize`` in this process: zero-shot (and its calibrated score), SDT-only, BBT and CBP, which
+searches the ``--subspace`` leading directions of the generator's SDT task vectors (``--methods`` adds the
+user's other own options, ICL, and ``cbp-full``, CBP over all r coordinates of z, the ablation),
 the searching methods evaluated at every budget of one run (``checkpoints``), with the never-worse
 protocol (natural-prior splits, mini-batches, the kept z chosen on dev). BBT's r and sigma0 are its
 defaults (500, 1), or with ``--bbt-settings`` what ``simulations.bbt_settings`` chose on the domain's SDT
-tasks. Runs are resumable: a run whose ``summary.json`` exists under ``<out>/runs/`` is read back, not
-rerun.
+tasks. Runs are resumable: a run whose ``summary.json`` exists under ``<out>/runs/<backbone>/`` is read
+back, not rerun.
 
 Writes, from every finished run under ``<out>/runs`` (this invocation's and earlier ones),
 ``<out>/table.json`` (one row per domain, task, backbone, method, calls, seed: test_accuracy, n_test,
 majority, start_accuracy, ci95, ``correct``, which test rows it got right, and ``ceiling``, the z-alone
-ceiling from ``--headroom``), ``<out>/table.md`` (means over seeds with pooled 95% intervals, the goal
-checks, CBP minus each baseline paired over the same test rows) and ``<out>/accuracy_vs_calls.png``.
+ceiling from ``--headroom``), ``<out>/table.md`` (per backbone: means over seeds with pooled 95% intervals,
+the goal checks, CBP minus each baseline paired over the same test rows) and ``<out>/accuracy_vs_calls.png``
+(a panel per task and backbone).
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ from cbp_fed.stats import paired_bits, wilson  # noqa: E402
 from cbp_fed.tasks import DOMAINS, domain_capacity  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "cbp")
-CHOICES = (*OWN, "icl", "sdt-only", "bbt", "cbp", "cbp-subspace")
+CHOICES = (*OWN, "icl", "sdt-only", "bbt", "cbp", "cbp-full")
 """What ``--methods`` may name: the user's own options, in-context demonstrations, and the prompts;
-``cbp-subspace`` is CBP searching ``--subspace`` coordinates along the SDT task vectors."""
+``cbp`` searches ``--subspace`` coordinates along the SDT task vectors, ``cbp-full`` all r of z."""
+GENERATED = ("sdt-only", "cbp", "cbp-full")
+"""The methods that query the provider's generator."""
 ROW_METHODS = (
     "majority",
     "zero-shot",
@@ -56,7 +60,7 @@ ROW_METHODS = (
     "icl",
     *(
         f"{prompt}{suffix}"
-        for prompt in ("sdt-only", "bbt", "cbp", "cbp-subspace")
+        for prompt in ("sdt-only", "bbt", "cbp", "cbp-full")
         for suffix in ("", "+fit", "-protected")
     ),
 )
@@ -64,6 +68,14 @@ ROW_METHODS = (
 (as ``calibrated-fit`` fits them to the prompt-free scores), one of the options the protected choice weighs.
 A ``<method>-protected`` row is what that method's user ends on (``protected``: its prompt, or an option of
 its own, named in ``kept``). Both sit beside the method's own row, never in its place."""
+
+
+def method_name(summary: dict) -> str:
+    """A run's method in the table: a CBP run is ``cbp`` when it searched the SDT subspace, ``cbp-full``
+    when it searched all r coordinates of z."""
+    if summary["method"] != "cbp":
+        return summary["method"]
+    return "cbp" if summary.get("config", {}).get("subspace") else "cbp-full"
 
 
 def rows_of(summary: dict) -> list[dict]:
@@ -86,7 +98,7 @@ def rows_of(summary: dict) -> list[dict]:
         ]
     else:
         points = [(0, summary["test_accuracy"], summary.get("test_correct"), None, summary.get("protected"))]
-    name = summary["method"] + ("-subspace" if summary.get("config", {}).get("subspace") else "")
+    name = method_name(summary)
     rows = []
     for calls, accuracy, correct, kept, protected in points:
         rows.append(
@@ -147,28 +159,40 @@ def bbt_settings(folder: str, backbone: str, domain: str) -> dict:
     return {"bbt_r": chosen["r"], "sigma0": chosen["sigma0"]}
 
 
+def generator_folder(out: Path, domain: str, backbone: str) -> Path:
+    """Where the provider's generator for ``domain`` on ``backbone`` lives: ``<out>/gen-<domain>`` for the
+    default backbone (the path its committed runs record), ``<out>/gen-<domain>-<backbone>`` for another."""
+    default = CustomizeConfig.__dataclass_fields__["backbone"].default
+    return out / (f"gen-{domain}" if backbone == default else f"gen-{domain}-{backbone}")
+
+
+def run_folder(out: Path, backbone: str, domain: str, task: str, method: str, seed: int) -> Path:
+    return out / "runs" / backbone / domain / f"{task}-{method}-s{seed}"
+
+
 def run_all(args) -> None:
-    """Train what is missing and run what is missing; each run leaves its ``summary.json`` under ``<out>/runs``."""
+    """Train what is missing and run what is missing; each run leaves its ``summary.json`` under
+    ``<out>/runs/<backbone>/<domain>/<task>-<method>-s<seed>``."""
     out = Path(args.out)
     lm = FrozenLM.load(args.backbone, args.dtype, args.device)
     for domain in args.domains:
-        generator = out / f"gen-{domain}"
-        if {"sdt-only", "cbp", "cbp-subspace"} & set(args.methods):
+        generator = generator_folder(out, domain, lm.name)
+        if set(GENERATED) & set(args.methods):
             ensure_generator(lm, domain, generator, args)
         bbt = bbt_settings(args.bbt_settings, lm.name, domain) if args.bbt_settings else {}
         for seed in args.seeds:
             for task in args.tasks or DOMAINS[domain].user_tasks:
                 for method in args.methods:
-                    path = out / "runs" / domain / f"{task}-{method}-s{seed}" / "summary.json"
+                    path = run_folder(out, lm.name, domain, task, method, seed) / "summary.json"
                     if not path.exists():
                         config = CustomizeConfig(
                             task=task,
-                            method="cbp" if method == "cbp-subspace" else method,
-                            subspace=args.subspace if method == "cbp-subspace" else 0,
+                            method="cbp" if method == "cbp-full" else method,
+                            subspace=args.subspace if method == "cbp" else 0,
                             seed=seed,
                             budget=max(args.budgets),
                             popsize=args.popsize,
-                            generator=str(generator) if method in ("sdt-only", "cbp", "cbp-subspace") else None,
+                            generator=str(generator) if method in GENERATED else None,
                             shots_per_class=args.shots,
                             n_test=args.n_test,
                             max_tokens=args.max_tokens,
@@ -188,6 +212,14 @@ def run_all(args) -> None:
                             flush=True,
                         )
                     summary = json.loads(path.read_text())
+                    if method_name(summary) != method:
+                        raise SystemExit(f"{path} holds a {method_name(summary)} run, not {method}: give another --out")
+                    missing = set(args.budgets) - {p["calls"] for p in summary["curve"]} if summary["curve"] else set()
+                    if missing:
+                        raise SystemExit(
+                            f"{path} was evaluated at {[p['calls'] for p in summary['curve']]} calls, not at "
+                            f"{sorted(missing)}: move it aside to rerun it at every budget, or give another --out"
+                        )
                     if (
                         method == "bbt"
                         and bbt
@@ -225,10 +257,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _seed_means(rows: list[dict], task: str) -> tuple[int, dict]:
+def cbp_variant(rows: list[dict]) -> str:
+    """The CBP the summary tables judge: ``cbp`` (the subspace search) where it ran, else ``cbp-full``."""
+    return "cbp" if any(r["method"] == "cbp" for r in rows) else "cbp-full"
+
+
+def _seed_means(rows: list[dict], task: str, cbp: str = "cbp") -> tuple[int, dict]:
     """Mean test accuracy by (method, calls) over the seeds every compared method ran for ``task``,
     and how many seeds that is (so no method is averaged over seeds another lacks)."""
-    compared = ("zero-shot", "sdt-only", "bbt", "cbp")
+    compared = ("zero-shot", "sdt-only", "bbt", cbp)
     mine = [r for r in rows if r["task"] == task]
     seeds = set.intersection(*({r["seed"] for r in mine if r["method"] == m} for m in compared))
     values = defaultdict(list)
@@ -242,7 +279,7 @@ def _percent(means: dict, method: str, calls: int = 0) -> str:
     return "-" if (method, calls) not in means else f"{100 * means[(method, calls)]:.1f}"
 
 
-def compact(rows: list[dict]) -> str:
+def compact(rows: list[dict], cbp: str = "cbp") -> str:
     """One line per task: every method's seed mean (%) over the seeds all methods ran, the searches at
     each budget ("50 / 100 / 200"), beside the majority class and the test size."""
     lines = [
@@ -250,22 +287,22 @@ def compact(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for domain, task in sorted({(r["domain"], r["task"]) for r in rows}):
-        seeds, at = _seed_means(rows, task)
+        seeds, at = _seed_means(rows, task, cbp)
         if not seeds:
             continue
-        budgets = sorted({c for m, c in at if m == "cbp"})
+        budgets = sorted({c for m, c in at if m == cbp})
         mine = [r for r in rows if r["task"] == task]
         cell = partial(_percent, at)
         lines.append(
             f"| {domain} | {task} | {seeds} | {mine[0]['n_test']} | {100 * np.mean([r['majority'] for r in mine]):.1f} "
             f"| {cell('zero-shot')} | {cell('zero-shot-calibrated')} | {cell('sdt-only')} "
             f"| {' / '.join(map(str, budgets))} | {' / '.join(cell('bbt', b) for b in budgets)} "
-            f"| {' / '.join(cell('cbp', b) for b in budgets)} |"
+            f"| {' / '.join(cell(cbp, b) for b in budgets)} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def goal_checks(rows: list[dict]) -> str:
+def goal_checks(rows: list[dict], cbp: str = "cbp") -> str:
     """The issue's goal, checked on seed means per task: CBP above zero-shot, SDT-only and BBT at the
     largest budget both searches ran (goal: >= 4 of 6 tasks); CBP at 100 calls >= BBT at 400 (or BBT's
     largest budget when 400 was not run, marked; goal: >= 3); and never worse: searching runs whose final
@@ -277,25 +314,25 @@ def goal_checks(rows: list[dict]) -> str:
     ]
     above = fast = judged = 0
     for domain, task in sorted({(r["domain"], r["task"]) for r in rows}):
-        seeds, at = _seed_means(rows, task)
-        budgets = sorted({c for m, c in at if m == "cbp"} & {c for m, c in at if m == "bbt"})
+        seeds, at = _seed_means(rows, task, cbp)
+        budgets = sorted({c for m, c in at if m == cbp} & {c for m, c in at if m == "bbt"})
         if not seeds or not budgets:
             continue
         judged += 1
         budget, late = budgets[-1], 400 if ("bbt", 400) in at else budgets[-1]
-        zero, sdt, bbt, cbp = at[("zero-shot", 0)], at[("sdt-only", 0)], at[("bbt", budget)], at[("cbp", budget)]
-        quick = at.get(("cbp", 100))
-        wins, quick_ok = cbp > max(zero, sdt, bbt), quick is not None and quick >= at[("bbt", late)]
+        zero, sdt, bbt, ours = at[("zero-shot", 0)], at[("sdt-only", 0)], at[("bbt", budget)], at[(cbp, budget)]
+        quick = at.get((cbp, 100))
+        wins, quick_ok = ours > max(zero, sdt, bbt), quick is not None and quick >= at[("bbt", late)]
         above, fast = above + wins, fast + quick_ok
         lines.append(
             f"| {domain} | {task} | {seeds} | {100 * zero:.1f} | {100 * sdt:.1f} | {budget} | {100 * bbt:.1f} | "
-            f"{100 * cbp:.1f} | {'yes' if wins else 'no'} | {'-' if quick is None else f'{100 * quick:.1f}'} | "
+            f"{100 * ours:.1f} | {'yes' if wins else 'no'} | {'-' if quick is None else f'{100 * quick:.1f}'} | "
             f"{100 * at[('bbt', late)]:.1f}{'' if late == 400 else f' (at {late}: 400 not run)'} | "
             f"{'yes' if quick_ok else 'no'} |"
         )
     finals = {}
     for row in rows:
-        if row["method"] in ("bbt", "cbp"):
+        if row["method"] in ("bbt", "cbp", "cbp-full"):
             key = (row["task"], row["method"], row["seed"])
             if key not in finals or row["calls"] > finals[key]["calls"]:
                 finals[key] = row
@@ -339,7 +376,7 @@ def paired_gaps(rows: list[dict]) -> str:
         f"| task | method | calls | {' | '.join(BASELINES)} | above all |",
         "|---|---|---|" + "---|" * (len(BASELINES) + 1),
     ]
-    searches = ("cbp", "cbp-subspace", "cbp+fit", "cbp-subspace+fit")
+    searches = ("cbp", "cbp-full", "cbp+fit", "cbp-full+fit")
     if not any(k[1] in searches for k in bits):
         return "No CBP run here recorded which test rows it answered right, so nothing can be paired.\n"
     for task, method, calls in sorted({k[:3] for k in bits if k[1] in searches}):
@@ -369,15 +406,16 @@ def z_ceilings(ceilings: list[dict]) -> dict[tuple[str, str], dict]:
 
 def add_ceilings(rows: list[dict], ceilings: list[dict]) -> None:
     """Set each row's ``ceiling``: the test accuracy of the z-alone ceiling of its task through the generator
-    its CBP runs searched (the same folder), None where the map has none. Every row of a task gets it, so a
-    baseline's row says how far a prompt through the provider's generator could have gone."""
+    its CBP runs on the same backbone searched (the same folder), None where the map has none. Every row of a
+    task gets it, so a baseline's row says how far a prompt through the provider's generator could have gone."""
     by_task = defaultdict(set)
     for row in rows:
         if row.get("generator") and row["method"].startswith("cbp"):
-            by_task[row["task"]].add(_folder(row["generator"]))
+            by_task[(row["task"], row["backbone"])].add(_folder(row["generator"]))
     found = z_ceilings(ceilings)
     for row in rows:
-        hits = [found[(row["task"], g)] for g in sorted(by_task[row["task"]]) if (row["task"], g) in found]
+        generators = sorted(by_task[(row["task"], row["backbone"])])
+        hits = [found[(row["task"], g)] for g in generators if (row["task"], g) in found]
         row["ceiling"] = hits[0]["test_accuracy"] if len(hits) == 1 else None
 
 
@@ -395,7 +433,7 @@ def ceiling_shares(rows: list[dict], ceilings: list[dict]) -> str:
     groups = defaultdict(list)
     for row in rows:
         key = (row["task"], _folder(row["generator"])) if row.get("generator") else None
-        if row["method"] in ("cbp", "cbp-subspace") and key in by_run:
+        if row["method"] in ("cbp", "cbp-full") and key in by_run:
             groups[(*key, row["method"], row["calls"])].append(row["test_accuracy"] - row["start_accuracy"])
     for (task, generator, method, calls), gains in sorted(groups.items()):
         ceiling = by_run[(task, generator)]["test_accuracy"] - by_run[(task, generator)]["start_test_accuracy"]
@@ -408,10 +446,11 @@ def ceiling_shares(rows: list[dict], ceilings: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path):
-    """Test accuracy (%) vs calls per task for each search (mean over seeds, min-max band) with the zero-shot,
-    calibrated-fit (where it was run), SDT-only and majority lines, two tasks per row; the x axis is
-    logarithmic with a tick at each budget measured, and one legend sits below the panels. Returns the figure."""
-    tasks = sorted({(r["domain"], r["task"]) for r in rows})
+    """Test accuracy (%) vs calls per task and backbone for each search (mean over seeds, min-max band) with
+    the zero-shot, calibrated-fit (where it was run), SDT-only and majority lines, two panels per row; the x
+    axis is logarithmic with a tick at each budget measured, and one legend sits below the panels. Returns
+    the figure."""
+    tasks = sorted({(r["domain"], r["task"], r["backbone"]) for r in rows})
     cols = min(len(tasks), 2)  # a domain's two tasks side by side, one domain per row
     rows_of_panels = math.ceil(len(tasks) / cols)
     fig, axes = plt.subplots(
@@ -420,9 +459,9 @@ def plot(rows: list[dict], path: Path):
     axes = axes.ravel()
     for ax in axes[len(tasks) :]:
         ax.set_visible(False)
-    for ax, (domain, task) in zip(axes, tasks):
-        mine = [r for r in rows if r["task"] == task]
-        searches = (("bbt", "tab:blue"), ("cbp", "tab:red"), ("cbp-subspace", "tab:purple"))
+    for ax, (domain, task, backbone) in zip(axes, tasks):
+        mine = [r for r in rows if r["task"] == task and r["backbone"] == backbone]
+        searches = (("bbt", "tab:blue"), ("cbp", "tab:red"), ("cbp-full", "tab:purple"))
         budgets = sorted({r["calls"] for r in mine if r["method"] in dict(searches)})
         for method, colour in searches:
             by_calls = defaultdict(list)
@@ -445,7 +484,12 @@ def plot(rows: list[dict], path: Path):
             if values:
                 ax.axhline(np.mean(values), linestyle=style, color="grey", label=method)
         ax.axhline(100 * np.mean([r["majority"] for r in mine]), color="black", linewidth=0.8, label="majority class")
-        ax.set(title=f"{task} ({domain})", xlabel="model calls per user", ylabel="test accuracy (%)", xscale="log")
+        ax.set(
+            title=f"{task} ({domain}, {backbone})",
+            xlabel="model calls per user",
+            ylabel="test accuracy (%)",
+            xscale="log",
+        )
         if budgets:  # log ticks fall on powers of ten: name every budget measured instead
             ax.set_xticks(budgets, [str(b) for b in budgets])
             ax.minorticks_off()
@@ -455,13 +499,34 @@ def plot(rows: list[dict], path: Path):
     return fig
 
 
+def report(rows: list[dict], backbone: str, ceilings: list[dict]) -> str:
+    """``table.md``'s section for one backbone: its rows summarised, judged, paired and listed."""
+    rows = [r for r in rows if r["backbone"] == backbone]
+    cbp = cbp_variant(rows)
+    section = (
+        f"# {backbone}\n\n## Per task (test accuracy %, means over seeds)\n\n"
+        + compact(rows, cbp)
+        + "\n## Goal checks (means over seeds)\n\n"
+        + goal_checks(rows, cbp)
+        + "\n## CBP minus each baseline, paired over test rows and pooled over seeds (pts, 95% interval, seeds)\n\n"
+        + paired_gaps(rows)
+        + "\n## Every cell\n\n"
+        + markdown(rows)
+    )
+    if ceilings:
+        section += "\n## Share of the z-alone ceiling's gain recovered\n\n" + ceiling_shares(rows, ceilings)
+    return section + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results/effectiveness")
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
     parser.add_argument("--tasks", nargs="+", default=None, help="user tasks (default: each domain's two)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=CHOICES)
-    parser.add_argument("--subspace", type=int, default=16, help="cbp-subspace: coordinates searched (K)")
+    parser.add_argument(
+        "--subspace", type=int, default=3, help="cbp: coordinates searched (K, at most the generator's SDT tasks)"
+    )
     parser.add_argument(
         "--bbt-settings", help="folder of simulations.bbt_settings choices: BBT's r and sigma0 per domain"
     )
@@ -496,29 +561,17 @@ def main(argv: list[str] | None = None) -> None:
     if not args.table_only:
         run_all(args)
     # every finished run, not only this invocation's: runs of other seeds or methods may share the folder
-    summaries = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/*/summary.json"))]
+    summaries = [json.loads(p.read_text()) for p in sorted(out.glob("runs/**/summary.json"))]
     if not summaries:
         raise SystemExit(f"no runs under {out / 'runs'}: nothing to tabulate")
     rows = [row for s in summaries for row in rows_of(s)]
-    ceilings = []
-    if args.headroom:
-        ceilings = [r for r in json.loads(Path(args.headroom).read_text()) if r["backbone"] == args.backbone]
+    ceilings = json.loads(Path(args.headroom).read_text()) if args.headroom else []
     add_ceilings(rows, ceilings)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "table.md").write_text(
-        "## Per task (test accuracy %, means over seeds)\n\n"
-        + compact(rows)
-        + "\n## Goal checks (means over seeds)\n\n"
-        + goal_checks(rows)
-        + "\n## CBP minus each baseline, paired over test rows and pooled over seeds (pts, 95% interval, seeds)\n\n"
-        + paired_gaps(rows)
-        + "\n## Every cell\n\n"
-        + markdown(rows)
+        "".join(report(rows, backbone, ceilings) for backbone in sorted({r["backbone"] for r in rows}))
     )
-    if ceilings:
-        with (out / "table.md").open("a") as table:
-            table.write("\n## Share of the z-alone ceiling's gain recovered\n\n" + ceiling_shares(rows, ceilings))
     plot(rows, out / "accuracy_vs_calls.png")
     print((out / "table.md").read_text())
 

@@ -1,17 +1,18 @@
 """The README's decisive results table, generated from an effectiveness folder (never typed by hand).
 
-    python -m simulations.readme_table results/pilot --cbp cbp-subspace            # print the table
-    python -m simulations.readme_table results/pilot --cbp cbp-subspace --write    # and put it in README.md
+    python -m simulations.readme_table results/pilot --cbp cbp            # print the table
+    python -m simulations.readme_table results/pilot --cbp cbp --write    # and put it in README.md
 
 One row per (task, backbone) of ``<folder>/table.json`` (``simulations.effectiveness``): the seeds and test
 rows behind it; the best a user can do without the provider (the best seed mean of majority, zero-shot,
 both calibrations and in-context demonstrations, picked on test: the bar CBP has to clear, in hindsight);
-BBT and CBP (the ``--cbp`` variant) at the largest budget both ran, and CBP at 100 calls; CBP minus the
-best own option and minus BBT at equal calls, paired over the same test rows and pooled over the seeds
-both ran (``stats.paired_bits``); the z-alone ceiling where the table has it; and the command that makes
-the row's runs, rebuilt from their ``summary.json`` files. ``--write`` replaces the README's block between
-its ``<!-- readme_table ... -->`` and ``<!-- /readme_table -->`` markers; a test checks the README holds
-what this script writes from the committed folder.
+BBT and CBP (the ``--cbp`` variant: ``cbp``, the subspace search, or the ``cbp-full`` ablation) at the
+largest budget both ran, and CBP at 100 calls; CBP minus the best own option and minus BBT at equal calls,
+paired over the same test rows and pooled over the seeds both ran (``stats.paired_bits``); the z-alone
+ceiling where the table has it; and the command that makes the row's runs, rebuilt from their
+``summary.json`` files. ``--write`` replaces the README's block between its ``<!-- readme_table ... -->``
+and ``<!-- /readme_table -->`` markers; a test checks the README holds what this script writes from the
+committed folder.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulations.effectiveness import CHOICES, gap_over_seeds
+from simulations.effectiveness import CHOICES, gap_over_seeds, method_name
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN_OPTIONS = ("majority", "zero-shot", "calibrated", "calibrated-fit", "icl")
@@ -36,12 +37,12 @@ BLOCK = re.compile(r"<!-- readme_table (?P<args>[^>]*) -->\n(?P<table>.*?)<!-- /
 def command(folder: Path, task: str, backbone: str) -> str:
     """The ``simulations.effectiveness`` command that makes the task's runs under ``folder``: its methods,
     seeds, budgets and user settings as the runs' ``summary.json`` files record them."""
-    summaries = [json.loads(p.read_text()) for p in sorted(folder.glob(f"runs/*/{task}-*-s*/summary.json"))]
+    summaries = [json.loads(p.read_text()) for p in sorted(folder.glob(f"runs/**/{task}-*-s*/summary.json"))]
     summaries = [s for s in summaries if s["task"] == task and s["backbone"] == backbone]
     methods, seeds, budgets, subspace = set(), set(), set(), 0
     for s in summaries:
         config = s["config"]
-        methods.add(s["method"] + ("-subspace" if config.get("subspace") else ""))
+        methods.add(method_name(s))
         seeds.add(s["seed"])
         budgets.update(config["checkpoints"] if s["curve"] else [])
         subspace = config.get("subspace") or subspace
@@ -63,7 +64,7 @@ def _gap(bits: dict, ours: tuple[str, int], theirs: tuple[str, int]) -> str:
     return f"{100 * gap['mean']:+.1f} ± {100 * gap['ci95']:.1f}" if seeds else "-"
 
 
-def table(folder: Path, cbp: str = "cbp-subspace") -> str:
+def table(folder: Path, cbp: str = "cbp") -> str:
     """The markdown table of ``folder``'s ``table.json``: one row per (task, backbone) where ``cbp`` and BBT ran."""
     rows = json.loads((folder / "table.json").read_text())
     groups = defaultdict(list)
@@ -112,7 +113,7 @@ def write(readme: Path, text: str, args: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="an effectiveness --out folder (its table.json and runs/)")
-    parser.add_argument("--cbp", default="cbp-subspace", help="the CBP variant the table reports")
+    parser.add_argument("--cbp", default="cbp", choices=("cbp", "cbp-full"), help="the CBP variant the table reports")
     parser.add_argument("--write", action="store_true", help="put the table into README.md between its markers")
     args = parser.parse_args(argv)
     text = table(args.folder, args.cbp)

@@ -1,10 +1,10 @@
 """The experiment suite: methods x domains x seeds through the Flower apps, at equal call budgets.
 
     python -m simulations.suite [--domains commonsense medical finance]
-                                [--methods zero-shot sdt-only bbt fedbpt cbp cbp-subspace] [--subspace 3]
+                                [--methods zero-shot sdt-only bbt fedbpt cbp cbp-full] [--subspace 3]
                                 [--seeds 0 1 2] [--users 4] [--out results/suite] [--table-only]
     python -m simulations.suite --domains finance --preset simulations/finance-20.toml --users 20 \
-        --methods cbp-subspace fedbpt bbt --seeds 0 --out results/suite-finance-20
+        --methods cbp fedbpt bbt --seeds 0 --out results/suite-finance-20
 
 Each cell is one real `flwr run .` (simulations/local_run.py) of the domain's preset
 (simulations/<domain>.toml, or ``--preset``) with `method` and `seed` set, into `<out>/<domain>-<method>-s<seed>/`.
@@ -37,11 +37,13 @@ import numpy as np  # noqa: E402
 from cbp_fed.results import chance_accuracy, legend_below, upgrade_summary  # noqa: E402
 from simulations.local_run import ROOT, flwr_run, run_config_string  # noqa: E402
 
-METHODS = ("zero-shot", "sdt-only", "bbt", "fedbpt", "cbp", "cbp-subspace")
-"""``cbp-subspace``: CBP whose users search ``--subspace`` coordinates along the generator's SDT task vectors,
-with sigma0 the generator's SDT noise (as ``cbp-fed customize`` sets it)."""
+METHODS = ("zero-shot", "sdt-only", "bbt", "fedbpt", "cbp", "cbp-full")
+"""``cbp``: CBP whose users search ``--subspace`` coordinates along the generator's SDT task vectors, with
+sigma0 the generator's SDT noise (as ``cbp-fed customize`` sets it); ``cbp-full``: CBP over all r coordinates
+of z with the preset's sigma0, the ablation."""
 DOMAINS = ("commonsense", "medical", "finance")
-SEARCHING = ("bbt", "fedbpt", "cbp", "cbp-subspace")
+SEARCHING = ("bbt", "fedbpt", "cbp", "cbp-full")
+GENERATED = ("sdt-only", "cbp", "cbp-full")
 # SDT per domain when the suite has to train a generator (the sizes results/ was made with).
 SDT_STEPS = {"commonsense": 400, "medical": 200, "finance": 150}
 SDT_POOL = {"commonsense": 4000, "medical": 4000, "finance": 398}
@@ -100,9 +102,11 @@ def run_cell(domain: str, method: str, seed: int, users: int, out: Path, subspac
     }
     if method in ("zero-shot", "sdt-only"):
         settings["num-rounds"] = 1
-    if method == "cbp-subspace":
+    if method == "cbp":
         noise = json.loads((generator_of(base) / "generator.json").read_text())["training"]["z_noise"]
-        settings.update({"method": "cbp", "subspace": subspace, "sigma0": noise})
+        settings.update({"subspace": subspace, "sigma0": noise})
+    if method == "cbp-full":
+        settings.update({"method": "cbp", "subspace": 0})
     folder = run_resumable(settings, users, ROOT / ".state" / "flwr-suite")
     summary = json.loads((folder / "summary.json").read_text())
     if summary["final_test_accuracy"] is None:  # every user refused: a preset problem, not a result
@@ -121,14 +125,17 @@ def load_cells(out: Path) -> list[dict]:
         summary = upgrade_summary(json.loads(summary_path.read_text()))
         chance = summary.get("chance_test_accuracy") or chance_accuracy([t.strip() for t in config["tasks"].split(",")])
         rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
-        searches = config["method"] in SEARCHING
+        method = config["method"]
+        if method == "cbp":
+            method = "cbp" if config.get("subspace") else "cbp-full"
+        searches = method in SEARCHING
         per_round_calls = config["steps-per-round"] * config["popsize"] if searches else 0
         first = rounds[0].get("start_test_accuracy")
         start = [(0, first)] if searches and first is not None else []  # the users' z before any call
         cells.append(
             {
                 "domain": config["domain"],
-                "method": config["method"] + ("-subspace" if config.get("subspace") else ""),
+                "method": method,
                 "seed": config["seed"],
                 "task": config["tasks"],
                 "accuracy": rounds[-1]["test_accuracy"],
@@ -207,7 +214,7 @@ def table(cells: list[dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for d in domains:
-        for variant in ("cbp", "cbp-subspace"):
+        for variant in ("cbp", "cbp-full"):
             cbp = groups.get((variant, d))
             if not cbp:
                 continue
@@ -326,7 +333,7 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--users", type=int, default=4)
-    parser.add_argument("--subspace", type=int, default=3, help="cbp-subspace: coordinates each user searches (K)")
+    parser.add_argument("--subspace", type=int, default=3, help="cbp: coordinates each user searches (K)")
     parser.add_argument(
         "--preset", type=Path, help="a run-config file instead of simulations/<domain>.toml (one domain)"
     )
@@ -339,7 +346,7 @@ def main() -> int:
     presets = {domain: preset(domain, args.preset) for domain in args.domains}
     if not args.table_only:
         for domain in args.domains:
-            if {"sdt-only", "cbp", "cbp-subspace"} & set(args.methods):
+            if set(GENERATED) & set(args.methods):
                 ensure_generator(domain, generator_of(presets[domain]))
         for seed in args.seeds:
             for domain in args.domains:

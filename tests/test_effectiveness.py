@@ -35,7 +35,7 @@ def summary(method: str, seed: int, test: float, start: float, curve=(), generat
         "test_accuracy_calibrated": test + 0.05,
         "start_test_accuracy": start,
         "curve": [{"calls": c, "test_accuracy": a, "kept": k} for c, a, k in curve],
-        "config": {"generator": generator},
+        "config": {"generator": generator, "subspace": 3 if method == "cbp" else 0},
     }
 
 
@@ -98,8 +98,8 @@ def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_t
         ("cbp-protected", 0.65, "calibrated"),
     ]
     assert rows[1]["correct"] == "1101"  # the fitted prompt's own test rows, for its paired gaps
-    subspace = {**summary("cbp", 0, 0.6, 0.55, [(100, 0.6, "mean@100")]), "config": {"subspace": 16}}
-    assert [r["method"] for r in rows_of(subspace)] == ["cbp-subspace"]  # its own row, apart from full-r CBP
+    full = {**summary("cbp", 0, 0.6, 0.55, [(100, 0.6, "mean@100")]), "config": {"subspace": 0}}
+    assert [r["method"] for r in rows_of(full)] == ["cbp-full"]  # the ablation over all r, apart from CBP
     zero = rows_of(summary("zero-shot", 0, 0.5, 0.5))
     assert [(r["method"], r["calls"], r["test_accuracy"]) for r in zero] == [
         ("zero-shot", 0, 0.5),
@@ -108,7 +108,7 @@ def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_t
 
 
 def test_table_only_pools_seeds_and_reports_the_worst_drop_below_the_start(tmp_path, capsys):
-    runs = tmp_path / "runs" / "commonsense"
+    runs = tmp_path / "runs" / "smollm2-135m" / "commonsense"
     for seed, (test, start) in enumerate([(0.60, 0.55), (0.50, 0.56)]):
         folder = runs / f"arc-easy-cbp-s{seed}"
         folder.mkdir(parents=True)
@@ -130,7 +130,7 @@ def test_a_run_tabulates_every_finished_run_in_its_folder_not_only_its_own(tmp_p
     table: a run of seed 1 must not drop seed 0's row that an earlier invocation left there."""
 
     def finish(seed: int) -> None:
-        folder = tmp_path / "runs" / "commonsense" / f"arc-easy-cbp-s{seed}"
+        folder = tmp_path / "runs" / "smollm2-135m" / "commonsense" / f"arc-easy-cbp-s{seed}"
         folder.mkdir(parents=True)
         (folder / "summary.json").write_text(json.dumps(summary("cbp", seed, 0.6, 0.5, [(100, 0.6, "mean@100")])))
 
@@ -138,6 +138,36 @@ def test_a_run_tabulates_every_finished_run_in_its_folder_not_only_its_own(tmp_p
     monkeypatch.setattr(effectiveness, "run_all", lambda args: finish(*args.seeds))
     main(["--out", str(tmp_path), "--seeds", "1"])
     assert sorted(r["seed"] for r in json.loads((tmp_path / "table.json").read_text())) == [0, 1]
+
+
+def test_each_backbone_gets_its_own_section_and_a_folder_never_passes_for_another_method(tmp_path, monkeypatch):
+    """Two backbones in one folder are judged apart (a Gemma row must not enter SmolLM2's seed means), and a
+    run folder whose summary is another CBP variant, or lacks a budget asked for, is refused rather than read
+    back as the run asked for."""
+    for backbone, test in (("smollm2-135m", 0.7), ("gemma3-270m", 0.4)):
+        for method, accuracy in (("zero-shot", 0.5), ("sdt-only", 0.5), ("bbt", 0.55), ("cbp", test)):
+            curve = [(100, accuracy, "mean@100")] if method in ("bbt", "cbp") else []
+            run = {**summary(method, 0, accuracy, 0.5, curve), "backbone": backbone}
+            folder = effectiveness.run_folder(tmp_path, backbone, "commonsense", "arc-easy", method, 0)
+            folder.mkdir(parents=True)
+            (folder / "summary.json").write_text(json.dumps(run))
+    main(["--out", str(tmp_path), "--table-only"])
+    text = (tmp_path / "table.md").read_text()
+    gemma, smollm = text.split("# smollm2-135m")
+    assert gemma.startswith("# gemma3-270m") and "CBP above zero-shot, SDT-only and BBT at equal calls: 0 of 1" in gemma
+    assert "CBP above zero-shot, SDT-only and BBT at equal calls: 1 of 1" in smollm
+
+    full = {**summary("cbp", 0, 0.6, 0.5, [(100, 0.6, "mean@100")]), "config": {"subspace": 0}}
+    folder = effectiveness.run_folder(tmp_path / "other", "tiny-random", "medical", "drug-reviews-other", "cbp", 0)
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(full))
+    monkeypatch.setattr(effectiveness, "ensure_generator", lambda *args: None)
+    args = ["--out", str(tmp_path / "other"), "--domains", "medical", "--tasks", "drug-reviews-other"]
+    with pytest.raises(SystemExit, match="holds a cbp-full run, not cbp"):
+        main(args + ["--methods", "cbp", "--seeds", "0", "--backbone", "tiny-random"])
+    (folder / "summary.json").write_text(json.dumps({**full, "config": {"subspace": 3}}))
+    with pytest.raises(SystemExit, match=r"evaluated at \[100\] calls, not at \[400\]"):  # not read back as if run
+        main(args + ["--methods", "cbp", "--seeds", "0", "--backbone", "tiny-random", "--budgets", "100", "400"])
 
 
 def test_paired_gaps_pair_the_same_seed_s_rows_pool_seeds_and_call_cbp_above_all_only_when_every_interval_is():
@@ -335,4 +365,4 @@ def test_the_gpu_script_asks_the_runner_for_what_it_can_run():
     command = script[script.rindex("-m simulations.effectiveness") :].split('"$@"')[0].replace("\\\n", " ")
     args = effectiveness.build_parser().parse_args(shlex.split(command)[2:])
     assert args.device == "cuda" and max(args.budgets) == 8000
-    assert {"calibrated-fit", "icl", "cbp", "cbp-subspace"} <= set(args.methods)
+    assert {"calibrated-fit", "icl", "cbp", "cbp-full"} <= set(args.methods)

@@ -41,14 +41,14 @@ def test_each_row_pairs_cbp_with_the_best_own_option_and_bbt_at_the_largest_comm
             _row("zero-shot", 0, seed, 0.25, "1000"),
             _row("bbt", 100, seed, 0.5, "1010"),
             _row("bbt", 400, seed, 0.5, "0110"),
-            _row("cbp-subspace", 100, seed, 0.75, "1101", ceiling=0.9),
-            _row("cbp-subspace", 400, seed, 1.0, "1111", ceiling=0.9),
-            _row("cbp-subspace", 800, seed, 1.0, "1111"),  # BBT did not get this far: not compared
-            _row("cbp", 400, seed, 0.25, "0001"),  # the other variant: not this table's
+            _row("cbp", 100, seed, 0.75, "1101", ceiling=0.9),
+            _row("cbp", 400, seed, 1.0, "1111", ceiling=0.9),
+            _row("cbp", 800, seed, 1.0, "1111"),  # BBT did not get this far: not compared
+            _row("cbp-full", 400, seed, 0.25, "0001"),  # the ablation: not this table's
         ]
     (tmp_path / "table.json").write_text(json.dumps(rows))
-    for name, method, subspace in (("bbt", "bbt", 0), ("cbp-subspace", "cbp", 3), ("zero-shot", "zero-shot", 0)):
-        run = tmp_path / "runs" / "finance" / f"t-{name}-s0"
+    for name, method, subspace in (("bbt", "bbt", 0), ("cbp", "cbp", 3), ("zero-shot", "zero-shot", 0)):
+        run = tmp_path / "runs" / "b" / "finance" / f"t-{name}-s0"
         run.mkdir(parents=True)
         summary = _summary(method, 0, curve=[{}] if method != "zero-shot" else [], subspace=subspace)
         (run / "summary.json").write_text(json.dumps(summary))
@@ -67,7 +67,7 @@ def test_each_row_pairs_cbp_with_the_best_own_option_and_bbt_at_the_largest_comm
     ]
     assert cells[9] == (
         f"`python -m simulations.effectiveness --out {tmp_path.as_posix()} --domains finance --tasks t "
-        "--methods zero-shot bbt cbp-subspace --subspace 3 --seeds 0 --budgets 100 400 --shots 16 --n-test 4 "
+        "--methods zero-shot bbt cbp --subspace 3 --seeds 0 --budgets 100 400 --shots 16 --n-test 4 "
         "--max-tokens 64 --backbone b`"
     )
 

@@ -46,8 +46,8 @@ def test_table_has_mean_std_over_seeds_and_the_calls_to_accuracy_rows():
     assert "| commonsense | cbp | 49.0 at 54 | 54 | not run | not within 54 |" in text
 
 
-def test_a_cbp_cell_that_searched_a_subspace_is_its_own_method(tmp_path):
-    for name, extra in (("finance-cbp-s0", {}), ("finance-cbp-subspace-s0", {"subspace": 3})):
+def test_a_cbp_cell_is_named_by_the_space_it_searched(tmp_path):
+    for name, extra in (("finance-cbp-full-s0", {}), ("finance-cbp-s0", {"subspace": 3})):
         folder = tmp_path / name
         folder.mkdir()
         config = {"domain": "finance", "method": "cbp", "seed": 0, "tasks": "finance-entities"}
@@ -59,10 +59,10 @@ def test_a_cbp_cell_that_searched_a_subspace_is_its_own_method(tmp_path):
         (folder / "rounds.jsonl").write_text("\n".join(map(json.dumps, rounds)))
     cells = load_cells(tmp_path)
     assert [(c["method"], c["calls_per_user"], c["curve"]) for c in cells] == [
-        ("cbp", 36, [(0, 0.5), (18, 0.6), (36, 0.6)]),  # from the users' start, before any call
-        ("cbp-subspace", 36, [(0, 0.5), (18, 0.6), (36, 0.6)]),
+        ("cbp-full", 36, [(0, 0.5), (18, 0.6), (36, 0.6)]),  # from the users' start, before any call
+        ("cbp", 36, [(0, 0.5), (18, 0.6), (36, 0.6)]),
     ]
     text = table([{**c, "test_examples": 40, "wall_seconds": 1.0} for c in cells])
-    assert "| cbp-subspace | 60.0 (start 50.0) | 1 | 36 | 40 |" in text  # each method against its users' start
+    assert "| cbp | 60.0 (start 50.0) | 1 | 36 | 40 |" in text  # each method against its users' start
     assert "- finance: the users' best option of their own" in text and "55.0%, the bar" in text
-    assert "| finance | cbp-subspace | 60.0 at 36 |" in text
+    assert "| finance | cbp | 60.0 at 36 |" in text and "| finance | cbp-full | 60.0 at 36 |" in text
