@@ -128,6 +128,10 @@ ROUND_FIELDS = {
     "protected_below_own_best": "protecting users that end strictly below their own best option on test (count)",
     "own_test_accuracy": "{option: test accuracy had every protecting user kept that own option}, weighted as "
     "test_accuracy: the best of them is a bar one choice for all users would reach",
+    "end_vs_start": "mean over the users evaluated at the start and now of (accuracy of what each ends on: the "
+    "option it keeps when it protects, else its prompt - its start vector's accuracy in round 1), fraction",
+    "end_vs_start_ci95": "half-width of a normal 95% interval of end_vs_start over those users",
+    "end_below_start": "partition ids of those users that end strictly below their own start on test",
     "own_calls": "calls served without a prompt for the users' own options this round (one per user that asked)",
     "test_examples": "test texts scored in that evaluation, all users together (count)",
     "calls": f"model calls served this round, all users together: search, dev selection and evaluation ({CALL})",

@@ -211,6 +211,7 @@ def print_rounds(folder: Path) -> None:
         "test acc",
         "best own option",
         "protected (own share)",
+        "users below own start",
         "dev acc: kept before -> now",
         "up KB/user",
         "down KB/user",
@@ -225,12 +226,7 @@ def print_rounds(folder: Path) -> None:
             "",
             "",
             f"{rounds[0]['start_test_accuracy']:.3f}",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
+            *[""] * 7,
         )
     for r in rounds:
         acc = r.get("test_accuracy")
@@ -242,6 +238,7 @@ def print_rounds(folder: Path) -> None:
             "-" if acc is None else f"{acc:.3f} ± {r['test_accuracy_std']:.3f}",
             f"{r['own_best_test_accuracy']:.3f}" if "own_best_test_accuracy" in r else "-",
             f"{r['protected_test_accuracy']:.3f} ({r['protected_own_share']:.2f})" if "protected_users" in r else "-",
+            f"{len(r['end_below_start'])} of {r['users_evaluated']}" if "end_below_start" in r else "-",
             f"{r['dev_accuracy_before']:.3f} -> {r['dev_accuracy']:.3f}" if "dev_accuracy" in r else "-",
             f"{r['bytes_up_per_user'] / 1024:.1f}",
             f"{r['bytes_down_per_user'] / 1024:.1f}",

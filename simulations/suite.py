@@ -141,6 +141,8 @@ def load_cells(out: Path) -> list[dict]:
                 "accuracy": rounds[-1]["test_accuracy"],
                 "start": first,
                 "own_best": rounds[-1].get("own_best_test_accuracy"),
+                "below_start": rounds[-1].get("end_below_start"),  # users ending below their own start
+                "users": rounds[-1].get("users_evaluated", 0),
                 "curve": start + [(r["round"] * per_round_calls, r["test_accuracy"]) for r in rounds],
                 "calls_per_user": per_round_calls * len(rounds),
                 "bytes_up": float(np.mean([r["bytes_up_per_user"] for r in rounds])),
@@ -208,6 +210,13 @@ def table(cells: list[dict]) -> str:
                 f"- {d}: the users' best option of their own (majority, zero-shot, calibrations; each user's best "
                 f"on its test rows, in hindsight) {100 * np.mean(own):.1f}%, the bar a prompt has to clear.",
             ]
+    for c in cells:
+        if c.get("below_start") is not None:
+            lines.append(
+                f"- {c['domain']} {c['method']} seed {c['seed']}: {len(c['below_start'])} of {c['users']} users end "
+                "below their own start on test (what they end on, never-worse choice included, against their "
+                "start vector before round 1)."
+            )
     lines += ["", "Calls per user to reach CBP's accuracy at its budget (from the per-round curves):", ""]
     lines += [
         "| domain | CBP | CBP acc % at calls | BBT needs | FedBPT needs | CBP needs for BBT's final |",

@@ -218,6 +218,8 @@ class MultiStepStrategy(Strategy):
         self.rng = random.Random(seed)
         self.on_round = on_round or (lambda record: None)
         self.user_z: dict[int, np.ndarray] = {}  # partition id -> its last customised vector
+        self.user_start: dict[int, float] = {}  # partition id -> its start vector's test accuracy (round 1)
+        self.user_evaluation: dict[int, dict] = {}  # partition id -> its last evaluate.score reply, read
         self.partition_of: dict[int, int] = {}  # node id -> partition id (as users declare it)
         self.rounds_done = 0
         self.transcript = None  # a cbp_fed.privacy.TranscriptWriter when the run records what the provider sees
@@ -260,6 +262,7 @@ class MultiStepStrategy(Strategy):
         meter = self.blackbox.meter
         state = {
             "rounds_done": self.rounds_done,
+            "user_start": {str(p): a for p, a in self.user_start.items()},
             "rng": repr(self.rng.getstate()),
             "meter": {k: getattr(meter, k) for k in ("calls", "pairs", "tokens", "forwards", "seconds")},
         }
@@ -269,6 +272,7 @@ class MultiStepStrategy(Strategy):
         """Inverse of ``checkpoint``."""
         self.user_z = {int(k.split("-", 1)[1]): v for k, v in arrays.items() if k.startswith("user-")}
         self.rounds_done = int(state["rounds_done"])
+        self.user_start = {int(p): float(a) for p, a in state.get("user_start", {}).items()}
         self.rng.setstate(ast.literal_eval(state["rng"]))
         for key, value in state["meter"].items():
             setattr(self.blackbox.meter, key, value)
@@ -338,6 +342,11 @@ class MultiStepStrategy(Strategy):
         accuracy had every user kept it (``own-accuracy-<option>``, texts pooled)."""
         replies = list(replies)
         evaluations = [read_evaluation(r.content) for r in replies]
+        self.user_evaluation = {  # by partition, for against_start; a node that never declared one is left out
+            self.partition_of[r.metadata.src_node_id]: {"accuracy": a, **wire.read_protected(r.content)}
+            for r, (a, _) in zip(replies, evaluations)
+            if r.metadata.src_node_id in self.partition_of
+        }
         if not evaluations:
             return MetricRecord({"users": 0})
         accuracy = weighted_means([{"accuracy": a, WEIGHT: n} for a, n in evaluations], ["accuracy"])["accuracy"]
@@ -358,6 +367,26 @@ class MultiStepStrategy(Strategy):
             for key in options:  # each own option over the users that have it, texts pooled
                 metrics.update(weighted_means([f for f in finals if key in f], [key]))
         return MetricRecord(metrics)
+
+    def remember_start(self) -> None:
+        """Keep each user's accuracy in the last evaluation (round 1's, before any training) as its own start."""
+        self.user_start = {p: e["accuracy"] for p, e in self.user_evaluation.items()}
+
+    def against_start(self) -> dict:
+        """Each user's end (the option it ends on when it protects, else its prompt) against its own start
+        (its start vector's accuracy in round 1), over the users evaluated both times: the mean gap with a
+        normal 95% interval (``end_vs_start``, ``end_vs_start_ci95``, fractions) and the users strictly
+        below their start (``end_below_start``, partition ids); ``{}`` without a start evaluation."""
+        ends = {p: e.get("protected-accuracy", e["accuracy"]) for p, e in self.user_evaluation.items()}
+        users = sorted(set(ends) & set(self.user_start))
+        if not users:
+            return {}
+        gap = paired(np.array([ends[p] - self.user_start[p] for p in users]))
+        return {
+            "end_vs_start": gap["mean"],
+            "end_vs_start_ci95": gap["ci95"] if len(users) > 1 else 0.0,
+            "end_below_start": [p for p in users if ends[p] < self.user_start[p]],
+        }
 
     # ------------------------------------------------------------------ the round loop
     def start(
@@ -401,6 +430,7 @@ class MultiStepStrategy(Strategy):
             start_evaluation = None
             if server_round == 1 and self.evaluate_start:  # the users' start, to compare every round with
                 start_evaluation = self._evaluate(grid, server_round, arrays, timeout, round_log)
+                self.remember_start()
             finished, minimum_up = self._train(grid, server_round, arrays, timeout, round_log)
             arrays, train_metrics = self.aggregate_train(server_round, finished)
             result.arrays = arrays
@@ -430,6 +460,7 @@ class MultiStepStrategy(Strategy):
                     users_evaluated=evaluation["users"],
                     test_examples=evaluation.get("examples", 0),
                 )
+                record.update(self.against_start())
                 if "protected-users" in evaluation:
                     record.update(
                         protected_test_accuracy=evaluation["protected-accuracy"],

@@ -171,6 +171,8 @@ def test_rounds_complete_and_are_metered(strategy):
     assert strategy.records[0]["start_test_accuracy"] == pytest.approx(start)
     assert strategy.records[0]["test_accuracy"] == pytest.approx(after_round_1)
     assert "start_test_accuracy" not in strategy.records[1]
+    assert sorted(strategy.user_start) == [0, 1, 2]  # each user's own start, kept for every later round
+    assert all(set(r["end_below_start"]) <= {0, 1, 2} and "end_vs_start" in r for r in strategy.records)
     assert strategy.records[1]["test_accuracy"] == pytest.approx(*delivered_test_accuracies(loop, 2))
     assert sorted(strategy.user_z) == [0, 1, 2]
     assert len(result.train_metrics_clientapp) == 2

@@ -3,6 +3,8 @@ options it has without the provider (``cbp-fed customize``)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from flwr.app import Message
@@ -192,6 +194,42 @@ def test_the_provider_pools_final_accuracies_of_the_users_that_report_one(task_i
     bad = {"protected-accuracy": 0.5, "protected-own": 1.0, "own-best-accuracy": 0.5, "own-accuracy-majority": 1.5}
     with pytest.raises(wire.ProtocolError, match="own-accuracy-"):
         read_evaluation(score(0.5, 10, **bad).content)
+
+
+def test_each_user_s_end_is_compared_with_its_own_start_not_with_the_pooled_one(task_identity):
+    from flwr.app import MetricRecord, RecordDict
+
+    from cbp_fed import protocol as wire
+    from strategies import CBPStrategy
+
+    def score(node: int, accuracy: float, **final) -> Message:
+        metrics = MetricRecord({"accuracy": accuracy, "examples": 10, **final})
+        request = Message(RecordDict(), dst_node_id=node, message_type=wire.EVAL_SCORE, group_id="1")
+        return Message(RecordDict({"metrics": metrics}), reply_to=request)
+
+    def protected(accuracy: float) -> dict:
+        return {"protected-accuracy": accuracy, "protected-own": 1.0, "own-best-accuracy": accuracy}
+
+    strategy = CBPStrategy(None, np.zeros(4, np.float32), domain="general")
+    strategy.partition_of = {10: 0, 11: 1, 12: 2, 13: 3}
+    assert strategy.against_start() == {}  # no start evaluated yet: nothing to compare
+    strategy.aggregate_evaluate(1, [score(10, 0.5), score(11, 0.9), score(12, 0.6), score(13, 0.4)])
+    strategy.remember_start()
+    ends = [
+        score(10, 0.8, **protected(0.6)),  # the prompt is better, but the user ends on its own option: +0.1
+        score(11, 0.7, **protected(0.8)),  # ends 0.1 below its own start, though above the pooled start
+        score(12, 0.6),  # no protected choice (FedBPT): its prompt is what it ends on, +0
+    ]  # user 3 was not evaluated at the end: left out
+    strategy.aggregate_evaluate(2, ends)
+    record = strategy.against_start()
+    assert record["end_below_start"] == [1]
+    assert record["end_vs_start"] == pytest.approx(0.0)  # (0.1 - 0.1 + 0) / 3
+    assert record["end_vs_start_ci95"] > 0
+    meter = SimpleNamespace(calls=0, pairs=0, tokens=0, forwards=0, seconds=0.0)
+    strategy.blackbox = SimpleNamespace(meter=meter)
+    restored = CBPStrategy(SimpleNamespace(meter=meter), np.zeros(4, np.float32), domain="general")
+    restored.restore(*strategy.checkpoint())  # a resumed run still knows each user's start
+    assert restored.user_start == strategy.user_start
 
 
 def test_zero_shot_without_train_rows_has_nothing_to_fit(tiny):

@@ -56,6 +56,7 @@ def test_a_cbp_cell_is_named_by_the_space_it_searched(tmp_path):
         (folder / "summary.json").write_text(json.dumps(summary))
         rounds = [{"round": r, "test_accuracy": 0.6, "bytes_up_per_user": 9, "bytes_down_per_user": 1} for r in (1, 2)]
         rounds[0]["start_test_accuracy"], rounds[1]["own_best_test_accuracy"] = 0.5, 0.55
+        rounds[1].update(end_below_start=[2], users_evaluated=3)
         (folder / "rounds.jsonl").write_text("\n".join(map(json.dumps, rounds)))
     cells = load_cells(tmp_path)
     assert [(c["method"], c["calls_per_user"], c["curve"]) for c in cells] == [
@@ -65,4 +66,5 @@ def test_a_cbp_cell_is_named_by_the_space_it_searched(tmp_path):
     text = table([{**c, "test_examples": 40, "wall_seconds": 1.0} for c in cells])
     assert "| cbp | 60.0 (start 50.0) | 1 | 36 | 40 |" in text  # each method against its users' start
     assert "- finance: the users' best option of their own" in text and "55.0%, the bar" in text
+    assert "- finance cbp seed 0: 1 of 3 users end below their own start" in text
     assert "| finance | cbp | 60.0 at 36 |" in text and "| finance | cbp-full | 60.0 at 36 |" in text
