@@ -211,24 +211,24 @@ def run_all(args) -> None:
                             f"(start {summary['start_test_accuracy']:.3f}) in {summary['wall_seconds']:.0f} s",
                             flush=True,
                         )
-                    summary = json.loads(path.read_text())
-                    if method_name(summary) != method:
-                        raise SystemExit(f"{path} holds a {method_name(summary)} run, not {method}: give another --out")
-                    missing = set(args.budgets) - {p["calls"] for p in summary["curve"]} if summary["curve"] else set()
-                    if missing:
-                        raise SystemExit(
-                            f"{path} was evaluated at {[p['calls'] for p in summary['curve']]} calls, not at "
-                            f"{sorted(missing)}: move it aside to rerun it at every budget, or give another --out"
-                        )
-                    if (
-                        method == "bbt"
-                        and bbt
-                        and (summary["bbt_r"], summary["sigma0"]) != (bbt["bbt_r"], bbt["sigma0"])
-                    ):
-                        raise SystemExit(
-                            f"{path} ran BBT with r {summary['bbt_r']}, sigma0 {summary['sigma0']}, not the chosen "
-                            f"{bbt}: give another --out"
-                        )
+                    check_read_back(json.loads(path.read_text()), method, args, bbt, path)
+
+
+def check_read_back(summary: dict, method: str, args, bbt: dict, path: Path) -> None:
+    """Refuse a finished run that is not the run asked for: another method or CBP variant, another
+    subspace, fewer budgets evaluated, or BBT settings other than the chosen ones (``bbt``)."""
+    problems = []
+    if method_name(summary) != method:
+        problems.append(f"holds a {method_name(summary)} run, not {method}")
+    elif method == "cbp" and summary["config"]["subspace"] != args.subspace:
+        problems.append(f"searched {summary['config']['subspace']} coordinates, not --subspace {args.subspace}")
+    evaluated = [p["calls"] for p in summary["curve"]]
+    if summary["curve"] and set(args.budgets) - set(evaluated):
+        problems.append(f"was evaluated at {evaluated} calls, not at {sorted(set(args.budgets) - set(evaluated))}")
+    if method == "bbt" and bbt and (summary["bbt_r"], summary["sigma0"]) != (bbt["bbt_r"], bbt["sigma0"]):
+        problems.append(f"ran BBT with r {summary['bbt_r']}, sigma0 {summary['sigma0']}, not the chosen {bbt}")
+    if problems:
+        raise SystemExit(f"{path} {'; '.join(problems)}: move it aside to rerun it, or give another --out")
 
 
 def markdown(rows: list[dict]) -> str:
@@ -554,7 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if "cbp" in args.methods and args.subspace < 1:
+        parser.error("cbp searches --subspace K >= 1 coordinates; cbp-full is CBP over all r")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)

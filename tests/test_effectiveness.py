@@ -168,6 +168,12 @@ def test_each_backbone_gets_its_own_section_and_a_folder_never_passes_for_anothe
     (folder / "summary.json").write_text(json.dumps({**full, "config": {"subspace": 3}}))
     with pytest.raises(SystemExit, match=r"evaluated at \[100\] calls, not at \[400\]"):  # not read back as if run
         main(args + ["--methods", "cbp", "--seeds", "0", "--backbone", "tiny-random", "--budgets", "100", "400"])
+    with pytest.raises(SystemExit, match="searched 3 coordinates, not --subspace 2"):
+        main(
+            args
+            + ["--methods", "cbp", "--seeds", "0", "--backbone", "tiny-random", "--budgets", "100"]
+            + ["--subspace", "2"]
+        )
 
 
 def test_paired_gaps_pair_the_same_seed_s_rows_pool_seeds_and_call_cbp_above_all_only_when_every_interval_is():
