@@ -443,9 +443,10 @@ def customize(config: CustomizeConfig, lm: FrozenLM | None = None, progress: boo
                 while pending and search.calls >= pending[0]:
                     calls = pending.pop(0)
                     z_point = choose(search).z if select else search.result
-                    curve.append({"calls": calls, "kept": kept.name if select else "mean", **point(z_point)})
+                    kept_name = kept.name if select else "mean"  # calls_used: whole populations, >= calls
+                    curve.append({"calls": calls, "calls_used": search.calls, "kept": kept_name, **point(z_point)})
         z = kept.z if select else search.result
-        final = {k: v for k, v in curve[-1].items() if k not in ("calls", "kept")}
+        final = {k: v for k, v in curve[-1].items() if k not in ("calls", "calls_used", "kept")}
     elif config.method in PROMPTED or config.method == "zero-shot":
         z = start
         final = point(z)

@@ -195,7 +195,8 @@ CUSTOMIZE_SUMMARY_FIELDS = {
     "selection": "every point scored on dev: calls, point, dev_accuracy (fraction), dev_loss (nats)",
     "selection_calls": "calls spent scoring those points on dev",
     "best_train_loss": "the best batch loss the search saw (null without a search)",
-    "curve": "accuracy at each checkpoint: calls (search calls so far), kept point, the accuracies above",
+    "curve": "accuracy at each checkpoint: calls (the checkpoint), calls_used (search calls so far: whole "
+    "populations, so at least calls), kept point, the accuracies above",
     "calls_total": "all model calls of the run: search, dev selection, evaluation and the own options",
     "own_calls": "with a prompt: calls without a prompt (the own options' train, dev and test scores)",
     "eval_calls": "calls spent on evaluation (calls_total minus search and selection)",

@@ -91,32 +91,34 @@ def rows_of(summary: dict) -> list[dict]:
         "start_accuracy": summary["start_test_accuracy"],
         "generator": summary.get("config", {}).get("generator"),
     }
-    if summary["curve"]:
+    popsize = summary.get("config", {}).get("popsize", 1)
+    if summary["curve"]:  # a checkpoint fires after the first whole population that reaches it
         points = [
-            (p["calls"], p["test_accuracy"], p.get("test_correct"), p["kept"], p.get("protected"))
+            (p["calls"], p.get("calls_used", math.ceil(p["calls"] / popsize) * popsize), p["test_accuracy"])
+            + (p.get("test_correct"), p["kept"], p.get("protected"))
             for p in summary["curve"]
         ]
     else:
-        points = [(0, summary["test_accuracy"], summary.get("test_correct"), None, summary.get("protected"))]
+        points = [(0, 0, summary["test_accuracy"], summary.get("test_correct"), None, summary.get("protected"))]
     name = method_name(summary)
     rows = []
-    for calls, accuracy, correct, kept, protected in points:
-        rows.append(
-            {**base, "method": name, "calls": calls, "test_accuracy": accuracy, "kept": kept, "correct": correct}
-        )
+    for calls, used, accuracy, correct, kept, protected in points:
+        at = {**base, "calls": calls, "calls_used": used}
+        rows.append({**at, "method": name, "test_accuracy": accuracy, "kept": kept, "correct": correct})
         if protected:
             record = protected.get("protection", {})
             fitted = record.get("test_accuracy", {}).get("prompt+fit")
             if fitted is not None:
                 fit_correct = record.get("test_correct", {}).get("prompt+fit")  # runs before it was recorded: none
-                fit = {"method": f"{name}+fit", "test_accuracy": fitted, "correct": fit_correct}
-                rows.append({**base, **fit, "calls": calls, "kept": None})
+                rows.append(
+                    {**at, "method": f"{name}+fit", "test_accuracy": fitted, "kept": None, "correct": fit_correct}
+                )
             final = {"method": f"{name}-protected", "test_accuracy": protected["test_accuracy"]}
-            kept_correct = protected.get("test_correct")
-            rows.append({**base, **final, "calls": calls, "kept": protected["option"], "correct": kept_correct})
+            rows.append({**at, **final, "kept": protected["option"], "correct": protected.get("test_correct")})
     if summary["method"] == "zero-shot" and "test_accuracy_calibrated" in summary:
         calibrated = summary["test_accuracy_calibrated"]
-        rows.append({**base, "method": "zero-shot-calibrated", "calls": 0, "test_accuracy": calibrated, "kept": None})
+        calibrated_row = {"method": "zero-shot-calibrated", "test_accuracy": calibrated, "kept": None}
+        rows.append({**base, "calls": 0, "calls_used": 0, **calibrated_row})
     for row in rows:
         row["ci95"] = list(wilson(row["test_accuracy"] * row["n_test"], row["n_test"]))
     return rows
@@ -232,7 +234,8 @@ def check_read_back(summary: dict, method: str, args, bbt: dict, path: Path) -> 
 
 
 def markdown(rows: list[dict]) -> str:
-    """Means over seeds per (task, method, calls), pooled 95% interval, start, majority, worst drop."""
+    """Means over seeds per (task, method, calls), pooled 95% interval, start, majority, worst drop; a budget
+    that is not a whole number of populations says the calls its checkpoint used ("25 (30 used)")."""
     groups = defaultdict(list)
     for row in rows:
         groups[(row["domain"], row["task"], row["method"], row["calls"])].append(row)
@@ -249,8 +252,10 @@ def markdown(rows: list[dict]) -> str:
         correct = sum(r["test_accuracy"] * r["n_test"] for r in runs)
         low, high = wilson(correct, n)
         worst = min(100 * (r["test_accuracy"] - r["start_accuracy"]) for r in runs)
+        used = max(r.get("calls_used", calls) for r in runs)
+        budget = f"{calls} ({used} used)" if used != calls else str(calls)
         lines.append(
-            f"| {domain} | {task} | {method} | {calls} | {len(runs)} | {100 * correct / n:.1f} | "
+            f"| {domain} | {task} | {method} | {budget} | {len(runs)} | {100 * correct / n:.1f} | "
             f"{100 * low:.1f}-{100 * high:.1f} | {100 * np.mean([r['start_accuracy'] for r in runs]):.1f} | "
             f"{worst:+.1f} | {100 * np.mean([r['majority'] for r in runs]):.1f} | {runs[0]['n_test']} |"
         )

@@ -17,6 +17,7 @@ from simulations.effectiveness import (
     compact,
     goal_checks,
     main,
+    markdown,
     paired_gaps,
     rows_of,
 )
@@ -84,6 +85,10 @@ def test_a_searching_run_gives_one_row_per_budget_and_zero_shot_its_calibrated_t
     assert [(r["calls"], r["test_accuracy"], r["kept"]) for r in cbp] == [(50, 0.56, "start"), (100, 0.6, "mean@100")]
     assert all(r["start_accuracy"] == 0.55 and r["n_test"] == 300 for r in cbp)
     assert cbp[1]["ci95"][0] < 0.6 < cbp[1]["ci95"][1]
+    odd = summary("cbp", 0, 0.6, 0.55, [(25, 0.56, "mean@30"), (100, 0.6, "mean@100")])
+    odd["config"]["popsize"] = 10  # a checkpoint fires after the first whole population that reaches it
+    assert [(r["calls"], r["calls_used"]) for r in rows_of(odd)] == [(25, 30), (100, 100)]
+    assert "| arc-easy | cbp | 25 (30 used) | 1 |" in markdown(rows_of(odd))
     protected = summary("cbp", 0, 0.6, 0.55, [(100, 0.6, "mean@100")])
     options = {"calibrated": 0.65, "prompt": 0.6, "prompt+fit": 0.7}
     protected["curve"][0]["protected"] = {
