@@ -47,7 +47,8 @@ def test_fault_plans_parse_and_bad_ones_name_the_entry():
 
 
 def test_crashed_late_and_away_users_are_recorded_keep_their_state_and_rejoin(tiny):
-    run = RunConfig(**SMALL, num_rounds=3, round_timeout=1.0, inject_faults="crash:1@2,late:2@2,away:3@1-2")
+    # the late user sleeps past the timeout; 5 s leaves the others' replies room on a loaded machine
+    run = RunConfig(**SMALL, num_rounds=3, round_timeout=5.0, inject_faults="crash:1@2,late:2@2,away:3@1-2")
     gen = PromptGenerator(tiny.d, r=R, m=8, t=2, a_seed=0)
     records = []
     strategy = CBPStrategy.from_config(
@@ -68,7 +69,7 @@ def test_crashed_late_and_away_users_are_recorded_keep_their_state_and_rejoin(ti
     reasons = {(r["round"], f["node_id"] - 1000, f["stage"]): f["reason"] for r in records for f in r["failures"]}
     assert "unreachable" in reasons[(1, 3, wire.BEGIN)]
     assert "crashed (injected)" in reasons[(2, 1, wire.FINISH)]
-    assert "no reply within 1 s" in reasons[(2, 2, wire.FINISH)]
+    assert "no reply within 5 s" in reasons[(2, 2, wire.FINISH)]
     assert "unreachable" in reasons[(2, 3, wire.BEGIN)]
     assert records[2]["failures"] == [] and records[2]["users_evaluated"] == 5
     # user 1's optimiser went on from where the crash left it: rounds 1 and 3 in full, and the K
