@@ -269,7 +269,8 @@ def cbp_variant(rows: list[dict]) -> str:
 
 def _seed_means(rows: list[dict], task: str, cbp: str = "cbp") -> tuple[int, dict]:
     """Mean test accuracy by (method, calls) over the seeds every compared method ran for ``task``,
-    and how many seeds that is (so no method is averaged over seeds another lacks)."""
+    and how many seeds that is (so no method is averaged over seeds another lacks); a budget that not all
+    of those seeds evaluated has no mean."""
     compared = ("zero-shot", "sdt-only", "bbt", cbp)
     mine = [r for r in rows if r["task"] == task]
     seeds = set.intersection(*({r["seed"] for r in mine if r["method"] == m} for m in compared))
@@ -277,7 +278,7 @@ def _seed_means(rows: list[dict], task: str, cbp: str = "cbp") -> tuple[int, dic
     for row in mine:
         if row["seed"] in seeds:
             values[(row["method"], row["calls"])].append(row["test_accuracy"])
-    return len(seeds), {key: float(np.mean(v)) for key, v in values.items()}
+    return len(seeds), {key: float(np.mean(v)) for key, v in values.items() if len(v) == len(seeds)}
 
 
 def _percent(means: dict, method: str, calls: int = 0) -> str:

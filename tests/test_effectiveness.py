@@ -217,6 +217,7 @@ def test_goal_checks_compare_seed_means_at_equal_calls_and_flag_a_run_below_its_
         *rows("zero-shot", 0, 0.60),
         *rows("zero-shot", 1, 0.62),
         *rows("zero-shot", 2, 0.90),  # a seed CBP never ran: left out of every mean
+        *rows("cbp", 1, 0.9, 0.55, [(50, 0.9, "mean@50")]),  # a budget one seed lacks: no mean
         *rows("sdt-only", 0, 0.55),
         *rows("sdt-only", 1, 0.55),
         *rows("bbt", 0, 0.6, 0.5, [(100, 0.60, "best@100"), (400, 0.64, "best@400")]),
