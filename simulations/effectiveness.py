@@ -281,6 +281,11 @@ def _seed_means(rows: list[dict], task: str, cbp: str = "cbp") -> tuple[int, dic
     return len(seeds), {key: float(np.mean(v)) for key, v in values.items() if len(v) == len(seeds)}
 
 
+def _majority(rows: list[dict]) -> float:
+    """The majority-class rate of a task's test rows, averaged over its seeds (each seed once)."""
+    return float(np.mean(list({r["seed"]: r["majority"] for r in rows}.values())))
+
+
 def _percent(means: dict, method: str, calls: int = 0) -> str:
     return "-" if (method, calls) not in means else f"{100 * means[(method, calls)]:.1f}"
 
@@ -300,7 +305,7 @@ def compact(rows: list[dict], cbp: str = "cbp") -> str:
         mine = [r for r in rows if r["task"] == task]
         cell = partial(_percent, at)
         lines.append(
-            f"| {domain} | {task} | {seeds} | {mine[0]['n_test']} | {100 * np.mean([r['majority'] for r in mine]):.1f} "
+            f"| {domain} | {task} | {seeds} | {mine[0]['n_test']} | {100 * _majority(mine):.1f} "
             f"| {cell('zero-shot')} | {cell('zero-shot-calibrated')} | {cell('sdt-only')} "
             f"| {' / '.join(map(str, budgets))} | {' / '.join(cell('bbt', b) for b in budgets)} "
             f"| {' / '.join(cell(cbp, b) for b in budgets)} |"
@@ -489,7 +494,7 @@ def plot(rows: list[dict], path: Path):
             values = [100 * r["test_accuracy"] for r in mine if r["method"] == method]
             if values:
                 ax.axhline(np.mean(values), linestyle=style, color="grey", label=method)
-        ax.axhline(100 * np.mean([r["majority"] for r in mine]), color="black", linewidth=0.8, label="majority class")
+        ax.axhline(100 * _majority(mine), color="black", linewidth=0.8, label="majority class")
         ax.set(
             title=f"{task} ({domain}, {backbone})",
             xlabel="model calls per user",

@@ -36,22 +36,25 @@ BLOCK = re.compile(r"<!-- readme_table (?P<args>[^>]*) -->\n(?P<table>.*?)<!-- /
 
 def command(folder: Path, task: str, backbone: str) -> str:
     """The ``simulations.effectiveness`` command that makes the task's runs under ``folder``: its methods,
-    seeds, budgets and user settings as the runs' ``summary.json`` files record them."""
+    seeds, budgets and user settings as the runs' ``summary.json`` files record them (the budgets every search
+    run evaluated: the runner refuses a run that lacks one it is asked for)."""
     summaries = [json.loads(p.read_text()) for p in sorted(folder.glob(f"runs/**/{task}-*-s*/summary.json"))]
     summaries = [s for s in summaries if s["task"] == task and s["backbone"] == backbone]
-    methods, seeds, budgets, subspace = set(), set(), set(), 0
+    methods, seeds, budgets, subspace = set(), set(), None, 0
     for s in summaries:
         config = s["config"]
         methods.add(method_name(s))
         seeds.add(s["seed"])
-        budgets.update(config["checkpoints"] if s["curve"] else [])
+        if s["curve"]:
+            evaluated = {p["calls"] for p in s["curve"]}
+            budgets = evaluated if budgets is None else budgets & evaluated
         subspace = config.get("subspace") or subspace
     config = summaries[0]["config"]
     parts = [
         f"python -m simulations.effectiveness --out {folder.as_posix()} --domains {summaries[0]['domain']}",
         f"--tasks {task} --methods {' '.join(sorted(methods, key=CHOICES.index))}"
         + (f" --subspace {subspace}" if subspace else ""),
-        f"--seeds {' '.join(map(str, sorted(seeds)))} --budgets {' '.join(map(str, sorted(budgets)))}",
+        f"--seeds {' '.join(map(str, sorted(seeds)))} --budgets {' '.join(map(str, sorted(budgets or ())))}",
         f"--shots {config['shots_per_class']} --n-test {config['n_test']} --max-tokens {config['max_tokens']}",
         f"--backbone {backbone}",
     ]
