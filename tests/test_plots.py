@@ -42,7 +42,8 @@ def test_suite_accuracy_has_the_chance_level_and_ticks_at_the_calls(tmp_path):
 
 def test_effectiveness_ticks_every_budget_and_keeps_the_majority_line_visible(tmp_path):
     rows = [
-        {"domain": "commonsense", "task": "piqa", "method": m, "calls": c, "test_accuracy": 0.6, "majority": 0.55}
+        {"domain": "commonsense", "task": "piqa", "backbone": "smollm2-135m", "seed": 0}
+        | {"method": m, "calls": c, "test_accuracy": 0.6, "majority": 0.55}
         for m, calls in (("cbp", (50, 100, 200, 400)), ("bbt", (50, 100, 200, 400)), ("zero-shot", (0,)))
         for c in calls
     ]
