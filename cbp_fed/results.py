@@ -491,3 +491,11 @@ def console_round_line(record: dict) -> str:
     if "seconds" in record:
         parts.append(f"{record['seconds']:.1f} s")
     return " | ".join(parts)
+
+
+def method_label(method: str, subspace: int | None) -> str:
+    """A run's method in the result tables: CBP is ``cbp`` when it searched the subspace of the SDT task
+    vectors (``subspace`` K >= 1) and ``cbp-full`` when it searched all r coordinates of z."""
+    if method != "cbp":
+        return method
+    return "cbp" if subspace else "cbp-full"

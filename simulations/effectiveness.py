@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from cbp_fed.backbone import FrozenLM  # noqa: E402
 from cbp_fed.customize import OWN, CustomizeConfig, customize  # noqa: E402
 from cbp_fed.domain_training import SDTConfig, save_generator, train_generator  # noqa: E402
-from cbp_fed.results import legend_below  # noqa: E402
+from cbp_fed.results import legend_below, method_label  # noqa: E402
 from cbp_fed.stats import paired_bits, wilson  # noqa: E402
 from cbp_fed.tasks import DOMAINS, domain_capacity  # noqa: E402
 
@@ -73,9 +73,7 @@ its own, named in ``kept``). Both sit beside the method's own row, never in its 
 def method_name(summary: dict) -> str:
     """A run's method in the table: a CBP run is ``cbp`` when it searched the SDT subspace, ``cbp-full``
     when it searched all r coordinates of z."""
-    if summary["method"] != "cbp":
-        return summary["method"]
-    return "cbp" if summary.get("config", {}).get("subspace") else "cbp-full"
+    return method_label(summary["method"], summary.get("config", {}).get("subspace"))
 
 
 def rows_of(summary: dict) -> list[dict]:

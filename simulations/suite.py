@@ -34,7 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cbp_fed.results import chance_accuracy, legend_below, upgrade_summary  # noqa: E402
+from cbp_fed.results import chance_accuracy, legend_below, method_label, upgrade_summary  # noqa: E402
 from simulations.local_run import ROOT, flwr_run, run_config_string  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "fedbpt", "cbp", "cbp-full")
@@ -125,9 +125,7 @@ def load_cells(out: Path) -> list[dict]:
         summary = upgrade_summary(json.loads(summary_path.read_text()))
         chance = summary.get("chance_test_accuracy") or chance_accuracy([t.strip() for t in config["tasks"].split(",")])
         rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
-        method = config["method"]
-        if method == "cbp":
-            method = "cbp" if config.get("subspace") else "cbp-full"
+        method = method_label(config["method"], config.get("subspace"))
         searches = method in SEARCHING
         per_round_calls = config["steps-per-round"] * config["popsize"] if searches else 0
         first = rounds[0].get("start_test_accuracy")
