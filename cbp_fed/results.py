@@ -128,6 +128,8 @@ ROUND_FIELDS = {
     "protected_below_own_best": "protecting users that end strictly below their own best option on test (count)",
     "own_test_accuracy": "{option: test accuracy had every protecting user kept that own option}, weighted as "
     "test_accuracy: the best of them is a bar one choice for all users would reach",
+    "user_test_accuracy": "{partition id: that user's prompt accuracy on its own test rows}, so two runs over the "
+    "same partitions compare user by user",
     "end_vs_start": "mean over the users evaluated at the start and now of (accuracy of what each ends on: the "
     "option it keeps when it protects, else its prompt - its start vector's accuracy in round 1), fraction",
     "end_vs_start_ci95": "half-width of a normal 95% interval of end_vs_start over those users",

@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cbp_fed.results import chance_accuracy, legend_below, method_label, upgrade_summary  # noqa: E402
+from cbp_fed.stats import paired  # noqa: E402
 from simulations.local_run import ROOT, flwr_run, run_config_string  # noqa: E402
 
 METHODS = ("zero-shot", "sdt-only", "bbt", "fedbpt", "cbp", "cbp-full")
@@ -140,6 +141,7 @@ def load_cells(out: Path) -> list[dict]:
                 "start": first,
                 "own_best": rounds[-1].get("own_best_test_accuracy"),
                 "below_start": rounds[-1].get("end_below_start"),  # users ending below their own start
+                "by_user": rounds[-1].get("user_test_accuracy"),  # partition id -> its prompt's accuracy
                 "users": rounds[-1].get("users_evaluated", 0),
                 "curve": start + [(r["round"] * per_round_calls, r["test_accuracy"]) for r in rounds],
                 "calls_per_user": per_round_calls * len(rounds),
@@ -215,6 +217,7 @@ def table(cells: list[dict]) -> str:
                 "below their own start on test (what they end on, never-worse choice included, against their "
                 "start vector before round 1)."
             )
+    lines += _paired_over_users(cells)
     lines += ["", "Calls per user to reach CBP's accuracy at its budget (from the per-round curves):", ""]
     lines += [
         "| domain | CBP | CBP acc % at calls | BBT needs | FedBPT needs | CBP needs for BBT's final |",
@@ -232,6 +235,29 @@ def table(cells: list[dict]) -> str:
             needs = " | ".join(calls_to_reach(cells, d, m, target) for m in ("bbt", "fedbpt"))
             lines.append(f"| {d} | {variant} | {100 * target:.1f} at {budget} | {needs} | {reverse} |")
     return "\n".join(lines) + "\n"
+
+
+def _paired_over_users(cells: list[dict]) -> list[str]:
+    """CBP minus each other search, per domain and seed, paired over the users both cells evaluated (the
+    same partitions, each user's accuracy on its own test rows, unweighted): a line per pair with its normal 95%
+    interval; none for cells run before users were recorded one by one."""
+    lines = []
+    mine = {(c["domain"], c["seed"], c["method"]): c["by_user"] for c in cells if c.get("by_user")}
+    for (domain, seed, method), ours in sorted(mine.items()):
+        if method not in ("cbp", "cbp-full"):
+            continue
+        gaps = []
+        for other in ("fedbpt", "bbt"):
+            theirs = mine.get((domain, seed, other))
+            users = sorted(set(ours) & set(theirs or {}))
+            if len(users) > 1:
+                gap = paired(np.array([ours[u] - theirs[u] for u in users]))
+                gaps.append(
+                    f"{method} - {other} {100 * gap['mean']:+.1f} ± {100 * gap['ci95']:.1f} ({len(users)} users)"
+                )
+        if gaps:
+            lines.append(f"- {domain} seed {seed}, paired over users (points): {'; '.join(gaps)}.")
+    return lines
 
 
 def _accuracy_cell(cells: list[dict]) -> str:

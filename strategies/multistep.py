@@ -460,6 +460,7 @@ class MultiStepStrategy(Strategy):
                     users_evaluated=evaluation["users"],
                     test_examples=evaluation.get("examples", 0),
                 )
+                record["user_test_accuracy"] = {str(p): e["accuracy"] for p, e in sorted(self.user_evaluation.items())}
                 record.update(self.against_start())
                 if "protected-users" in evaluation:
                     record.update(

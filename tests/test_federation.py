@@ -173,6 +173,9 @@ def test_rounds_complete_and_are_metered(strategy):
     assert "start_test_accuracy" not in strategy.records[1]
     assert sorted(strategy.user_start) == [0, 1, 2]  # each user's own start, kept for every later round
     assert all(set(r["end_below_start"]) <= {0, 1, 2} and "end_vs_start" in r for r in strategy.records)
+    for r in strategy.records:  # each user's own accuracy, by partition: the pooled one lies among them
+        assert sorted(r["user_test_accuracy"]) == ["0", "1", "2"]
+        assert min(r["user_test_accuracy"].values()) <= r["test_accuracy"] <= max(r["user_test_accuracy"].values())
     assert strategy.records[1]["test_accuracy"] == pytest.approx(*delivered_test_accuracies(loop, 2))
     assert sorted(strategy.user_z) == [0, 1, 2]
     assert len(result.train_metrics_clientapp) == 2

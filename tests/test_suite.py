@@ -68,3 +68,17 @@ def test_a_cbp_cell_is_named_by_the_space_it_searched(tmp_path):
     assert "- finance: the users' best option of their own" in text and "55.0%, the bar" in text
     assert "- finance cbp seed 0: 1 of 3 users end below their own start" in text
     assert "| finance | cbp | 60.0 at 36 |" in text and "| finance | cbp-full | 60.0 at 36 |" in text
+
+
+def test_cbp_is_paired_with_the_other_searches_user_by_user():
+    users = {"0": 0.5, "1": 0.6, "2": 0.7}
+    cells = [
+        {**cell("cbp", 0, [(36, 0.6)], "finance"), "by_user": {u: a + 0.2 for u, a in users.items()}},
+        {**cell("fedbpt", 0, [(36, 0.5)], "finance"), "by_user": {**users, "2": 0.6}},
+        {**cell("bbt", 0, [(36, 0.5)], "finance"), "by_user": {"0": 0.5}},  # one common user: no interval
+        {**cell("cbp", 1, [(36, 0.6)], "finance")},  # a cell run before users were recorded one by one
+    ]
+    text = table(cells)
+    # per user +0.2, +0.2, +0.3: mean +23.3, sd 5.77 points over 3 users -> 1.96 * 5.77 / sqrt(3) = 6.5
+    assert "- finance seed 0, paired over users (points): cbp - fedbpt +23.3 ± 6.5 (3 users)." in text
+    assert "cbp - bbt" not in text and "seed 1, paired" not in text
