@@ -379,7 +379,8 @@ def paired_gaps(rows: list[dict]) -> str:
     """CBP minus each baseline, row by row on the same test rows (a seed fixes a user's test rows), pooled
     over the seeds both ran: per task, CBP variant and budget, each difference's mean and 95% interval in
     points (``stats.paired_bits``); BBT at the same budget, the others at 0 calls. A fitted CBP prompt (``+fit``)
-    meets BBT's fitted prompt. ``above all`` when every baseline was run and every interval lies above 0."""
+    meets BBT's fitted prompt. ``above all`` when every baseline was run and every interval lies above 0, ``-``
+    when no baseline recorded its rows."""
     bits = {(r["task"], r["method"], r["calls"], r["seed"]): r["correct"] for r in rows if r.get("correct")}
     lines = [
         f"| task | method | calls | {' | '.join(BASELINES)} | above all |",
@@ -400,7 +401,8 @@ def paired_gaps(rows: list[dict]) -> str:
                 continue
             cells.append(f"{100 * gap['mean']:+.1f} ± {100 * gap['ci95']:.1f} ({seeds})")
             above = above and gap["mean"] - gap["ci95"] > 0
-        lines.append(f"| {task} | {method} | {calls} | {' | '.join(cells)} | {'yes' if above else 'no'} |")
+        verdict = "-" if set(cells) == {"-"} else "yes" if above else "no"  # "-": nothing to pair with
+        lines.append(f"| {task} | {method} | {calls} | {' | '.join(cells)} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 

@@ -198,6 +198,8 @@ def test_paired_gaps_pair_the_same_seed_s_rows_pool_seeds_and_call_cbp_above_all
     assert cells[3 + BASELINES.index("bbt")].endswith("(1)") and cells[3 + BASELINES.index("icl")] == "-"
     assert cells[-1] == "no"
     assert paired_gaps([{**r, "correct": None} for r in cbp] + others).startswith("No CBP run here recorded")
+    alone = [row("cbp", 0, "1" * 100, 100)] + [{**r, "correct": None} for r in others]  # nothing to pair with
+    assert paired_gaps(alone).splitlines()[2].endswith("| - | - | - | - | - | - | - | - |")
     # a fitted CBP prompt meets BBT's fitted prompt, not its raw one
     fitted = [row("cbp+fit", 0, "1" * 100, 100), row("bbt+fit", 0, "1" * 80 + "0" * 20, 100)]
     lines = paired_gaps(cbp + others + fitted).splitlines()
