@@ -5,9 +5,9 @@
 #   make test        the test suite (unit tests on a tiny random model, real SmolLM2, a real flwr run)
 #   make demo-core   one process, no Flower: the four methods on ARC-Easy with the committed generator, small sizes
 #   make deploy-demo a real deployment on loopback: TLS, SuperNode authentication, 3 users, a refused node
-#   make experiments the decisive table (results/pilot): finance-entities, every method, seeds 0-2, 100 and 400
-#                    calls (some runs also 25, 50, 200); reads the committed runs back, runs what is missing
-#                    (each search run: about 30-40 min on one core)
+#   make experiments the decisive table (results/pilot): finance-entities, every method; SmolLM2 seeds 0-2 at
+#                    25-400 calls (the cbp-full ablation at 100 and 400), Gemma seed 0; reads the committed runs
+#                    back, runs what is missing (each search run: 30-45 min on one core, Gemma's about twice that)
 #   make bench       the performance bench: limit, BlackBox vs bare forward, what was tried, federation (~20 min)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -74,8 +74,15 @@ lint: setup
 
 experiments: setup
 	$(PY) -m simulations.effectiveness --out results/pilot --domains finance --tasks finance-entities \
-	  --methods majority zero-shot calibrated calibrated-fit icl sdt-only bbt cbp cbp-full --subspace 3 \
-	  --seeds 0 1 2 --budgets 100 400 --shots 16 --n-test 300 --max-tokens 128 \
+	  --methods majority zero-shot calibrated calibrated-fit icl sdt-only bbt cbp --subspace 3 \
+	  --seeds 0 1 2 --budgets 25 50 100 200 400 --shots 16 --n-test 300 --max-tokens 128 \
+	  --headroom results/headroom/headroom.json
+	$(PY) -m simulations.effectiveness --out results/pilot --domains finance --tasks finance-entities \
+	  --methods cbp-full --seeds 0 1 2 --budgets 100 400 --shots 16 --n-test 300 --max-tokens 128 \
+	  --headroom results/headroom/headroom.json
+	$(PY) -m simulations.effectiveness --out results/pilot --domains finance --tasks finance-entities \
+	  --methods majority zero-shot calibrated calibrated-fit icl sdt-only bbt cbp --subspace 3 \
+	  --seeds 0 --budgets 25 50 100 200 400 --shots 16 --n-test 300 --max-tokens 128 --backbone gemma3-270m \
 	  --headroom results/headroom/headroom.json
 
 bench: setup
