@@ -238,7 +238,7 @@ def table(cells: list[dict]) -> str:
 
 
 def _paired_over_users(cells: list[dict]) -> list[str]:
-    """CBP minus each other search, per domain and seed, paired over the users both cells evaluated (the
+    """CBP minus FedBPT and minus BBT, per domain and seed, paired over the users both cells evaluated (the
     same partitions, each user's accuracy on its own test rows, unweighted): a line per pair with its normal 95%
     interval; none for cells run before users were recorded one by one."""
     lines = []
